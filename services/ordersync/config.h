@@ -1,0 +1,48 @@
+/*
+ * config: every process-level setting of ordersync, read from the environment
+ * at start-up. One table (config.c) holds name, type, default, bounds and
+ * description; `ordersync --help` and the README's settings list come from it.
+ * Sources and destinations are not here: they live in Postgres (see store.h).
+ */
+#ifndef OS_CONFIG_H
+#define OS_CONFIG_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+struct config {
+    char *database_url; /* NULL: libpq's PG* variables decide */
+    char *listen_host;
+    int listen_port;
+    bool migrate_on_start;
+    char *log_level;
+    int64_t max_body;
+    int64_t max_header;
+    int64_t max_connections;
+    int64_t header_timeout_ms;
+    int64_t idle_timeout_ms;
+    int64_t batch_max;
+    int64_t retry_after_s;
+    int64_t reload_interval_s;
+    int64_t shutdown_timeout_s;
+    int64_t db_connect_timeout_s;
+    bool relay_enabled;
+    int64_t lease_s;
+    int64_t claim_batch;
+    int64_t sweep_interval_s;
+    int64_t retention_days;
+    char *instance;
+};
+
+/*
+ * Fills `cfg` from defaults and the environment (getenv). On a bad value
+ * returns -EINVAL and writes the reason to `err`. The strings in cfg are new
+ * allocations: release with config_free().
+ */
+int config_load(struct config *cfg, char *err, size_t errlen) __attribute__((warn_unused_result));
+void config_free(struct config *cfg);
+/* Writes the settings table: as plain text for --help, or as a Markdown table. */
+void config_print(FILE *out, bool markdown);
+
+#endif

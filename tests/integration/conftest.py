@@ -1,0 +1,273 @@
+"""Fixtures for black-box tests: a real PostgreSQL, the real ordersync binary,
+real sockets. Nothing here mocks the system under test.
+
+- `cluster`: the PostgreSQL server (DATABASE_URL of the test run, or a
+  throwaway one started with scripts/pg for this session).
+- `db`: a fresh database per test, migrated from a template built once.
+- `ordersync`: a running ordersync process on a free port, with helpers to
+  sign and send webhooks.
+"""
+import json
+import os
+import re
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+import urllib.parse
+import uuid
+
+import psycopg
+import pytest
+
+REPO = os.environ.get("ORDERSYNC_SOURCE_DIR") or os.path.abspath(
+    os.path.join(os.path.dirname(__file__), "..", ".."))
+BIN = os.environ.get("ORDERSYNC_BIN") or os.path.join(REPO, "build", "bin", "ordersync")
+FIXTURES = os.path.join(REPO, "tests", "fixtures")
+
+
+def with_dbname(url, name):
+    parts = urllib.parse.urlsplit(url)
+    return urllib.parse.urlunsplit(parts._replace(path="/" + name))
+
+
+class Cluster:
+    """A PostgreSQL server; `own_dir` is set when this session started it."""
+
+    def __init__(self, url, own_dir=None):
+        self.url = url
+        self.own_dir = own_dir
+        self._template = None
+
+    def admin(self):
+        return psycopg.connect(with_dbname(self.url, "postgres"), autocommit=True)
+
+    def template(self):
+        """A database with the schema applied, copied for each test (CREATE DATABASE ... TEMPLATE)."""
+        if self._template is None:
+            name = "ordersync_tpl_%d" % os.getpid()
+            with self.admin() as c:
+                c.execute(f'DROP DATABASE IF EXISTS "{name}"')
+                c.execute(f'CREATE DATABASE "{name}"')
+            run_ordersync(["migrate"], with_dbname(self.url, name), check=True)
+            self._template = name
+        return self._template
+
+    def new_db(self, migrated=True):
+        name = "t_" + uuid.uuid4().hex[:12]
+        with self.admin() as c:
+            if migrated:
+                c.execute(f'CREATE DATABASE "{name}" TEMPLATE "{self.template()}"')
+            else:
+                c.execute(f'CREATE DATABASE "{name}"')
+        return name
+
+    def drop_db(self, name):
+        with self.admin() as c:
+            c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def pg_script(*args, env=None):
+    return subprocess.run([os.path.join(REPO, "scripts", "pg"), *args], check=True,
+                          capture_output=True, text=True, env=env).stdout.strip()
+
+
+@pytest.fixture(scope="session")
+def cluster():
+    url = os.environ.get("DATABASE_URL")
+    if url:
+        yield Cluster(url)
+        return
+    d = tempfile.mkdtemp(prefix="ordersync-pg-")
+    os.chmod(d, 0o755)
+    url = pg_script("start", d)
+    c = Cluster(url, own_dir=d)
+    yield c
+    pg_script("destroy", d)
+
+
+class Database:
+    def __init__(self, cluster, name):
+        self.cluster = cluster
+        self.name = name
+        self.url = with_dbname(cluster.url, name)
+
+    def connect(self):
+        return psycopg.connect(self.url, autocommit=True)
+
+    def query(self, sql, params=None):
+        with self.connect() as c:
+            cur = c.execute(sql, params)
+            return cur.fetchall() if cur.description else None
+
+    def scalar(self, sql, params=None):
+        rows = self.query(sql, params)
+        return rows[0][0] if rows else None
+
+
+@pytest.fixture
+def db(cluster):
+    name = cluster.new_db()
+    d = Database(cluster, name)
+    yield d
+    cluster.drop_db(name)
+
+
+@pytest.fixture
+def empty_db(cluster):
+    name = cluster.new_db(migrated=False)
+    d = Database(cluster, name)
+    yield d
+    cluster.drop_db(name)
+
+
+def run_ordersync(args, database_url, check=False, env=None, timeout=60):
+    e = dict(os.environ)
+    e["DATABASE_URL"] = database_url
+    e.update(env or {})
+    p = subprocess.run([BIN, *args], env=e, capture_output=True, text=True, timeout=timeout)
+    if check and p.returncode != 0:
+        raise AssertionError(f"ordersync {args} failed ({p.returncode}): {p.stderr}")
+    return p
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+class Process:
+    """A running ordersync; its JSON log lines are collected in `logs`."""
+
+    def __init__(self, database_url, env=None, args=("serve",)):
+        self.database_url = database_url
+        self.env = dict(os.environ)
+        self.env.update({"DATABASE_URL": database_url, "ORDERSYNC_LISTEN": "127.0.0.1:0",
+                         "ORDERSYNC_LOG_LEVEL": "debug"})
+        self.env.update(env or {})
+        self.args = args
+        self.logs = []
+        self.port = None
+        self.proc = None
+        self._listening = threading.Event()
+
+    def start(self, timeout=15):
+        self.logs = []
+        self._listening.clear()
+        self.proc = subprocess.Popen([BIN, *self.args], env=self.env, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE, text=True)
+        threading.Thread(target=self._read, args=(self.proc,), daemon=True).start()
+        if not self._listening.wait(timeout):
+            self.stop()
+            raise AssertionError("ordersync did not start:\n" + "\n".join(map(str, self.logs)))
+        return self
+
+    def _read(self, proc):
+        for line in proc.stderr:
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                rec = {"raw": line.rstrip()}
+            self.logs.append(rec)
+            if rec.get("msg") == "listening":
+                self.port = rec["port"]
+                self._listening.set()
+
+    @property
+    def base(self):
+        return f"http://127.0.0.1:{self.port}"
+
+    def wait_ready(self, timeout=10):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            try:
+                st, _, _ = request(self.port, "GET", "/readyz")
+                if st == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise AssertionError("ordersync not ready:\n" + "\n".join(map(str, self.logs[-20:])))
+
+    def stop(self, sig=15, timeout=20):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode if self.proc else None
+
+    def log_lines(self, msg):
+        return [r for r in self.logs if r.get("msg") == msg]
+
+
+def request(port, method, path, body=None, headers=None, timeout=10):
+    """One HTTP request on a new connection; returns (status, headers, body bytes)."""
+    import http.client
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        if isinstance(body, (dict, list)):
+            body = json.dumps(body).encode()
+        elif isinstance(body, str):
+            body = body.encode()
+        c.request(method, path, body=body, headers=headers or {})
+        r = c.getresponse()
+        return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
+    finally:
+        c.close()
+
+
+@pytest.fixture
+def ordersync(db):
+    procs = []
+
+    def start(env=None, database=None):
+        p = Process((database or db).url, env=env).start()
+        procs.append(p)
+        p.wait_ready()
+        return p
+
+    yield start
+    for p in procs:
+        p.stop()
+
+
+def pipeline(port, reqs, timeout=30):
+    """Sends every (method, path, headers, body) in one write on one connection
+    (HTTP/1.1 pipelining) and returns [(status, headers, body)] in order."""
+    raw = b""
+    for method, path, headers, body in reqs:
+        body = body or b""
+        lines = [f"{method} {path} HTTP/1.1", "Host: 127.0.0.1", f"Content-Length: {len(body)}"]
+        lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+        raw += ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    s.sendall(raw)
+    buf = b""
+    out = []
+    while len(out) < len(reqs):
+        while b"\r\n\r\n" not in buf:
+            chunk = s.recv(65536)
+            if not chunk:
+                raise AssertionError(f"connection closed after {len(out)} responses")
+            buf += chunk
+        head, buf = buf.split(b"\r\n\r\n", 1)
+        lines = head.decode().split("\r\n")
+        status = int(lines[0].split()[1])
+        headers = {k.lower(): v.strip() for k, v in (l.split(":", 1) for l in lines[1:])}
+        n = int(headers.get("content-length", "0"))
+        while len(buf) < n:
+            chunk = s.recv(65536)
+            if not chunk:
+                raise AssertionError("connection closed mid-body")
+            buf += chunk
+        out.append((status, headers, buf[:n]))
+        buf = buf[n:]
+    s.close()
+    return out
