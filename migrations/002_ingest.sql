@@ -1,0 +1,181 @@
+-- 002_ingest: the server side of group commit.
+--
+-- ordersync sends every webhook that became ready in one loop turn as one JSON
+-- array to ingest_batch(), in one statement and so in one transaction: one
+-- round trip and one fsync for the whole batch. Each element:
+--   {"s": source id, "k": dedupe key, "t": sender topic, "e": event type or null
+--    (topic not about orders), "o": canonical order or null, "p": raw payload}
+-- The result has one row per element, in order: its outcome ('applied',
+-- 'stale', 'ignored', 'duplicate'), the order id and how many outbox rows it made.
+--
+-- Nothing here catches errors: when one element fails (it should not: C
+-- validated it against the schema), the whole batch rolls back and ordersync
+-- re-runs each element alone, so one bad request never fails the others.
+
+CREATE FUNCTION ingest_batch(batch jsonb)
+RETURNS TABLE (idx integer, outcome text, order_id bigint, emitted integer)
+LANGUAGE plpgsql AS $$
+DECLARE
+    e        jsonb;
+    o        jsonb;
+    merged   jsonb;
+    cur      orders%ROWTYPE;
+    src      text;
+    ev_type  text;
+    ev_at    timestamptz;
+    n        integer;
+    total    integer := 0;
+    stamp    text := to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"');
+BEGIN
+    idx := -1;
+    FOR e IN SELECT value FROM jsonb_array_elements(batch) LOOP
+        idx := idx + 1;
+        order_id := NULL;
+        emitted := 0;
+        src := e->>'s';
+        ev_type := e->>'e';
+
+        IF ev_type IS NULL THEN
+            -- not about orders: record it so the sender stops retrying, emit nothing
+            INSERT INTO inbound_events (source_id, dedupe_key, topic, event_type, outcome, payload)
+            VALUES (src, e->>'k', e->>'t', NULL, 'ignored', e->'p')
+            ON CONFLICT (source_id, dedupe_key) DO NOTHING;
+            outcome := CASE WHEN FOUND THEN 'ignored' ELSE 'duplicate' END;
+            RETURN NEXT;
+            CONTINUE;
+        END IF;
+
+        o := e->'o';
+        ev_at := (o->>'updated_at')::timestamptz;
+
+        -- The order row lock serializes every event of one order, across
+        -- batches and instances: outbox ids then follow commit order.
+        <<find_order>>
+        LOOP
+            SELECT * INTO cur FROM orders
+             WHERE source_id = src AND external_id = o->>'external_id'
+               FOR UPDATE;
+            EXIT find_order WHEN FOUND;
+            IF EXISTS (SELECT 1 FROM inbound_events
+                        WHERE source_id = src AND dedupe_key = e->>'k') THEN
+                EXIT find_order;  -- a duplicate of an event whose order is gone
+            END IF;
+            merged := o - 'partial';
+            IF ev_type = 'order.cancelled' THEN
+                merged := merged || '{"status": "cancelled"}';  -- a cancel may come first
+            END IF;
+            INSERT INTO orders AS t (source_id, external_id, sender_updated_at, doc, raw_payload)
+            VALUES (src, o->>'external_id', ev_at, merged, e->'p')
+            ON CONFLICT (source_id, external_id) DO NOTHING
+            RETURNING * INTO cur;
+            EXIT find_order WHEN FOUND;
+            -- another transaction created it meanwhile: lock that one
+        END LOOP;
+
+        INSERT INTO inbound_events (source_id, dedupe_key, topic, event_type, outcome, order_id,
+                                    payload)
+        VALUES (src, e->>'k', e->>'t', ev_type,
+                CASE WHEN cur.sender_updated_at > ev_at THEN 'stale' ELSE 'applied' END,
+                cur.id, e->'p')
+        ON CONFLICT (source_id, dedupe_key) DO NOTHING;
+        IF NOT FOUND THEN
+            outcome := 'duplicate';
+            order_id := cur.id;
+            RETURN NEXT;
+            CONTINUE;
+        END IF;
+        order_id := cur.id;
+
+        -- Never backwards: an event older than what we hold is recorded, not applied.
+        -- Equal times apply (Shopify sends orders/paid and orders/updated with one updated_at).
+        IF cur.sender_updated_at > ev_at THEN
+            outcome := 'stale';
+            RETURN NEXT;
+            CONTINUE;
+        END IF;
+
+        IF cur.doc IS NOT NULL AND cur.doc ? 'external_id' AND (o->>'partial')::boolean THEN
+            merged := cur.doc || (o - 'partial');
+        ELSE
+            merged := o - 'partial';
+        END IF;
+        IF ev_type = 'order.cancelled' THEN
+            merged := merged || '{"status": "cancelled"}';
+        END IF;
+
+        UPDATE orders SET
+            number             = merged->>'number',
+            status             = coalesce(merged->>'status', 'open'),
+            financial_status   = merged->>'financial_status',
+            fulfillment_status = merged->>'fulfillment_status',
+            currency           = merged->>'currency',
+            total              = (merged->>'total')::numeric,
+            subtotal           = (merged->>'subtotal')::numeric,
+            tax                = (merged->>'tax')::numeric,
+            shipping           = (merged->>'shipping')::numeric,
+            refunded           = coalesce((merged->>'refunded')::numeric, 0),
+            customer_email     = merged->>'customer_email',
+            shipping_address   = CASE WHEN jsonb_typeof(merged->'shipping_address') = 'object'
+                                      THEN merged->'shipping_address' END,
+            sender_created_at  = (merged->>'created_at')::timestamptz,
+            sender_updated_at  = ev_at,
+            doc                = merged,
+            raw_payload        = e->'p',
+            updated_at         = now()
+        WHERE id = cur.id;
+
+        -- a partial event without lines keeps the lines we have
+        IF o ? 'lines' THEN
+            DELETE FROM order_lines WHERE order_lines.order_id = cur.id;
+            INSERT INTO order_lines (order_id, line_no, sku, title, quantity, unit_price)
+            SELECT cur.id, l.ord::integer, l.value->>'sku', l.value->>'title',
+                   (l.value->>'quantity')::integer, (l.value->>'unit_price')::numeric
+              FROM jsonb_array_elements(o->'lines') WITH ORDINALITY AS l(value, ord);
+        END IF;
+
+        -- one outbox row per subscribed, enabled destination; no subscription rows = all types
+        INSERT INTO outbox (event_id, order_id, destination_id, event_type, payload)
+        SELECT ev.id, cur.id, d.id, ev_type,
+               jsonb_build_object('type', ev_type, 'timestamp', stamp,
+                                  'data', merged || jsonb_build_object('id', cur.id::text))
+          FROM destinations d, (SELECT gen_random_uuid() AS id) ev
+         WHERE d.enabled
+           AND (NOT EXISTS (SELECT 1 FROM subscriptions s WHERE s.destination_id = d.id)
+                OR EXISTS (SELECT 1 FROM subscriptions s
+                            WHERE s.destination_id = d.id AND s.event_type = ev_type));
+        GET DIAGNOSTICS n = ROW_COUNT;
+        emitted := n;
+        total := total + n;
+        outcome := 'applied';
+        RETURN NEXT;
+    END LOOP;
+
+    -- Other instances' relays learn about new rows here; the local relay is
+    -- woken in-process. One NOTIFY per batch: NOTIFY serializes commits.
+    IF total > 0 THEN
+        PERFORM pg_notify('ordersync_outbox', '');
+    END IF;
+END;
+$$;
+
+-- Sources and destinations are edited with SQL; running instances reload them
+-- when told (and on a timer, should a notification be missed).
+CREATE FUNCTION notify_config_changed() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('ordersync_config', TG_TABLE_NAME);
+    RETURN NULL;
+END;
+$$;
+
+CREATE TRIGGER sources_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON sources
+    FOR EACH STATEMENT EXECUTE FUNCTION notify_config_changed();
+-- the relay itself updates failure counters and pauses: those columns don't notify
+CREATE TRIGGER destinations_changed
+    AFTER INSERT OR DELETE OR TRUNCATE
+       OR UPDATE OF id, mode, url, secret, previous_secret, feed_token, timeout_ms, max_in_flight,
+                    retry_schedule, max_attempts, retry_window, breaker_threshold, enabled
+    ON destinations
+    FOR EACH STATEMENT EXECUTE FUNCTION notify_config_changed();
+CREATE TRIGGER subscriptions_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON subscriptions
+    FOR EACH STATEMENT EXECUTE FUNCTION notify_config_changed();

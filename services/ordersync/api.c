@@ -1,0 +1,261 @@
+/*
+ * api: routing, per-request logging and HTTP metrics. The webhook route does
+ * the cheap refusals first (method, source, database) so a flood of bad
+ * requests costs no HMAC and no parsing.
+ */
+#include "api.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "buf.h"
+#include "inbound.h"
+#include "log.h"
+#include "metrics.h"
+
+enum route { R_WEBHOOKS, R_HEALTHZ, R_READYZ, R_METRICS, R_OTHER, R_COUNT };
+
+static const char *const route_names[R_COUNT] = {"webhooks", "healthz", "readyz", "metrics",
+                                                 "other"};
+
+static struct metric *m_requests[R_COUNT][6];
+static struct metric *m_seconds[R_COUNT];
+
+#define MAX_METRICS_TEXT ((size_t)4 << 20)
+
+static enum route route_of(const struct http_request *req)
+{
+    return (enum route)(uintptr_t)http_request_get_data(req);
+}
+
+static void count(enum route r, int status, double secs)
+{
+    int cls = status / 100;
+    if (cls < 1 || cls > 5)
+        cls = 5;
+    if (m_requests[r][cls] == NULL) {
+        char labels[64];
+        snprintf(labels, sizeof(labels), "route=\"%s\",code=\"%dxx\"", route_names[r], cls);
+        m_requests[r][cls] = metrics_counter("ordersync_http_requests_total",
+                                             "HTTP requests by route and status class", labels);
+    }
+    metric_add(m_requests[r][cls], 1);
+    if (m_seconds[r] == NULL) {
+        char labels[64];
+        snprintf(labels, sizeof(labels), "route=\"%s\"", route_names[r]);
+        m_seconds[r] = metrics_get(METRIC_HISTOGRAM, "ordersync_http_request_seconds",
+                                   "Time from a complete request to its answer", labels,
+                                   metrics_latency_buckets, metrics_latency_buckets_n);
+    }
+    metric_observe(m_seconds[r], secs);
+}
+
+static void log_request(struct http_request *req, int status, const char *outcome,
+                        const char *source, const char *error, const char *detail, double secs)
+{
+    enum log_level lvl = status >= 500 ? LOG_WARN : LOG_INFO;
+    if (!log_enabled(lvl))
+        return;
+    json_t *f = json_pack("{s:I,s:s,s:s,s:i,s:f}", "request_id",
+                          (json_int_t)http_request_id(req), "method", http_request_method(req),
+                          "path", http_request_path(req), "status", status, "duration_ms",
+                          secs * 1000.0);
+    if (f != NULL && source != NULL)
+        json_object_set_new(f, "source", json_string(source));
+    if (f != NULL && outcome != NULL)
+        json_object_set_new(f, "outcome", json_string(outcome));
+    if (f != NULL && error != NULL)
+        json_object_set_new(f, "error", json_string(error));
+    if (f != NULL && detail != NULL)
+        json_object_set_new(f, "detail", json_string(detail));
+    log_json(lvl, "request", f);
+}
+
+static double elapsed(const struct http_request *req)
+{
+    return (double)(uv_hrtime() - http_request_start_ns(req)) / 1e9;
+}
+
+void api_reply(struct http_request *req, int status, const char *json, const char *outcome,
+               const char *source)
+{
+    double secs = elapsed(req);
+    count(route_of(req), status, secs);
+    log_request(req, status, outcome, source, NULL, NULL, secs);
+    http_respond_json(req, status, json);
+}
+
+void api_reply_error(struct http_request *req, int status, const char *error, const char *detail,
+                     const char *source, const struct http_header *headers, size_t n_headers)
+{
+    double secs = elapsed(req);
+    enum route r = route_of(req);
+    count(r, status, secs);
+    if (r == R_WEBHOOKS) {
+        char labels[96];
+        snprintf(labels, sizeof(labels), "outcome=\"rejected\",reason=\"%s\"", error);
+        metric_add(metrics_counter("ordersync_webhooks_total",
+                                   "Webhooks by outcome (rejected ones by reason)", labels),
+                   1);
+    }
+    log_request(req, status, NULL, source, error, detail, secs);
+    http_respond_error(req, status, error, detail, headers, n_headers);
+}
+
+static void reply_method_not_allowed(struct http_request *req, const char *allow)
+{
+    struct http_header h = {"Allow", allow};
+    char detail[96];
+    snprintf(detail, sizeof(detail), "%s is not allowed here; use %s", http_request_method(req),
+             allow);
+    api_reply_error(req, 405, "method_not_allowed", detail, NULL, &h, 1);
+}
+
+static const char *get_header(void *ctx, const char *name)
+{
+    return http_request_header(ctx, name);
+}
+
+static void handle_webhook(struct app *app, struct http_request *req, const char *source_id)
+{
+    if (strcmp(http_request_method(req), "POST") != 0) {
+        reply_method_not_allowed(req, "POST");
+        return;
+    }
+    if (!store_loaded(app->store)) {
+        struct http_header h = {"Retry-After", "1"};
+        api_reply_error(req, 503, "starting", "sources are not loaded yet", source_id, &h, 1);
+        return;
+    }
+    const struct source *src = store_find_source(app->store, source_id);
+    if (src == NULL) {
+        char detail[160];
+        snprintf(detail, sizeof(detail), "no source with id '%.64s'", source_id);
+        api_reply_error(req, 404, "unknown_source", detail, NULL, NULL, 0);
+        return;
+    }
+    if (!src->enabled || src->secret == NULL) {
+        api_reply_error(req, 403, "source_disabled",
+                        src->enabled ? "this source has no secret to verify webhooks with"
+                                     : "this source is disabled",
+                        src->id, NULL, 0);
+        return;
+    }
+    if (!db_is_ready(app->db_ingest) || app->stopping) {
+        char ra[16];
+        snprintf(ra, sizeof(ra), "%lld", (long long)app->cfg->retry_after_s);
+        struct http_header h = {"Retry-After", ra};
+        api_reply_error(req, 503, "database_unavailable",
+                        app->stopping ? "ordersync is shutting down"
+                                      : "the database is not connected; retry later",
+                        src->id, &h, 1);
+        return;
+    }
+    struct inbound_source isrc = {.id = src->id,
+                                  .kind = src->kind,
+                                  .secrets = {src->secret, src->previous_secret},
+                                  .tolerance_s = src->tolerance_s};
+    size_t len;
+    const char *body = http_request_body(req, &len);
+    struct inbound_event ev;
+    struct inbound_error err;
+    memset(&ev, 0, sizeof(ev));
+    memset(&err, 0, sizeof(err));
+    int rc = inbound_parse(&isrc, get_header, req, http_request_header(req, "content-type"), body,
+                           len, time(NULL), &ev, &err);
+    if (rc == INBOUND_PING) {
+        api_reply(req, 200, "{\"status\":\"ping\"}", "ping", src->id);
+        return;
+    }
+    if (rc < 0) {
+        api_reply_error(req, err.http_status, err.error, err.detail, src->id, NULL, 0);
+        return;
+    }
+    ingest_submit(app->ingest, req, src->id, &ev);
+}
+
+static void handle_readyz(struct app *app, struct http_request *req)
+{
+    bool db = db_is_ready(app->db_ingest);
+    bool ready = db && app->schema_current && store_loaded(app->store) && !app->stopping;
+    json_t *body = json_pack("{s:s,s:s,s:s,s:i}", "status", ready ? "ready" : "unavailable",
+                             "database", db ? "connected" : "disconnected", "schema",
+                             app->schema_current ? "current" : "not current", "sources",
+                             (int)store_source_count(app->store));
+    if (body != NULL && !db)
+        json_object_set_new(body, "detail", json_string(db_last_error(app->db_ingest)));
+    char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+    json_decref(body);
+    api_reply(req, ready ? 200 : 503, text ? text : "{}", NULL, NULL);
+    free(text);
+}
+
+static void handle_metrics(struct app *app, struct http_request *req)
+{
+    metric_set(metrics_gauge("ordersync_db_connected", "1 when the connection is ready",
+                             "db=\"ingest\""),
+               db_is_ready(app->db_ingest));
+    metric_set(metrics_gauge("ordersync_db_connected", "1 when the connection is ready",
+                             "db=\"aux\""),
+               db_is_ready(app->db_aux));
+    metric_set(metrics_gauge("ordersync_ingest_pending", "Webhooks queued or being committed", ""),
+               ingest_pending(app->ingest));
+    metric_set(metrics_gauge("ordersync_http_requests_in_progress",
+                             "Requests received and not yet answered", ""),
+               http_server_pending(app->http));
+    struct buf out;
+    buf_init(&out, MAX_METRICS_TEXT);
+    int rc = metrics_render(&out);
+    double secs = elapsed(req);
+    count(R_METRICS, rc == 0 ? 200 : 500, secs);
+    if (rc == 0)
+        http_respond(req, 200, "text/plain; version=0.0.4; charset=utf-8", out.data, out.len,
+                     NULL, 0);
+    else
+        http_respond_error(req, 500, "internal_error", "metrics too large", NULL, 0);
+    buf_free(&out);
+}
+
+void api_handle(struct http_request *req, void *data)
+{
+    struct app *app = data;
+    const char *path = http_request_path(req);
+    const char *method = http_request_method(req);
+    static const char prefix[] = "/webhooks/";
+    if (strncmp(path, prefix, sizeof(prefix) - 1) == 0 && path[sizeof(prefix) - 1] != '\0' &&
+        strchr(path + sizeof(prefix) - 1, '/') == NULL) {
+        http_request_set_data(req, (void *)(uintptr_t)R_WEBHOOKS);
+        handle_webhook(app, req, path + sizeof(prefix) - 1);
+        return;
+    }
+    enum route r = R_OTHER;
+    if (strcmp(path, "/healthz") == 0)
+        r = R_HEALTHZ;
+    else if (strcmp(path, "/readyz") == 0)
+        r = R_READYZ;
+    else if (strcmp(path, "/metrics") == 0)
+        r = R_METRICS;
+    http_request_set_data(req, (void *)(uintptr_t)r);
+    if (r == R_OTHER) {
+        api_reply_error(req, 404, "not_found", "no such endpoint", NULL, NULL, 0);
+        return;
+    }
+    if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0) {
+        reply_method_not_allowed(req, "GET");
+        return;
+    }
+    switch (r) {
+    case R_HEALTHZ:
+        api_reply(req, 200, "{\"status\":\"ok\"}", NULL, NULL);
+        return;
+    case R_READYZ:
+        handle_readyz(app, req);
+        return;
+    case R_METRICS:
+        handle_metrics(app, req);
+        return;
+    default:
+        abort();
+    }
+}

@@ -1,0 +1,26 @@
+/*
+ * api: ordersync's HTTP routes on top of lib/http:
+ *   POST /webhooks/{source}   verify, normalize, queue for group commit (ingest.h)
+ *   GET  /healthz             the process is alive
+ *   GET  /readyz              Postgres connected and schema current
+ *   GET  /metrics             Prometheus text format
+ * Every answer goes through api_reply*, which logs one JSON line per request
+ * and counts it by route and status class.
+ */
+#ifndef OS_API_H
+#define OS_API_H
+
+#include "app.h"
+#include "http.h"
+
+/* The http_handler_fn of the server; `data` is the struct app. */
+void api_handle(struct http_request *req, void *data);
+
+/* Answers with a JSON body (borrowed, copied). `outcome` and `source` go to the log (may be NULL). */
+void api_reply(struct http_request *req, int status, const char *json, const char *outcome,
+               const char *source);
+/* Answers {"error": error, "detail": detail}. */
+void api_reply_error(struct http_request *req, int status, const char *error, const char *detail,
+                     const char *source, const struct http_header *headers, size_t n_headers);
+
+#endif

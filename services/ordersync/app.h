@@ -1,0 +1,29 @@
+/*
+ * app: the state one ordersync process shares between its modules on the
+ * loop. Owned and wired by server.c; the other modules borrow it.
+ */
+#ifndef OS_APP_H
+#define OS_APP_H
+
+#include <stdbool.h>
+#include <uv.h>
+
+#include "config.h"
+#include "db.h"
+#include "http.h"
+#include "ingest.h"
+#include "store.h"
+
+struct app {
+    uv_loop_t *loop;
+    const struct config *cfg;
+    struct http_server *http;
+    struct db *db_ingest; /* group commits */
+    struct db *db_aux;    /* LISTEN, config reloads, schema checks */
+    struct store *store;
+    struct ingest *ingest;
+    bool schema_current; /* checked at every (re)connection of db_aux */
+    bool stopping;
+};
+
+#endif

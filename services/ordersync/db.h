@@ -1,0 +1,76 @@
+/*
+ * db: one asynchronous PostgreSQL connection on the libuv loop.
+ *
+ * libpq runs non-blocking (PQconnectStart/PQconnectPoll, PQsetnonblocking,
+ * PQsendQueryPrepared, PQflush, PQconsumeInput/PQisBusy/PQgetResult,
+ * PQnotifies) under a uv_poll_t on PQsocket(), which is re-created after each
+ * reconnect because the socket changes. Queries queue in FIFO order and run
+ * one at a time; a query's statement is either one of the statements given at
+ * open (prepared on every connection before it is reported ready) or plain SQL.
+ *
+ * A lost connection fails every queued query (callback with res == NULL) and
+ * reconnects with a short capped backoff, so callers decide what "failed"
+ * means (ingest answers 503; the relay retries later).
+ */
+#ifndef OS_DB_H
+#define OS_DB_H
+
+#include <stdbool.h>
+#include <libpq-fe.h>
+#include <uv.h>
+
+struct db;
+
+struct db_stmt {
+    const char *name; /* prepared statement name; borrowed, static */
+    const char *sql;
+};
+
+struct db_callbacks {
+    /* Connected and every statement prepared. */
+    void (*on_ready)(struct db *db, void *data);
+    /* The connection was lost or an attempt failed; `err` says why (borrowed). */
+    void (*on_down)(struct db *db, const char *err, void *data);
+    /* A NOTIFY arrived (LISTEN through db_query). Strings borrowed. */
+    void (*on_notify)(struct db *db, const char *channel, const char *payload, void *data);
+};
+
+/*
+ * Result callback. `res` is borrowed for the call (NULL when the connection
+ * failed before a result came: the outcome of the query is then unknown);
+ * `err` is NULL on success, else a message (borrowed). Runs exactly once per
+ * accepted query, including when the db is closed with queries pending.
+ */
+typedef void (*db_result_fn)(PGresult *res, const char *err, void *data);
+
+/*
+ * Starts connecting (never blocks: host names are resolved on libuv's thread
+ * pool). `conninfo` may be NULL (libpq's PG* environment) and is copied;
+ * `stmts` (n of them) and `cbs` are borrowed and must outlive the db.
+ * Returns 0 or a negative errno.
+ */
+int db_open(uv_loop_t *loop, const char *conninfo, const char *name, const struct db_stmt *stmts,
+            int n_stmts, const struct db_callbacks *cbs, void *data, struct db **out)
+    __attribute__((warn_unused_result));
+
+bool db_is_ready(const struct db *db);
+/* Queries accepted and not yet answered. */
+unsigned db_queue_length(const struct db *db);
+
+/*
+ * Queues a query: `stmt` is the name of a statement given at open (when
+ * `prepared`) or SQL text. Parameters are text, borrowed until the callback
+ * runs. Returns 0, or -ENOTCONN when the db is not ready (the callback will
+ * not run; answer the caller now).
+ */
+int db_query(struct db *db, bool prepared, const char *stmt, int nparams,
+             const char *const *values, db_result_fn cb, void *data)
+    __attribute__((warn_unused_result));
+
+/* Fails pending queries, closes the connection, frees the db after libuv closed its handles. */
+void db_close(struct db **db);
+
+/* Last connection error text, or "" (borrowed). */
+const char *db_last_error(const struct db *db);
+
+#endif

@@ -1,0 +1,246 @@
+/*
+ * server: wiring. Two database connections: `ingest` carries only group
+ * commits (so a slow reload never delays an ack), `aux` carries LISTEN, the
+ * sources reload and the schema check.
+ *
+ * Shutdown: stop accepting; let what is queued or in flight commit and be
+ * answered; then close everything. A timer bounds the wait.
+ */
+#include "server.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api.h"
+#include "app.h"
+#include "log.h"
+#include "metrics.h"
+#include "migrate.h"
+
+static const struct db_stmt ingest_stmts[] = {
+    {"ingest_batch", "SELECT idx, outcome, order_id, emitted FROM ingest_batch($1::jsonb)"},
+};
+
+struct server {
+    struct app app;
+    uv_loop_t loop;
+    uv_signal_t sigterm, sigint;
+    uv_timer_t reload_timer, stop_timer;
+    bool reload_in_flight;
+    uint64_t stop_started_ms;
+    int exit_code;
+};
+
+static void reload_sources(struct server *s);
+
+static void on_sources(PGresult *res, const char *err, void *data)
+{
+    struct server *s = data;
+    s->reload_in_flight = false;
+    if (err != NULL || res == NULL) {
+        log_warn("could not reload sources", json_pack("{s:s}", "detail", err ? err : "?"));
+        return;
+    }
+    int rc = store_load(s->app.store, res);
+    if (rc < 0)
+        log_error("could not load sources", json_pack("{s:i}", "errno", -rc));
+    else
+        log_debug("sources loaded", json_pack("{s:i}", "count",
+                                              (int)store_source_count(s->app.store)));
+}
+
+static void reload_sources(struct server *s)
+{
+    if (s->reload_in_flight || s->app.db_aux == NULL || !db_is_ready(s->app.db_aux))
+        return;
+    if (db_query(s->app.db_aux, false, store_sources_sql, 0, NULL, on_sources, s) == 0)
+        s->reload_in_flight = true;
+}
+
+static void on_schema(PGresult *res, const char *err, void *data)
+{
+    struct server *s = data;
+    if (err != NULL || res == NULL) {
+        s->app.schema_current = false;
+        return;
+    }
+    int latest = atoi(PQgetvalue(res, 0, 0));
+    s->app.schema_current = latest == migrate_latest_version();
+    if (!s->app.schema_current)
+        log_error("database schema is not the one this ordersync expects",
+                  json_pack("{s:i,s:i}", "database_version", latest, "expected",
+                            migrate_latest_version()));
+}
+
+static void on_listen(PGresult *res, const char *err, void *data)
+{
+    if (err != NULL)
+        log_warn("LISTEN failed", json_pack("{s:s}", "detail", err));
+}
+
+static void aux_ready(struct db *db, void *data)
+{
+    struct server *s = data;
+    /* order matters only for readability: each runs in turn on the one connection */
+    if (db_query(db, false, "LISTEN ordersync_config", 0, NULL, on_listen, s) < 0 ||
+        db_query(db, false, "SELECT coalesce(max(version), 0) FROM schema_migrations", 0, NULL,
+                 on_schema, s) < 0)
+        return;
+    s->reload_in_flight = false;
+    reload_sources(s);
+}
+
+static void aux_notify(struct db *db, const char *channel, const char *payload, void *data)
+{
+    struct server *s = data;
+    if (strcmp(channel, "ordersync_config") == 0) {
+        log_info("configuration changed", json_pack("{s:s}", "table", payload));
+        reload_sources(s);
+    }
+}
+
+static const struct db_callbacks aux_cbs = {.on_ready = aux_ready, .on_notify = aux_notify};
+static const struct db_callbacks ingest_cbs = {0};
+
+static void on_reload_timer(uv_timer_t *t)
+{
+    reload_sources(t->data);
+}
+
+static void close_all(struct server *s)
+{
+    uv_timer_stop(&s->stop_timer);
+    uv_close((uv_handle_t *)&s->stop_timer, NULL);
+    uv_close((uv_handle_t *)&s->reload_timer, NULL);
+    uv_close((uv_handle_t *)&s->sigterm, NULL);
+    uv_close((uv_handle_t *)&s->sigint, NULL);
+    db_close(&s->app.db_ingest);
+    db_close(&s->app.db_aux);
+    ingest_free(&s->app.ingest);
+    http_server_close(&s->app.http, NULL, NULL);
+}
+
+/* Polls until nothing is queued or in flight, or the deadline passed. */
+static void on_stop_tick(uv_timer_t *t)
+{
+    struct server *s = t->data;
+    uint64_t waited_ms = uv_now(&s->loop) - s->stop_started_ms;
+    bool idle = ingest_pending(s->app.ingest) == 0 && http_server_pending(s->app.http) == 0;
+    if (!idle && waited_ms < (uint64_t)s->app.cfg->shutdown_timeout_s * 1000)
+        return;
+    if (!idle) {
+        log_warn("shutdown timeout: abandoning work in flight",
+                 json_pack("{s:i}", "pending", (int)ingest_pending(s->app.ingest)));
+        s->exit_code = 1;
+    }
+    close_all(s);
+}
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+    struct server *s = h->data;
+    if (s->app.stopping) {
+        log_warn("second signal: exiting now", NULL);
+        s->exit_code = 1;
+        uv_stop(&s->loop);
+        return;
+    }
+    log_info("shutting down", json_pack("{s:s}", "signal", strsignal(signum)));
+    s->app.stopping = true;
+    http_server_stop_accepting(s->app.http);
+    s->stop_started_ms = uv_now(&s->loop);
+    uv_timer_start(&s->stop_timer, on_stop_tick, 0, 20);
+}
+
+int server_run(const struct config *cfg)
+{
+    struct server *s = calloc(1, sizeof(*s));
+    if (s == NULL)
+        return 1;
+    struct app *app = &s->app;
+    int rc = uv_loop_init(&s->loop);
+    if (rc < 0) {
+        free(s);
+        return 1;
+    }
+    app->loop = &s->loop;
+    app->cfg = cfg;
+    signal(SIGPIPE, SIG_IGN);
+
+    app->store = store_new();
+    if (app->store == NULL)
+        goto fail;
+    rc = db_open(app->loop, cfg->database_url, "ingest", ingest_stmts,
+                 (int)(sizeof(ingest_stmts) / sizeof(ingest_stmts[0])), &ingest_cbs, s,
+                 &app->db_ingest);
+    if (rc < 0)
+        goto fail;
+    rc = db_open(app->loop, cfg->database_url, "aux", NULL, 0, &aux_cbs, s, &app->db_aux);
+    if (rc < 0)
+        goto fail;
+    struct ingest_config icfg = {.batch_max = (unsigned)cfg->batch_max,
+                                 .retry_after_s = (unsigned)cfg->retry_after_s};
+    rc = ingest_new(app->loop, app->db_ingest, &icfg, &app->ingest);
+    if (rc < 0)
+        goto fail;
+
+    struct http_server_config hcfg = {
+        .host = cfg->listen_host,
+        .port = cfg->listen_port,
+        .max_header = (size_t)cfg->max_header,
+        .max_body = (size_t)cfg->max_body,
+        .max_conns = (unsigned)cfg->max_connections,
+        .header_timeout_ms = (uint64_t)cfg->header_timeout_ms,
+        .idle_timeout_ms = (uint64_t)cfg->idle_timeout_ms,
+    };
+    http_server_config_defaults(&hcfg);
+    rc = http_server_start(app->loop, &hcfg, api_handle, app, &app->http);
+    if (rc < 0) {
+        log_error("could not listen",
+                  json_pack("{s:s,s:i,s:s}", "host", cfg->listen_host, "port", cfg->listen_port,
+                            "detail", uv_strerror(rc)));
+        goto fail;
+    }
+    log_info("listening", json_pack("{s:s,s:i,s:s}", "host", cfg->listen_host, "port",
+                                    http_server_port(app->http), "version", ORDERSYNC_VERSION));
+
+    uv_timer_init(app->loop, &s->reload_timer);
+    s->reload_timer.data = s;
+    uv_timer_start(&s->reload_timer, on_reload_timer, (uint64_t)cfg->reload_interval_s * 1000,
+                   (uint64_t)cfg->reload_interval_s * 1000);
+    uv_timer_init(app->loop, &s->stop_timer);
+    s->stop_timer.data = s;
+    uv_signal_init(app->loop, &s->sigterm);
+    uv_signal_init(app->loop, &s->sigint);
+    s->sigterm.data = s->sigint.data = s;
+    uv_signal_start(&s->sigterm, on_signal, SIGTERM);
+    uv_signal_start(&s->sigint, on_signal, SIGINT);
+
+    uv_run(app->loop, UV_RUN_DEFAULT);
+    /* after uv_stop (second signal) handles may still be open: close and drain them */
+    if (app->http != NULL || app->db_ingest != NULL) {
+        if (!uv_is_closing((uv_handle_t *)&s->stop_timer))
+            close_all(s);
+        uv_run(app->loop, UV_RUN_DEFAULT);
+    }
+    int code = s->exit_code;
+    store_free(&app->store);
+    uv_loop_close(app->loop);
+    metrics_reset();
+    free(s);
+    log_info("stopped", json_pack("{s:i}", "exit_code", code));
+    return code;
+
+fail:
+    db_close(&app->db_ingest);
+    db_close(&app->db_aux);
+    ingest_free(&app->ingest);
+    uv_run(app->loop, UV_RUN_DEFAULT);
+    store_free(&app->store);
+    uv_loop_close(app->loop);
+    metrics_reset();
+    free(s);
+    return 1;
+}

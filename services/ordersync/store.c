@@ -1,0 +1,114 @@
+/*
+ * store: sources kept sorted by id for bsearch; a reload builds the new array
+ * completely before it frees the old one, so a failed reload changes nothing.
+ */
+#include "store.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+
+struct store {
+    struct source *sources;
+    unsigned n;
+    bool loaded;
+};
+
+const char store_sources_sql[] = "SELECT id, kind, secret, previous_secret, tolerance_s, enabled,"
+                                 " mode = 'push' FROM sources ORDER BY id COLLATE \"C\"";
+
+struct store *store_new(void)
+{
+    return calloc(1, sizeof(struct store));
+}
+
+static void free_sources(struct source *s, unsigned n)
+{
+    for (unsigned i = 0; i < n; i++) {
+        free(s[i].id);
+        free(s[i].secret);
+        free(s[i].previous_secret);
+    }
+    free(s);
+}
+
+void store_free(struct store **pstore)
+{
+    struct store *store = *pstore;
+    if (store == NULL)
+        return;
+    free_sources(store->sources, store->n);
+    free(store);
+    *pstore = NULL;
+}
+
+static char *dup_or_null(const PGresult *res, int r, int c, bool *oom)
+{
+    if (PQgetisnull(res, r, c))
+        return NULL;
+    char *s = strdup(PQgetvalue(res, r, c));
+    if (s == NULL)
+        *oom = true;
+    return s;
+}
+
+int store_load(struct store *store, const PGresult *res)
+{
+    int n = PQntuples(res);
+    if (PQnfields(res) != 7)
+        return -EINVAL;
+    struct source *s = calloc((size_t)n + 1, sizeof(*s));
+    if (s == NULL)
+        return -ENOMEM;
+    bool oom = false;
+    unsigned k = 0;
+    for (int r = 0; r < n; r++) {
+        struct source *src = &s[k];
+        if (source_kind_parse(PQgetvalue(res, r, 1), &src->kind) < 0) {
+            log_warn("skipping source of unknown kind",
+                     json_pack("{s:s,s:s}", "source", PQgetvalue(res, r, 0), "kind",
+                               PQgetvalue(res, r, 1)));
+            continue;
+        }
+        src->id = dup_or_null(res, r, 0, &oom);
+        src->secret = dup_or_null(res, r, 2, &oom);
+        src->previous_secret = dup_or_null(res, r, 3, &oom);
+        src->tolerance_s = atoi(PQgetvalue(res, r, 4));
+        src->enabled = PQgetvalue(res, r, 5)[0] == 't';
+        src->push = PQgetvalue(res, r, 6)[0] == 't';
+        k++;
+    }
+    if (oom) {
+        free_sources(s, k);
+        return -ENOMEM;
+    }
+    free_sources(store->sources, store->n);
+    store->sources = s;
+    store->n = k;
+    store->loaded = true;
+    return 0;
+}
+
+bool store_loaded(const struct store *store)
+{
+    return store->loaded;
+}
+
+static int cmp_source(const void *key, const void *elem)
+{
+    return strcmp(key, ((const struct source *)elem)->id);
+}
+
+const struct source *store_find_source(const struct store *store, const char *id)
+{
+    if (store->n == 0)
+        return NULL;
+    return bsearch(id, store->sources, store->n, sizeof(struct source), cmp_source);
+}
+
+unsigned store_source_count(const struct store *store)
+{
+    return store->n;
+}

@@ -1,0 +1,46 @@
+/*
+ * store: the in-memory copy of the `sources` table that ingest verifies
+ * against. Operators edit sources with SQL; a trigger NOTIFYs
+ * `ordersync_config` and the copy is reloaded (and on a timer as a backstop),
+ * so no restart is needed. Reloads swap the whole set at once.
+ */
+#ifndef OS_STORE_H
+#define OS_STORE_H
+
+#include <stdbool.h>
+
+#include <libpq-fe.h>
+
+#include "inbound.h"
+
+struct source {
+    char *id;
+    enum source_kind kind;
+    char *secret;          /* NULL for pure poll sources */
+    char *previous_secret; /* NULL unless rotating */
+    int tolerance_s;
+    bool enabled;
+    bool push;
+};
+
+struct store;
+
+/* Returns a new empty store, or NULL when out of memory. */
+struct store *store_new(void);
+void store_free(struct store **store);
+
+/* SQL whose result store_load() takes. */
+extern const char store_sources_sql[];
+
+/*
+ * Replaces the sources with the rows of `res` (borrowed; columns as in
+ * store_sources_sql). Returns 0, or -EINVAL/-ENOMEM leaving the old set.
+ */
+int store_load(struct store *store, const PGresult *res) __attribute__((warn_unused_result));
+
+bool store_loaded(const struct store *store);
+/* The source with this id, or NULL. Borrowed until the next store_load(). */
+const struct source *store_find_source(const struct store *store, const char *id);
+unsigned store_source_count(const struct store *store);
+
+#endif
