@@ -1,5 +1,6 @@
 /*
- * db: one asynchronous PostgreSQL connection on the libuv loop.
+ * db: one asynchronous PostgreSQL connection on the libuv loop (shared by
+ * ordersync and the helper services).
  *
  * libpq runs non-blocking (PQconnectStart/PQconnectPoll, PQsetnonblocking,
  * PQsendQueryPrepared, PQflush, PQconsumeInput/PQisBusy/PQgetResult,
