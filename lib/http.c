@@ -1,5 +1,6 @@
 /*
- * http: the connection side of the HTTP/1.1 server (parsing is http_parse.c).
+ * http: the connection side of the HTTP/1.1 server (parsing is http_parse.c,
+ * response bytes are made by http_response.c).
  *
  * Each connection is a struct http_conn with a state enum changed by the
  * conn_* functions below: ACTIVE (reading and parsing), DRAINING (no more
@@ -21,12 +22,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include <jansson.h>
 
 #include "buf.h"
 #include "http_parse.h"
+#include "http_response.h"
 #include "log.h"
 
 /* One read buffer per server: libuv calls alloc and read back to back, and
@@ -113,8 +114,7 @@ struct http_server {
     bool busy; /* inside http_server_close: do not free the server yet */
     void (*done)(void *data);
     void *done_data;
-    time_t date_sec;
-    char date[64];
+    struct http_response_date date;
 };
 
 static void conn_update(struct http_conn *c);
@@ -140,47 +140,6 @@ void http_server_config_defaults(struct http_server_config *cfg)
         cfg->write_timeout_ms = 30000;
     if (cfg->max_write_queue == 0)
         cfg->max_write_queue = 4 * 1024 * 1024;
-}
-
-const char *http_status_reason(int status)
-{
-    static const struct {
-        int status;
-        const char *reason;
-    } reasons[] = {
-        {100, "Continue"},
-        {200, "OK"},
-        {201, "Created"},
-        {202, "Accepted"},
-        {204, "No Content"},
-        {301, "Moved Permanently"},
-        {302, "Found"},
-        {304, "Not Modified"},
-        {400, "Bad Request"},
-        {401, "Unauthorized"},
-        {403, "Forbidden"},
-        {404, "Not Found"},
-        {405, "Method Not Allowed"},
-        {408, "Request Timeout"},
-        {409, "Conflict"},
-        {411, "Length Required"},
-        {413, "Content Too Large"},
-        {415, "Unsupported Media Type"},
-        {417, "Expectation Failed"},
-        {422, "Unprocessable Content"},
-        {429, "Too Many Requests"},
-        {431, "Request Header Fields Too Large"},
-        {500, "Internal Server Error"},
-        {501, "Not Implemented"},
-        {502, "Bad Gateway"},
-        {503, "Service Unavailable"},
-        {504, "Gateway Timeout"},
-    };
-    for (size_t i = 0; i < sizeof(reasons) / sizeof(reasons[0]); i++) {
-        if (reasons[i].status == status)
-            return reasons[i].reason;
-    }
-    return "Unknown";
 }
 
 /* ---- request pool ---- */
@@ -227,118 +186,6 @@ static void req_release(struct http_request *req)
     req->next = srv->pool;
     srv->pool = req;
     srv->pool_len++;
-}
-
-/* ---- response formatting ---- */
-
-static const char *server_date(struct http_server *srv)
-{
-    static const char days[7][4] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
-    static const char months[12][4] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
-                                       "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
-    time_t now = time(NULL);
-    if (now != srv->date_sec) {
-        struct tm tm;
-        gmtime_r(&now, &tm);
-        /* Spelled out rather than strftime("%a"): IMF-fixdate is English
-         * whatever locale the process runs in. */
-        snprintf(srv->date, sizeof(srv->date), "%s, %02d %s %04d %02d:%02d:%02d GMT",
-                 days[tm.tm_wday % 7], tm.tm_mday, months[tm.tm_mon % 12], tm.tm_year + 1900,
-                 tm.tm_hour, tm.tm_min, tm.tm_sec);
-        srv->date_sec = now;
-    }
-    return srv->date;
-}
-
-static int append_uint(struct buf *b, unsigned long long v)
-{
-    char tmp[24];
-    size_t i = sizeof(tmp);
-    do {
-        tmp[--i] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v != 0);
-    return buf_append(b, tmp + i, sizeof(tmp) - i);
-}
-
-/* Application headers go on the wire verbatim: refuse what would split them. */
-static bool header_ok(const struct http_header *h)
-{
-    if (h->name == NULL || h->value == NULL || h->name[0] == '\0')
-        return false;
-    for (const char *s = h->name; *s != '\0'; s++) {
-        if (*s <= ' ' || *s == ':' || *s == 127)
-            return false;
-    }
-    return strpbrk(h->value, "\r\n") == NULL;
-}
-
-#define TRY(expr)                                                                                  \
-    do {                                                                                           \
-        rc = (expr);                                                                               \
-        if (rc < 0)                                                                                \
-            goto fail;                                                                             \
-    } while (0)
-
-/* Appends a whole response to `b`, or nothing on error (-E2BIG, -ENOMEM). */
-static int format_response(struct http_server *srv, struct buf *b, int status,
-                           const char *content_type, const char *body, size_t body_len,
-                           const struct http_header *headers, size_t n_headers, bool close,
-                           bool head_method)
-{
-    size_t mark = b->len;
-    int rc;
-    /* RFC 9110 6.4.1: 1xx, 204 and 304 never carry content; 204 and 1xx must
-     * not even announce a length. */
-    bool no_content = status < 200 || status == 204 || status == 304;
-    TRY(buf_append(b, "HTTP/1.1 ", 9));
-    TRY(append_uint(b, (unsigned)status));
-    TRY(buf_append(b, " ", 1));
-    TRY(buf_append_str(b, http_status_reason(status)));
-    TRY(buf_append(b, "\r\nDate: ", 8));
-    TRY(buf_append_str(b, server_date(srv)));
-    if (!no_content) {
-        TRY(buf_append(b, "\r\nContent-Length: ", 18));
-        TRY(append_uint(b, body_len));
-    }
-    TRY(buf_append_str(b, close ? "\r\nConnection: close" : "\r\nConnection: keep-alive"));
-    if (content_type != NULL && !no_content) {
-        TRY(buf_append(b, "\r\nContent-Type: ", 16));
-        TRY(buf_append_str(b, content_type));
-    }
-    for (size_t i = 0; i < n_headers; i++) {
-        if (!header_ok(&headers[i])) {
-            log_warn("dropping invalid response header",
-                     json_pack("{s:s?}", "name", headers[i].name));
-            continue;
-        }
-        TRY(buf_append(b, "\r\n", 2));
-        TRY(buf_append_str(b, headers[i].name));
-        TRY(buf_append(b, ": ", 2));
-        TRY(buf_append_str(b, headers[i].value));
-    }
-    TRY(buf_append(b, "\r\n\r\n", 4));
-    /* HEAD gets the length the body would have had, not the body. */
-    if (!no_content && !head_method && body_len > 0)
-        TRY(buf_append(b, body, body_len));
-    return 0;
-fail:
-    b->len = mark;
-    if (b->data != NULL)
-        b->data[mark] = '\0';
-    return rc;
-}
-
-/* Returns a new allocation (free()) with {"error": ..., "detail": ...}, or NULL. */
-static char *error_json(const char *error, const char *detail)
-{
-    json_t *obj =
-        json_pack("{s:s,s:s}", "error", error ? error : "error", "detail", detail ? detail : "");
-    if (obj == NULL)
-        return NULL;
-    char *text = json_dumps(obj, JSON_COMPACT | JSON_PRESERVE_ORDER);
-    json_decref(obj);
-    return text;
 }
 
 /* ---- connection bookkeeping ---- */
@@ -515,7 +362,7 @@ static void conn_advance(struct http_conn *c)
     /* 100 Continue belongs after every earlier response (RFC 9110 15.2). */
     if (c->head == NULL && c->continue_owed && c->state == CONN_ACTIVE) {
         c->continue_owed = false;
-        if (buf_append_str(&c->out, "HTTP/1.1 100 Continue\r\n\r\n") < 0)
+        if (http_response_continue(&c->out) < 0)
             conn_close(c, LOG_WARN, "write queue full", "peer is not reading responses");
     }
 }
@@ -531,8 +378,8 @@ static int conn_answer(struct http_conn *c, struct http_request *req, int status
     bool head_method = !req->internal && strcmp(req->msg.method, "HEAD") == 0;
     req->close = req->internal || !req->msg.keep_alive || c->srv->closing;
     struct buf *b = req == c->head ? &c->out : &req->resp;
-    int rc = format_response(c->srv, b, status, content_type, body, body_len, headers, n_headers,
-                             req->close, head_method);
+    int rc = http_response_format(b, &c->srv->date, status, content_type, body, body_len, headers,
+                                  n_headers, req->close, head_method);
     if (rc < 0)
         return rc;
     if (b == &req->resp)
@@ -558,7 +405,7 @@ static void conn_fail(struct http_conn *c, int status, const char *error, const 
         c->cur = NULL;
     }
     struct http_request *req = req_get(c->srv);
-    char *json = error_json(error, detail);
+    char *json = http_response_error_json(error, detail);
     if (req == NULL || json == NULL) {
         free(json);
         if (req != NULL)
@@ -660,7 +507,7 @@ static void conn_send_continue(struct http_conn *c)
         c->continue_owed = true;
         return;
     }
-    if (buf_append_str(&c->out, "HTTP/1.1 100 Continue\r\n\r\n") < 0)
+    if (http_response_continue(&c->out) < 0)
         conn_close(c, LOG_WARN, "write queue full", "peer is not reading responses");
 }
 
@@ -1104,7 +951,7 @@ void http_respond(struct http_request *req, int status, const char *content_type
 void http_respond_error(struct http_request *req, int status, const char *error, const char *detail,
                         const struct http_header *headers, size_t n_headers)
 {
-    char *json = error_json(error, detail);
+    char *json = http_response_error_json(error, detail);
     if (json == NULL) {
         http_respond(req, 500, NULL, NULL, 0, headers, n_headers);
         return;
