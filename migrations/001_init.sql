@@ -201,27 +201,30 @@ FROM outbox ob
 JOIN orders o ON o.id = ob.order_id
 GROUP BY o.id, ob.destination_id;
 
--- One row per destination: the backlog an operator watches.
+-- One row per destination: the backlog an operator watches. Each figure is a
+-- subquery on its own partial index, so a table of millions of delivered rows
+-- costs nothing here.
 CREATE VIEW sync_backlog AS
 SELECT d.id AS destination_id,
        d.mode,
        d.enabled,
        d.paused_until,
-       count(ob.id) FILTER (WHERE ob.state = 'pending') AS pending,
-       count(ob.id) FILTER (WHERE ob.state = 'pending' AND ob.attempts > 0) AS retrying,
-       count(ob.id) FILTER (WHERE ob.state = 'delivering') AS delivering,
-       count(ob.id) FILTER (WHERE ob.state = 'dead') AS dead,
-       now() - min(ob.created_at) FILTER (WHERE ob.state IN ('pending', 'delivering'))
+       (SELECT count(*) FROM outbox o
+         WHERE o.destination_id = d.id AND o.state = 'pending') AS pending,
+       (SELECT count(*) FROM outbox o
+         WHERE o.destination_id = d.id AND o.state = 'pending' AND o.attempts > 0) AS retrying,
+       (SELECT count(*) FROM outbox o
+         WHERE o.destination_id = d.id AND o.state = 'delivering') AS delivering,
+       (SELECT count(*) FROM outbox o
+         WHERE o.destination_id = d.id AND o.state = 'dead') AS dead,
+       now() - (SELECT min(o.created_at) FROM outbox o
+                 WHERE o.destination_id = d.id AND o.state IN ('pending', 'delivering'))
            AS oldest_pending_age,
-       (SELECT count(*)
-          FROM delivery_attempts a
+       (SELECT count(*) FROM delivery_attempts a
          WHERE a.destination_id = d.id
            AND a.started_at > now() - interval '1 minute'
            AND a.http_status BETWEEN 200 AND 299) AS delivered_last_minute
-FROM destinations d
--- delivered rows are excluded by the join so a table of millions of them costs nothing
-LEFT JOIN outbox ob ON ob.destination_id = d.id AND ob.state <> 'delivered'
-GROUP BY d.id;
+FROM destinations d;
 
 -- One row per order: is every destination in sync with it?
 CREATE VIEW order_sync AS

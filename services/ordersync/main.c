@@ -2,6 +2,7 @@
  * ordersync: entry point. Sub-commands:
  *   ordersync [serve]   run the service (ingest, relay, feeds, pollers) on one libuv loop
  *   ordersync migrate   apply pending schema migrations and exit
+ *   ordersync replay    make dead (or, with --all, delivered) outbox rows pending again
  *   ordersync settings  print the settings table (--markdown for the README)
  * Start-up (config, schema check, migrations) may block; after the loop
  * starts nothing does.
@@ -11,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <curl/curl.h>
 #include <libpq-fe.h>
 
 #include "config.h"
@@ -21,6 +23,8 @@
 static void usage(FILE *out)
 {
     fprintf(out, "usage: ordersync [serve | migrate | settings [--markdown] | --help | --version]\n"
+                 "       ordersync replay [--destination ID] [--order ID] [--since TIME]\n"
+                 "                        [--until TIME] [--all]\n"
                  "\n"
                  "Receives signed purchase webhooks, commits each order with its outbox rows in\n"
                  "PostgreSQL, and delivers the events as signed webhooks to downstream systems.\n"
@@ -52,6 +56,59 @@ static PGconn *connect_blocking(const struct config *cfg)
         return NULL;
     }
     return conn;
+}
+
+/*
+ * ordersync replay [--destination ID] [--order ID] [--since TIME] [--until TIME] [--all]
+ * Makes dead rows (with --all: delivered ones too) pending again with their
+ * webhook-id unchanged; the same as SELECT outbox_replay(...) in psql.
+ */
+static int cmd_replay(const struct config *cfg, int argc, char **argv)
+{
+    const char *dest = NULL, *order = NULL, *since = NULL, *until = NULL;
+    const char *dead_only = "true";
+    for (int i = 2; i < argc; i++) {
+        const char **slot = NULL;
+        if (strcmp(argv[i], "--destination") == 0)
+            slot = &dest;
+        else if (strcmp(argv[i], "--order") == 0)
+            slot = &order;
+        else if (strcmp(argv[i], "--since") == 0)
+            slot = &since;
+        else if (strcmp(argv[i], "--until") == 0)
+            slot = &until;
+        else if (strcmp(argv[i], "--all") == 0) {
+            dead_only = "false";
+            continue;
+        } else {
+            fprintf(stderr, "replay: unknown option %s\n", argv[i]);
+            return 2;
+        }
+        if (i + 1 >= argc) {
+            fprintf(stderr, "replay: %s needs a value\n", argv[i]);
+            return 2;
+        }
+        *slot = argv[++i];
+    }
+    PGconn *conn = connect_blocking(cfg);
+    if (conn == NULL)
+        return 1;
+    const char *params[5] = {dest, order, since, until, dead_only};
+    PGresult *res = PQexecParams(conn,
+                                 "SELECT outbox_replay($1, $2::bigint, $3::timestamptz,"
+                                 " $4::timestamptz, $5::boolean)",
+                                 5, NULL, params, NULL, NULL, 0);
+    int rc = 0;
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        log_error("replay failed", json_pack("{s:s}", "detail", PQresultErrorMessage(res)));
+        rc = 1;
+    } else {
+        printf("%s row(s) scheduled for redelivery\n", PQgetvalue(res, 0, 0));
+        PQclear(PQexec(conn, "NOTIFY ordersync_outbox"));
+    }
+    PQclear(res);
+    PQfinish(conn);
+    return rc;
 }
 
 static int cmd_migrate(const struct config *cfg)
@@ -124,9 +181,16 @@ int main(int argc, char **argv)
     if (log_parse_level(cfg.log_level, &level) == 0)
         log_set_level(level);
 
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+        log_error("could not initialize libcurl", NULL);
+        config_free(&cfg);
+        return 1;
+    }
     int rc;
     if (strcmp(cmd, "migrate") == 0) {
         rc = cmd_migrate(&cfg);
+    } else if (strcmp(cmd, "replay") == 0) {
+        rc = cmd_replay(&cfg, argc, argv);
     } else if (strcmp(cmd, "serve") == 0) {
         rc = check_schema(&cfg) < 0 ? 1 : server_run(&cfg);
     } else {
@@ -134,5 +198,6 @@ int main(int argc, char **argv)
         rc = 2;
     }
     config_free(&cfg);
+    curl_global_cleanup();
     return rc;
 }

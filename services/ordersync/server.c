@@ -18,6 +18,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "migrate.h"
+#include "relay.h"
 
 static const struct db_stmt ingest_stmts[] = {
     {"ingest_batch", "SELECT idx, outcome, order_id, emitted FROM ingest_batch($1::jsonb)"},
@@ -27,8 +28,9 @@ struct server {
     struct app app;
     uv_loop_t loop;
     uv_signal_t sigterm, sigint;
-    uv_timer_t reload_timer, stop_timer;
-    bool reload_in_flight;
+    uv_timer_t reload_timer, stop_timer, backlog_timer;
+    struct relay *relay;
+    bool reload_in_flight, backlog_in_flight, relay_stopped;
     uint64_t stop_started_ms;
     int exit_code;
 };
@@ -85,11 +87,16 @@ static void aux_ready(struct db *db, void *data)
     struct server *s = data;
     /* order matters only for readability: each runs in turn on the one connection */
     if (db_query(db, false, "LISTEN ordersync_config", 0, NULL, on_listen, s) < 0 ||
+        db_query(db, false, "LISTEN ordersync_outbox", 0, NULL, on_listen, s) < 0 ||
         db_query(db, false, "SELECT coalesce(max(version), 0) FROM schema_migrations", 0, NULL,
                  on_schema, s) < 0)
         return;
     s->reload_in_flight = false;
+    s->backlog_in_flight = false;
     reload_sources(s);
+    /* a NOTIFY may have been missed while we were away */
+    if (s->relay != NULL)
+        relay_wake(s->relay);
 }
 
 static void aux_notify(struct db *db, const char *channel, const char *payload, void *data)
@@ -98,6 +105,10 @@ static void aux_notify(struct db *db, const char *channel, const char *payload, 
     if (strcmp(channel, "ordersync_config") == 0) {
         log_info("configuration changed", json_pack("{s:s}", "table", payload));
         reload_sources(s);
+        if (s->relay != NULL)
+            relay_reload(s->relay);
+    } else if (strcmp(channel, "ordersync_outbox") == 0 && s->relay != NULL) {
+        relay_wake(s->relay); /* another instance committed events */
     }
 }
 
@@ -106,7 +117,49 @@ static const struct db_callbacks ingest_cbs = {0};
 
 static void on_reload_timer(uv_timer_t *t)
 {
-    reload_sources(t->data);
+    struct server *s = t->data;
+    reload_sources(s);
+    if (s->relay != NULL)
+        relay_reload(s->relay);
+}
+
+static void on_committed(void *data)
+{
+    struct server *s = data;
+    if (s->relay != NULL)
+        relay_wake(s->relay);
+}
+
+/* Backlog gauges for /metrics, from the sync_backlog view (cheap: partial indexes). */
+static void on_backlog(PGresult *res, const char *err, void *data)
+{
+    struct server *s = data;
+    s->backlog_in_flight = false;
+    if (err != NULL || res == NULL)
+        return;
+    static const char *const states[] = {"pending", "delivering", "dead"};
+    for (int r = 0; r < PQntuples(res); r++) {
+        for (int c = 0; c < 3; c++) {
+            char labels[160];
+            snprintf(labels, sizeof(labels), "destination=\"%s\",state=\"%s\"",
+                     PQgetvalue(res, r, 0), states[c]);
+            metric_set(metrics_gauge("ordersync_outbox_rows",
+                                     "Outbox rows not yet delivered, by destination and state",
+                                     labels),
+                       atof(PQgetvalue(res, r, c + 1)));
+        }
+    }
+}
+
+static void on_backlog_timer(uv_timer_t *t)
+{
+    struct server *s = t->data;
+    if (s->backlog_in_flight || !db_is_ready(s->app.db_aux))
+        return;
+    if (db_query(s->app.db_aux, false,
+                 "SELECT destination_id, pending, delivering, dead FROM sync_backlog", 0, NULL,
+                 on_backlog, s) == 0)
+        s->backlog_in_flight = true;
 }
 
 static void close_all(struct server *s)
@@ -114,6 +167,8 @@ static void close_all(struct server *s)
     uv_timer_stop(&s->stop_timer);
     uv_close((uv_handle_t *)&s->stop_timer, NULL);
     uv_close((uv_handle_t *)&s->reload_timer, NULL);
+    uv_close((uv_handle_t *)&s->backlog_timer, NULL);
+    relay_free(&s->relay);
     uv_close((uv_handle_t *)&s->sigterm, NULL);
     uv_close((uv_handle_t *)&s->sigint, NULL);
     db_close(&s->app.db_ingest);
@@ -127,15 +182,28 @@ static void on_stop_tick(uv_timer_t *t)
 {
     struct server *s = t->data;
     uint64_t waited_ms = uv_now(&s->loop) - s->stop_started_ms;
-    bool idle = ingest_pending(s->app.ingest) == 0 && http_server_pending(s->app.http) == 0;
+    bool idle = ingest_pending(s->app.ingest) == 0 && http_server_pending(s->app.http) == 0 &&
+                s->relay_stopped;
     if (!idle && waited_ms < (uint64_t)s->app.cfg->shutdown_timeout_s * 1000)
         return;
     if (!idle) {
         log_warn("shutdown timeout: abandoning work in flight",
-                 json_pack("{s:i}", "pending", (int)ingest_pending(s->app.ingest)));
-        s->exit_code = 1;
+                 json_pack("{s:i,s:i}", "ingest_pending", (int)ingest_pending(s->app.ingest),
+                           "deliveries", s->relay ? (int)relay_busy(s->relay) : 0));
+        if (s->relay != NULL && !s->relay_stopped) {
+            /* aborted deliveries are released (best effort); leases cover the rest */
+            relay_abort(s->relay);
+            if (!s->relay_stopped)
+                return; /* the release statement is on its way; next tick closes */
+        }
     }
     close_all(s);
+}
+
+static void on_relay_stopped(void *data)
+{
+    struct server *s = data;
+    s->relay_stopped = true;
 }
 
 static void on_signal(uv_signal_t *h, int signum)
@@ -150,6 +218,10 @@ static void on_signal(uv_signal_t *h, int signum)
     log_info("shutting down", json_pack("{s:s}", "signal", strsignal(signum)));
     s->app.stopping = true;
     http_server_stop_accepting(s->app.http);
+    if (s->relay != NULL)
+        relay_stop(s->relay, on_relay_stopped, s);
+    else
+        s->relay_stopped = true;
     s->stop_started_ms = uv_now(&s->loop);
     uv_timer_start(&s->stop_timer, on_stop_tick, 0, 20);
 }
@@ -181,7 +253,9 @@ int server_run(const struct config *cfg)
     if (rc < 0)
         goto fail;
     struct ingest_config icfg = {.batch_max = (unsigned)cfg->batch_max,
-                                 .retry_after_s = (unsigned)cfg->retry_after_s};
+                                 .retry_after_s = (unsigned)cfg->retry_after_s,
+                                 .on_committed = on_committed,
+                                 .data = s};
     rc = ingest_new(app->loop, app->db_ingest, &icfg, &app->ingest);
     if (rc < 0)
         goto fail;
@@ -210,6 +284,22 @@ int server_run(const struct config *cfg)
     s->reload_timer.data = s;
     uv_timer_start(&s->reload_timer, on_reload_timer, (uint64_t)cfg->reload_interval_s * 1000,
                    (uint64_t)cfg->reload_interval_s * 1000);
+    if (cfg->relay_enabled) {
+        struct relay_config rcfg = {.conninfo = cfg->database_url,
+                                    .instance = cfg->instance,
+                                    .lease_s = (unsigned)cfg->lease_s,
+                                    .claim_batch = (unsigned)cfg->claim_batch,
+                                    .sweep_interval_s = (unsigned)cfg->sweep_interval_s,
+                                    .retention_days = (unsigned)cfg->retention_days};
+        rc = relay_new(app->loop, &rcfg, &s->relay);
+        if (rc < 0) {
+            log_error("could not start the relay", json_pack("{s:s}", "detail", uv_strerror(rc)));
+            goto fail;
+        }
+    }
+    uv_timer_init(app->loop, &s->backlog_timer);
+    s->backlog_timer.data = s;
+    uv_timer_start(&s->backlog_timer, on_backlog_timer, 1000, 5000);
     uv_timer_init(app->loop, &s->stop_timer);
     s->stop_timer.data = s;
     uv_signal_init(app->loop, &s->sigterm);
@@ -234,6 +324,8 @@ int server_run(const struct config *cfg)
     return code;
 
 fail:
+    relay_free(&s->relay);
+    http_server_close(&app->http, NULL, NULL);
     db_close(&app->db_ingest);
     db_close(&app->db_aux);
     ingest_free(&app->ingest);

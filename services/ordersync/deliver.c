@@ -1,0 +1,365 @@
+/*
+ * deliver: libcurl multi on libuv.
+ *
+ * Each curl socket gets a `struct sock` holding a uv_poll_t, stored with
+ * curl_multi_assign; it is freed in the uv_close callback (memory holding a
+ * uv handle must outlive the handle). Finished transfers are collected with
+ * curl_multi_info_read after every socket action.
+ */
+#include "deliver.h"
+
+#include <curl/curl.h>
+#include <errno.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+
+struct sock {
+    uv_poll_t poll;
+    curl_socket_t fd;
+    struct deliver *d;
+};
+
+struct xfer {
+    struct xfer *next, *prev; /* active list, or free list (next only) */
+    CURL *easy;
+    struct curl_slist *headers;
+    deliver_done_fn cb;
+    void *data;
+    struct deliver_result res;
+    size_t excerpt_len;
+    uint64_t t0;
+};
+
+struct deliver {
+    uv_loop_t *loop;
+    CURLM *multi;
+    uv_timer_t timer;
+    char *user_agent;
+    struct xfer *free_list;
+    struct xfer *active; /* started, not finished: what deliver_free aborts */
+    unsigned in_flight;
+    unsigned open_handles; /* timer + polls */
+    bool closing;
+};
+
+static void check_done(struct deliver *d);
+
+static void maybe_free(struct deliver *d)
+{
+    if (!d->closing || d->open_handles > 0)
+        return;
+    free(d->user_agent);
+    free(d);
+}
+
+static void on_timer_closed(uv_handle_t *h)
+{
+    struct deliver *d = h->data;
+    d->open_handles--;
+    maybe_free(d);
+}
+
+static void on_sock_closed(uv_handle_t *h)
+{
+    struct sock *s = h->data;
+    struct deliver *d = s->d;
+    free(s);
+    d->open_handles--;
+    maybe_free(d);
+}
+
+static void on_poll(uv_poll_t *h, int status, int events)
+{
+    struct sock *s = h->data;
+    struct deliver *d = s->d;
+    int flags = 0;
+    if (status < 0)
+        flags = CURL_CSELECT_ERR;
+    if (events & UV_READABLE)
+        flags |= CURL_CSELECT_IN;
+    if (events & UV_WRITABLE)
+        flags |= CURL_CSELECT_OUT;
+    int running;
+    curl_multi_socket_action(d->multi, s->fd, flags, &running);
+    check_done(d);
+}
+
+/* CURLMOPT_SOCKETFUNCTION: curl tells which events it wants on a socket. */
+static int on_curl_socket(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
+{
+    struct deliver *d = userp;
+    struct sock *s = socketp;
+    if (what == CURL_POLL_REMOVE) {
+        if (s != NULL) {
+            uv_poll_stop(&s->poll);
+            uv_close((uv_handle_t *)&s->poll, on_sock_closed);
+            if (!d->closing)
+                curl_multi_assign(d->multi, fd, NULL);
+        }
+        return 0;
+    }
+    if (s == NULL) {
+        s = calloc(1, sizeof(*s));
+        if (s == NULL)
+            return -1;
+        if (uv_poll_init_socket(d->loop, &s->poll, fd) < 0) {
+            free(s);
+            return -1;
+        }
+        s->fd = fd;
+        s->d = d;
+        s->poll.data = s;
+        d->open_handles++;
+        curl_multi_assign(d->multi, fd, s);
+    }
+    int events = 0;
+    if (what & CURL_POLL_IN)
+        events |= UV_READABLE;
+    if (what & CURL_POLL_OUT)
+        events |= UV_WRITABLE;
+    return uv_poll_start(&s->poll, events, on_poll) < 0 ? -1 : 0;
+}
+
+static void on_timer(uv_timer_t *t)
+{
+    struct deliver *d = t->data;
+    int running;
+    curl_multi_socket_action(d->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+    check_done(d);
+}
+
+/* CURLMOPT_TIMERFUNCTION: one timer for the whole multi handle. */
+static int on_curl_timer(CURLM *multi, long timeout_ms, void *userp)
+{
+    struct deliver *d = userp;
+    if (timeout_ms < 0) {
+        uv_timer_stop(&d->timer);
+        return 0;
+    }
+    if (d->closing)
+        return 0;
+    /* 0 means "now": still go through the loop rather than recurse into curl */
+    uv_timer_start(&d->timer, on_timer, (uint64_t)timeout_ms, 0);
+    return 0;
+}
+
+static size_t on_body(char *ptr, size_t size, size_t nmemb, void *userp)
+{
+    struct xfer *x = userp;
+    size_t n = size * nmemb;
+    size_t room = DELIVER_EXCERPT_MAX - x->excerpt_len;
+    size_t take = n < room ? n : room;
+    memcpy(x->res.excerpt + x->excerpt_len, ptr, take);
+    x->excerpt_len += take;
+    x->res.excerpt[x->excerpt_len] = '\0';
+    return n; /* the rest is read and dropped: the connection stays reusable */
+}
+
+static size_t on_header(char *buf, size_t size, size_t nitems, void *userp)
+{
+    struct xfer *x = userp;
+    size_t n = size * nitems;
+    static const char name[] = "retry-after:";
+    if (n > sizeof(name) - 1 && strncasecmp(buf, name, sizeof(name) - 1) == 0) {
+        char value[128];
+        size_t vl = n - (sizeof(name) - 1);
+        if (vl >= sizeof(value))
+            vl = sizeof(value) - 1;
+        memcpy(value, buf + sizeof(name) - 1, vl);
+        value[vl] = '\0';
+        char *v = value;
+        while (*v == ' ' || *v == '\t')
+            v++;
+        char *end = v + strlen(v);
+        while (end > v && (end[-1] == '\r' || end[-1] == '\n' || end[-1] == ' '))
+            *--end = '\0';
+        char *num_end;
+        double secs = strtod(v, &num_end);
+        if (num_end != v && *num_end == '\0' && secs >= 0) {
+            x->res.retry_after_s = secs;
+        } else {
+            time_t when = curl_getdate(v, NULL);
+            if (when != (time_t)-1) {
+                double delta = difftime(when, time(NULL));
+                x->res.retry_after_s = delta > 0 ? delta : 0;
+            }
+        }
+    }
+    return n;
+}
+
+static void finish(struct deliver *d, struct xfer *x, CURLcode code)
+{
+    curl_multi_remove_handle(d->multi, x->easy);
+    d->in_flight--;
+    if (x->prev != NULL)
+        x->prev->next = x->next;
+    else
+        d->active = x->next;
+    if (x->next != NULL)
+        x->next->prev = x->prev;
+    x->res.seconds = (double)(uv_hrtime() - x->t0) / 1e9;
+    if (code == CURLE_OK) {
+        curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &x->res.http_status);
+        x->res.error = NULL;
+    } else {
+        x->res.http_status = 0;
+        x->res.error = curl_easy_strerror(code);
+        x->res.aborted = code == CURLE_ABORTED_BY_CALLBACK && d->closing;
+    }
+    deliver_done_fn cb = x->cb;
+    void *data = x->data;
+    curl_slist_free_all(x->headers);
+    x->headers = NULL;
+    /* the result lives in x: call back before x goes back to the free list */
+    cb(&x->res, data);
+    x->prev = NULL;
+    x->next = d->free_list;
+    d->free_list = x;
+}
+
+static void check_done(struct deliver *d)
+{
+    CURLMsg *msg;
+    int left;
+    while ((msg = curl_multi_info_read(d->multi, &left)) != NULL) {
+        if (msg->msg != CURLMSG_DONE)
+            continue;
+        struct xfer *x = NULL;
+        curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&x);
+        finish(d, x, msg->data.result);
+    }
+}
+
+int deliver_new(uv_loop_t *loop, const char *user_agent, unsigned max_connections,
+                struct deliver **out)
+{
+    struct deliver *d = calloc(1, sizeof(*d));
+    if (d == NULL)
+        return -ENOMEM;
+    d->loop = loop;
+    d->user_agent = strdup(user_agent);
+    d->multi = curl_multi_init();
+    if (d->user_agent == NULL || d->multi == NULL) {
+        if (d->multi != NULL)
+            curl_multi_cleanup(d->multi);
+        free(d->user_agent);
+        free(d);
+        return -ENOMEM;
+    }
+    curl_multi_setopt(d->multi, CURLMOPT_SOCKETFUNCTION, on_curl_socket);
+    curl_multi_setopt(d->multi, CURLMOPT_SOCKETDATA, d);
+    curl_multi_setopt(d->multi, CURLMOPT_TIMERFUNCTION, on_curl_timer);
+    curl_multi_setopt(d->multi, CURLMOPT_TIMERDATA, d);
+    /* keep-alive pool: enough idle connections for every destination's in-flight bound */
+    curl_multi_setopt(d->multi, CURLMOPT_MAXCONNECTS, (long)max_connections);
+    uv_timer_init(loop, &d->timer);
+    d->timer.data = d;
+    d->open_handles = 1;
+    *out = d;
+    return 0;
+}
+
+int deliver_start(struct deliver *d, const struct deliver_request *req, deliver_done_fn cb,
+                  void *data)
+{
+    if (d->closing)
+        return -ECANCELED;
+    struct xfer *x = d->free_list;
+    if (x != NULL) {
+        d->free_list = x->next;
+        curl_easy_reset(x->easy);
+    } else {
+        x = calloc(1, sizeof(*x));
+        if (x == NULL)
+            return -ENOMEM;
+        x->easy = curl_easy_init();
+        if (x->easy == NULL) {
+            free(x);
+            return -ENOMEM;
+        }
+    }
+    x->next = NULL;
+    x->cb = cb;
+    x->data = data;
+    memset(&x->res, 0, sizeof(x->res));
+    x->res.retry_after_s = -1;
+    x->excerpt_len = 0;
+    x->headers = NULL;
+    for (const char *const *h = req->headers; h != NULL && *h != NULL; h++) {
+        struct curl_slist *n = curl_slist_append(x->headers, *h);
+        if (n == NULL)
+            goto fail;
+        x->headers = n;
+    }
+    /* no "Expect: 100-continue" round trip for our small bodies */
+    struct curl_slist *n = curl_slist_append(x->headers, "Expect:");
+    if (n == NULL)
+        goto fail;
+    x->headers = n;
+    CURL *e = x->easy;
+    curl_easy_setopt(e, CURLOPT_URL, req->url);
+    curl_easy_setopt(e, CURLOPT_POST, 1L);
+    curl_easy_setopt(e, CURLOPT_POSTFIELDS, req->body);
+    curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, x->headers);
+    curl_easy_setopt(e, CURLOPT_USERAGENT, d->user_agent);
+    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, req->timeout_ms);
+    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, req->timeout_ms);
+    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L); /* a redirect is the receiver's answer */
+    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, x);
+    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(e, CURLOPT_HEADERDATA, x);
+    curl_easy_setopt(e, CURLOPT_PRIVATE, x);
+    curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
+    x->t0 = uv_hrtime();
+    if (curl_multi_add_handle(d->multi, e) != CURLM_OK)
+        goto fail;
+    d->in_flight++;
+    x->prev = NULL;
+    x->next = d->active;
+    if (d->active != NULL)
+        d->active->prev = x;
+    d->active = x;
+    return 0;
+fail:
+    curl_slist_free_all(x->headers);
+    x->headers = NULL;
+    x->next = d->free_list;
+    d->free_list = x;
+    return -ENOMEM;
+}
+
+unsigned deliver_in_flight(const struct deliver *d)
+{
+    return d->in_flight;
+}
+
+void deliver_free(struct deliver **pd)
+{
+    struct deliver *d = *pd;
+    if (d == NULL)
+        return;
+    *pd = NULL;
+    d->closing = true;
+    while (d->active != NULL)
+        finish(d, d->active, CURLE_ABORTED_BY_CALLBACK);
+    /* closing the pooled keep-alive connections calls on_curl_socket(REMOVE),
+       which closes their poll handles: d must stay alive until those ran */
+    curl_multi_cleanup(d->multi);
+    d->multi = NULL;
+    while (d->free_list != NULL) {
+        struct xfer *x = d->free_list;
+        d->free_list = x->next;
+        curl_easy_cleanup(x->easy);
+        free(x);
+    }
+    uv_timer_stop(&d->timer);
+    uv_close((uv_handle_t *)&d->timer, on_timer_closed);
+}
