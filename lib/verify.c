@@ -1,0 +1,460 @@
+/*
+ * verify: signature checks of inbound webhooks on the raw body bytes, and the
+ * Standard Webhooks signer used by the relay. The platform rules are those of
+ * DESIGN.md §4; each branch that looks odd names the rule it follows.
+ *
+ * Every comparison of a signature is constant-time (CRYPTO_memcmp), and every
+ * detail string names headers and numbers only, never secrets or signatures,
+ * because details end up in logs and HTTP error bodies.
+ */
+#include "verify.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <openssl/core_names.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+
+#define HMAC_LEN 32
+/* Decoded Standard Webhooks keys are 24..64 bytes in practice; leave room. */
+#define MAX_KEY_LEN 256
+/* A Shopify/WooCommerce header is 44 characters; anything far longer is junk. */
+#define MAX_B64_HEADER 128
+
+const char *verify_result_name(enum verify_result r)
+{
+    switch (r) {
+    case VERIFY_OK:
+        return "ok";
+    case VERIFY_MISSING:
+        return "missing";
+    case VERIFY_MALFORMED:
+        return "malformed";
+    case VERIFY_MISMATCH:
+        return "mismatch";
+    case VERIFY_STALE:
+        return "stale";
+    case VERIFY_ERROR:
+        return "error";
+    }
+    return "unknown";
+}
+
+static enum verify_result say(enum verify_result r, char *detail, size_t size, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static enum verify_result say(enum verify_result r, char *detail, size_t size, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (detail == NULL || size == 0)
+        return r;
+    va_start(ap, fmt);
+    vsnprintf(detail, size, fmt, ap);
+    va_end(ap);
+    return r;
+}
+
+/* HMAC-SHA256 over the concatenation of n parts, without copying the body. */
+static int hmac_sha256(const void *key, size_t keylen, const void *const *parts, const size_t *lens,
+                       size_t n, unsigned char out[HMAC_LEN])
+{
+    EVP_MAC *mac = NULL;
+    EVP_MAC_CTX *ctx = NULL;
+    OSSL_PARAM params[2];
+    size_t outlen = 0;
+    int rc = -ENOMEM;
+
+    mac = EVP_MAC_fetch(NULL, "HMAC", NULL);
+    if (mac == NULL)
+        goto fail;
+    ctx = EVP_MAC_CTX_new(mac);
+    if (ctx == NULL)
+        goto fail;
+    params[0] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0);
+    params[1] = OSSL_PARAM_construct_end();
+    /* OpenSSL refuses a NULL key even when keylen is 0; an empty secret is never usable anyway. */
+    if (keylen == 0 || EVP_MAC_init(ctx, key, keylen, params) != 1)
+        goto fail;
+    for (size_t i = 0; i < n; i++) {
+        if (lens[i] > 0 && EVP_MAC_update(ctx, parts[i], lens[i]) != 1)
+            goto fail;
+    }
+    if (EVP_MAC_final(ctx, out, &outlen, HMAC_LEN) != 1 || outlen != HMAC_LEN)
+        goto fail;
+    rc = 0;
+fail:
+    EVP_MAC_CTX_free(ctx);
+    EVP_MAC_free(mac);
+    return rc;
+}
+
+static bool is_b64_char(unsigned char c)
+{
+    return isalnum(c) || c == '+' || c == '/';
+}
+
+int verify_base64_decode(const char *s, size_t len, unsigned char *out, size_t out_size)
+{
+    size_t pad = 0;
+    int n;
+
+    /*
+     * EVP_DecodeBlock trims whitespace and counts padding as output bytes, so
+     * its result length is only right for canonical padded input: check that
+     * shape here and subtract the padding ourselves.
+     */
+    if (len == 0 || len % 4 != 0 || len > INT32_MAX)
+        return -EINVAL;
+    if (s[len - 1] == '=')
+        pad = s[len - 2] == '=' ? 2 : 1;
+    for (size_t i = 0; i < len - pad; i++) {
+        if (!is_b64_char((unsigned char)s[i]))
+            return -EINVAL;
+    }
+    if (len / 4 * 3 > out_size)
+        return -ENOSPC;
+    n = EVP_DecodeBlock(out, (const unsigned char *)s, (int)len);
+    if (n < 0)
+        return -EINVAL;
+    return n - (int)pad;
+}
+
+int verify_parse_timestamp(const char *s, int64_t *out)
+{
+    int64_t v = 0;
+    size_t i;
+
+    /* 15 digits reach the year 31 million: plenty, and no overflow to check. */
+    for (i = 0; s[i] != '\0'; i++) {
+        if (!isdigit((unsigned char)s[i]) || i >= 15)
+            return -EINVAL;
+        v = v * 10 + (s[i] - '0');
+    }
+    if (i == 0)
+        return -EINVAL;
+    *out = v;
+    return 0;
+}
+
+/* Decodes "whsec_<base64>" (or bare base64) into a key. Returns its length or <0. */
+static int standard_key(const char *secret, unsigned char *key, size_t size)
+{
+    if (strncmp(secret, "whsec_", 6) == 0)
+        secret += 6;
+    return verify_base64_decode(secret, strlen(secret), key, size);
+}
+
+static int64_t tolerance_or_default(int tolerance_s)
+{
+    return tolerance_s > 0 ? tolerance_s : VERIFY_DEFAULT_TOLERANCE_S;
+}
+
+static bool have_secret(const char *const secrets[2])
+{
+    return (secrets[0] != NULL && secrets[0][0] != '\0') ||
+           (secrets[1] != NULL && secrets[1][0] != '\0');
+}
+
+/* Shopify and WooCommerce share one scheme; only the header differs. */
+static enum verify_result verify_body_hmac_b64(const char *header, const char *display,
+                                               const char *const secrets[2],
+                                               verify_get_header_fn get_header, void *ctx,
+                                               const char *body, size_t len, char *detail,
+                                               size_t detail_size)
+{
+    const char *value = get_header(ctx, header);
+    unsigned char want[MAX_B64_HEADER];
+    unsigned char got[HMAC_LEN];
+    const void *parts[1] = {body};
+    size_t lens[1] = {len};
+    size_t vlen;
+    int n;
+
+    if (value == NULL)
+        return say(VERIFY_MISSING, detail, detail_size, "%s header is missing", display);
+    vlen = strlen(value);
+    n = vlen > MAX_B64_HEADER ? -EINVAL : verify_base64_decode(value, vlen, want, sizeof(want));
+    if (n < 0)
+        return say(VERIFY_MALFORMED, detail, detail_size, "%s header is not valid base64", display);
+    if (n != HMAC_LEN)
+        return say(VERIFY_MALFORMED, detail, detail_size,
+                   "%s header decodes to %d bytes, an HMAC-SHA256 has 32", display, n);
+    if (!have_secret(secrets))
+        return say(VERIFY_ERROR, detail, detail_size, "no secret is configured for this source");
+    for (int i = 0; i < 2; i++) {
+        if (secrets[i] == NULL || secrets[i][0] == '\0')
+            continue;
+        if (hmac_sha256(secrets[i], strlen(secrets[i]), parts, lens, 1, got) < 0)
+            return say(VERIFY_ERROR, detail, detail_size, "HMAC computation failed");
+        if (CRYPTO_memcmp(got, want, HMAC_LEN) == 0)
+            return say(VERIFY_OK, detail, detail_size, "%s matches", display);
+    }
+    return say(VERIFY_MISMATCH, detail, detail_size, "%s does not match the body", display);
+}
+
+enum verify_result verify_shopify(const char *const secrets[2], verify_get_header_fn get_header,
+                                  void *ctx, const char *body, size_t len, char *detail,
+                                  size_t detail_size)
+{
+    return verify_body_hmac_b64("x-shopify-hmac-sha256", "X-Shopify-Hmac-Sha256", secrets,
+                                get_header, ctx, body, len, detail, detail_size);
+}
+
+enum verify_result verify_woocommerce(const char *const secrets[2], verify_get_header_fn get_header,
+                                      void *ctx, const char *body, size_t len, char *detail,
+                                      size_t detail_size)
+{
+    return verify_body_hmac_b64("x-wc-webhook-signature", "X-WC-Webhook-Signature", secrets,
+                                get_header, ctx, body, len, detail, detail_size);
+}
+
+static bool is_lower_hex(const char *s, size_t len)
+{
+    for (size_t i = 0; i < len; i++) {
+        if (!isdigit((unsigned char)s[i]) && !(s[i] >= 'a' && s[i] <= 'f'))
+            return false;
+    }
+    return true;
+}
+
+int verify_parse_stripe_header(const char *value, struct verify_stripe_header *out)
+{
+    bool have_t = false;
+    const char *p = value;
+
+    memset(out, 0, sizeof(*out));
+    /*
+     * Stripe's libraries split on ',' then on the first '='; keys other than
+     * t and v1 (v0 test signatures, future schemes) are ignored.
+     */
+    while (*p != '\0') {
+        const char *end = strchr(p, ',');
+        size_t item_len = end != NULL ? (size_t)(end - p) : strlen(p);
+        const char *eq = memchr(p, '=', item_len);
+
+        if (eq != NULL) {
+            size_t klen = (size_t)(eq - p);
+            const char *v = eq + 1;
+            size_t vlen = item_len - klen - 1;
+
+            if (klen == 1 && p[0] == 't') {
+                char buf[16];
+
+                if (have_t || vlen == 0 || vlen >= sizeof(buf))
+                    return -EINVAL;
+                memcpy(buf, v, vlen);
+                buf[vlen] = '\0';
+                if (verify_parse_timestamp(buf, &out->t) < 0)
+                    return -EINVAL;
+                have_t = true;
+            } else if (klen == 2 && p[0] == 'v' && p[1] == '1') {
+                if (vlen != 2 * HMAC_LEN || !is_lower_hex(v, vlen))
+                    return -EINVAL;
+                if (out->n_v1 == VERIFY_MAX_SIGS)
+                    return -EINVAL;
+                memcpy(out->v1[out->n_v1], v, vlen);
+                out->v1[out->n_v1][vlen] = '\0';
+                out->n_v1++;
+            }
+        }
+        p += item_len;
+        if (*p == ',')
+            p++;
+    }
+    return have_t && out->n_v1 > 0 ? 0 : -EINVAL;
+}
+
+static void hex_lower(const unsigned char *in, size_t n, char *out)
+{
+    static const char digits[] = "0123456789abcdef";
+
+    for (size_t i = 0; i < n; i++) {
+        out[2 * i] = digits[in[i] >> 4];
+        out[2 * i + 1] = digits[in[i] & 15];
+    }
+    out[2 * n] = '\0';
+}
+
+static enum verify_result check_age(int64_t t, time_t now, int tolerance_s, const char *display,
+                                    char *detail, size_t detail_size)
+{
+    int64_t tol = tolerance_or_default(tolerance_s);
+    int64_t age = (int64_t)now - t;
+
+    if (age > tol || age < -tol)
+        return say(VERIFY_STALE, detail, detail_size,
+                   "%s is %lld s away from now (tolerance %lld s)", display,
+                   (long long)(age < 0 ? -age : age), (long long)tol);
+    return VERIFY_OK;
+}
+
+enum verify_result verify_stripe(const char *const secrets[2], verify_get_header_fn get_header,
+                                 void *ctx, const char *body, size_t len, time_t now,
+                                 int tolerance_s, char *detail, size_t detail_size)
+{
+    const char *value = get_header(ctx, "stripe-signature");
+    struct verify_stripe_header h;
+    char tbuf[24];
+    unsigned char mac[HMAC_LEN];
+    char hex[2 * HMAC_LEN + 1];
+    bool matched = false;
+
+    if (value == NULL)
+        return say(VERIFY_MISSING, detail, detail_size, "Stripe-Signature header is missing");
+    if (verify_parse_stripe_header(value, &h) < 0)
+        return say(VERIFY_MALFORMED, detail, detail_size,
+                   "Stripe-Signature header must be t=<unix time>,v1=<64 hex digits>[,v1=...]");
+    if (!have_secret(secrets))
+        return say(VERIFY_ERROR, detail, detail_size, "no secret is configured for this source");
+    snprintf(tbuf, sizeof(tbuf), "%lld", (long long)h.t);
+    for (int i = 0; i < 2 && !matched; i++) {
+        const void *parts[3] = {tbuf, ".", body};
+        size_t lens[3] = {strlen(tbuf), 1, len};
+
+        if (secrets[i] == NULL || secrets[i][0] == '\0')
+            continue;
+        /* Stripe keys the HMAC with the secret as given, "whsec_" prefix included. */
+        if (hmac_sha256(secrets[i], strlen(secrets[i]), parts, lens, 3, mac) < 0)
+            return say(VERIFY_ERROR, detail, detail_size, "HMAC computation failed");
+        hex_lower(mac, HMAC_LEN, hex);
+        for (size_t j = 0; j < h.n_v1; j++) {
+            if (CRYPTO_memcmp(hex, h.v1[j], 2 * HMAC_LEN) == 0)
+                matched = true;
+        }
+    }
+    if (!matched)
+        return say(VERIFY_MISMATCH, detail, detail_size,
+                   "no v1 signature in Stripe-Signature matches the body");
+    /*
+     * Checked after the signature on purpose: a stale result then means an
+     * authentic but old (possibly replayed) message, which is worth knowing.
+     */
+    if (check_age(h.t, now, tolerance_s, "Stripe-Signature timestamp", detail, detail_size) !=
+        VERIFY_OK)
+        return VERIFY_STALE;
+    return say(VERIFY_OK, detail, detail_size, "Stripe-Signature matches");
+}
+
+int verify_parse_standard_signatures(const char *value, struct verify_standard_sigs *out)
+{
+    const char *p = value;
+
+    memset(out, 0, sizeof(*out));
+    while (*p != '\0') {
+        size_t n;
+
+        if (*p == ' ') {
+            p++;
+            continue;
+        }
+        n = strcspn(p, " ");
+        if (n > 3 && strncmp(p, "v1,", 3) == 0) {
+            unsigned char buf[3 * (MAX_B64_HEADER / 4)];
+            int got = n - 3 > MAX_B64_HEADER ? -EINVAL
+                                             : verify_base64_decode(p + 3, n - 3, buf, sizeof(buf));
+
+            if (got != HMAC_LEN || out->n == VERIFY_MAX_SIGS)
+                return -EINVAL;
+            memcpy(out->sig[out->n++], buf, HMAC_LEN);
+        }
+        /* Other versions (v1a = asymmetric, ...) are not ours to check: skip them. */
+        p += n;
+    }
+    return out->n > 0 ? 0 : -EINVAL;
+}
+
+static int standard_mac(const unsigned char *key, size_t keylen, const char *id, const char *ts,
+                        const char *body, size_t len, unsigned char out[HMAC_LEN])
+{
+    const void *parts[5] = {id, ".", ts, ".", body};
+    size_t lens[5] = {strlen(id), 1, strlen(ts), 1, len};
+
+    return hmac_sha256(key, keylen, parts, lens, 5, out);
+}
+
+enum verify_result verify_standard(const char *const secrets[2], verify_get_header_fn get_header,
+                                   void *ctx, const char *body, size_t len, time_t now,
+                                   int tolerance_s, char *detail, size_t detail_size)
+{
+    const char *id = get_header(ctx, "webhook-id");
+    const char *ts = get_header(ctx, "webhook-timestamp");
+    const char *sig = get_header(ctx, "webhook-signature");
+    struct verify_standard_sigs sigs;
+    unsigned char key[MAX_KEY_LEN];
+    unsigned char mac[HMAC_LEN];
+    bool matched = false, usable = false;
+    int64_t t;
+
+    if (id == NULL)
+        return say(VERIFY_MISSING, detail, detail_size, "webhook-id header is missing");
+    if (ts == NULL)
+        return say(VERIFY_MISSING, detail, detail_size, "webhook-timestamp header is missing");
+    if (sig == NULL)
+        return say(VERIFY_MISSING, detail, detail_size, "webhook-signature header is missing");
+    if (id[0] == '\0')
+        return say(VERIFY_MALFORMED, detail, detail_size, "webhook-id header is empty");
+    if (verify_parse_timestamp(ts, &t) < 0)
+        return say(VERIFY_MALFORMED, detail, detail_size,
+                   "webhook-timestamp header must be a Unix time in seconds");
+    if (verify_parse_standard_signatures(sig, &sigs) < 0)
+        return say(VERIFY_MALFORMED, detail, detail_size,
+                   "webhook-signature header must list v1,<base64 of 32 bytes> entries");
+    for (int i = 0; i < 2 && !matched; i++) {
+        int keylen;
+
+        if (secrets[i] == NULL || secrets[i][0] == '\0')
+            continue;
+        keylen = standard_key(secrets[i], key, sizeof(key));
+        /* A secret that does not decode is a configuration error: try the other one. */
+        if (keylen <= 0)
+            continue;
+        usable = true;
+        if (standard_mac(key, (size_t)keylen, id, ts, body, len, mac) < 0) {
+            OPENSSL_cleanse(key, sizeof(key));
+            return say(VERIFY_ERROR, detail, detail_size, "HMAC computation failed");
+        }
+        for (size_t j = 0; j < sigs.n; j++) {
+            if (CRYPTO_memcmp(mac, sigs.sig[j], HMAC_LEN) == 0)
+                matched = true;
+        }
+    }
+    OPENSSL_cleanse(key, sizeof(key));
+    if (!usable)
+        return say(VERIFY_ERROR, detail, detail_size,
+                   "no usable secret is configured for this source (expected whsec_<base64>)");
+    if (!matched)
+        return say(VERIFY_MISMATCH, detail, detail_size,
+                   "no v1 signature in webhook-signature matches the message");
+    if (check_age(t, now, tolerance_s, "webhook-timestamp", detail, detail_size) != VERIFY_OK)
+        return VERIFY_STALE;
+    return say(VERIFY_OK, detail, detail_size, "webhook-signature matches");
+}
+
+int verify_sign_standard(const char *msg_id, int64_t timestamp, const char *body, size_t len,
+                         const char *secret, char *out, size_t out_size)
+{
+    unsigned char key[MAX_KEY_LEN];
+    unsigned char mac[HMAC_LEN];
+    char ts[24];
+    int keylen, rc;
+
+    if (out_size < VERIFY_STANDARD_SIG_SIZE)
+        return -ENOSPC;
+    keylen = standard_key(secret, key, sizeof(key));
+    if (keylen <= 0)
+        return -EINVAL;
+    snprintf(ts, sizeof(ts), "%lld", (long long)timestamp);
+    rc = standard_mac(key, (size_t)keylen, msg_id, ts, body, len, mac);
+    OPENSSL_cleanse(key, sizeof(key));
+    if (rc < 0)
+        return rc;
+    memcpy(out, "v1,", 3);
+    EVP_EncodeBlock((unsigned char *)out + 3, mac, HMAC_LEN);
+    return 0;
+}

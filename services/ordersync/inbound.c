@@ -1,0 +1,406 @@
+/*
+ * inbound: one webhook request → one inbound_event, or the HTTP status that
+ * rejects it. The order of the checks is the contract of DESIGN.md §4:
+ * WooCommerce's unsigned ping, then the signature on the raw bytes (nothing
+ * unauthenticated gets parsed), then the content type, the JSON, and last the
+ * order itself. The sender-specific knowledge here is limited to topics and
+ * dedupe keys; field mapping lives in normalize_<kind>.c.
+ */
+#include "inbound.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <openssl/evp.h>
+
+#include "normalize.h"
+#include "verify.h"
+
+static const char *const kind_names[] = {
+    [SOURCE_SHOPIFY] = "shopify",
+    [SOURCE_WOOCOMMERCE] = "woocommerce",
+    [SOURCE_STRIPE] = "stripe",
+    [SOURCE_STANDARD] = "standard",
+};
+
+int source_kind_parse(const char *s, enum source_kind *out)
+{
+    for (size_t i = 0; i < sizeof(kind_names) / sizeof(kind_names[0]); i++) {
+        if (s != NULL && strcmp(s, kind_names[i]) == 0) {
+            *out = (enum source_kind)i;
+            return 0;
+        }
+    }
+    return -EINVAL;
+}
+
+const char *source_kind_name(enum source_kind kind)
+{
+    if ((size_t)kind < sizeof(kind_names) / sizeof(kind_names[0]))
+        return kind_names[kind];
+    return "unknown";
+}
+
+void inbound_event_clear(struct inbound_event *ev)
+{
+    free(ev->dedupe_key);
+    free(ev->topic);
+    json_decref(ev->order);
+    json_decref(ev->payload);
+    memset(ev, 0, sizeof(*ev));
+}
+
+static int fail(struct inbound_error *err, int status, const char *code, int rc, const char *fmt,
+                ...) __attribute__((format(printf, 5, 6)));
+
+static int fail(struct inbound_error *err, int status, const char *code, int rc, const char *fmt,
+                ...)
+{
+    va_list ap;
+
+    err->http_status = status;
+    err->error = code;
+    va_start(ap, fmt);
+    vsnprintf(err->detail, sizeof(err->detail), fmt, ap);
+    va_end(ap);
+    return rc;
+}
+
+/*
+ * WooCommerce pings a new webhook's URL with a form body `webhook_id=<n>` and
+ * none of its X-WC-Webhook-* headers, unsigned, and shows the shop owner an
+ * error unless the answer is exactly 200. Recognized narrowly, so that a
+ * signed delivery with a stripped signature header is still a 401.
+ */
+static bool is_woo_ping(const char *(*get_header)(void *, const char *), void *ctx,
+                        const char *body, size_t len)
+{
+    static const char *const headers[] = {"x-wc-webhook-signature",  "x-wc-webhook-topic",
+                                          "x-wc-webhook-id",         "x-wc-webhook-source",
+                                          "x-wc-webhook-resource",   "x-wc-webhook-event",
+                                          "x-wc-webhook-delivery-id"};
+    static const char prefix[] = "webhook_id=";
+    size_t plen = sizeof(prefix) - 1;
+
+    for (size_t i = 0; i < sizeof(headers) / sizeof(headers[0]); i++) {
+        if (get_header(ctx, headers[i]) != NULL)
+            return false;
+    }
+    if (len <= plen || len > plen + 20 || memcmp(body, prefix, plen) != 0)
+        return false;
+    for (size_t i = plen; i < len; i++) {
+        if (!isdigit((unsigned char)body[i]))
+            return false;
+    }
+    return true;
+}
+
+/* application/json, any case, optionally followed by parameters (charset=utf-8). */
+static bool is_json_content_type(const char *ct)
+{
+    static const char want[] = "application/json";
+    size_t n = sizeof(want) - 1;
+
+    if (ct == NULL)
+        return false;
+    while (*ct == ' ' || *ct == '\t')
+        ct++;
+    if (strncasecmp(ct, want, n) != 0)
+        return false;
+    ct += n;
+    while (*ct == ' ' || *ct == '\t')
+        ct++;
+    return *ct == '\0' || *ct == ';';
+}
+
+static char *sha256_key(const char *body, size_t len)
+{
+    static const char digits[] = "0123456789abcdef";
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int n = 0;
+    char *key;
+
+    if (EVP_Digest(body, len, md, &n, EVP_sha256(), NULL) != 1)
+        return NULL;
+    key = malloc(7 + 2 * n + 1);
+    if (key == NULL)
+        return NULL;
+    memcpy(key, "sha256:", 7);
+    for (unsigned int i = 0; i < n; i++) {
+        key[7 + 2 * i] = digits[md[i] >> 4];
+        key[7 + 2 * i + 1] = digits[md[i] & 15];
+    }
+    key[7 + 2 * n] = '\0';
+    return key;
+}
+
+static char *join3(const char *a, const char *b, const char *c)
+{
+    char *s = NULL;
+
+    if (asprintf(&s, "%s%s%s", a, b, c) < 0)
+        return NULL;
+    return s;
+}
+
+static const char *lookup(const char *const (*table)[2], size_t n, const char *topic)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(table[i][0], topic) == 0)
+            return table[i][1];
+    }
+    return NULL;
+}
+
+static const char *shopify_event(const char *topic)
+{
+    static const char *const map[][2] = {
+        {"orders/create", "order.created"},      {"orders/updated", "order.updated"},
+        {"orders/paid", "order.paid"},           {"orders/cancelled", "order.cancelled"},
+        {"orders/fulfilled", "order.fulfilled"}, {"orders/partially_fulfilled", "order.updated"},
+        {"refunds/create", "order.refunded"},
+    };
+    return lookup(map, sizeof(map) / sizeof(map[0]), topic);
+}
+
+static const char *woocommerce_event(const char *topic, const json_t *payload)
+{
+    static const char *const map[][2] = {
+        {"order.created", "order.created"},
+        {"order.updated", "order.updated"},
+        {"order.deleted", "order.cancelled"},
+        {"order.restored", "order.updated"},
+    };
+    const char *ev = lookup(map, sizeof(map) / sizeof(map[0]), topic);
+    const char *status = json_string_value(json_object_get(payload, "status"));
+
+    /* WooCommerce has no cancel or refund topic: the status change arrives as order.updated. */
+    if (ev != NULL && strcmp(topic, "order.updated") == 0 && status != NULL) {
+        if (strcmp(status, "cancelled") == 0)
+            return "order.cancelled";
+        if (strcmp(status, "refunded") == 0)
+            return "order.refunded";
+    }
+    return ev;
+}
+
+static const char *stripe_event(const char *type)
+{
+    static const char *const map[][2] = {
+        {"checkout.session.completed", "order.created"},
+        {"checkout.session.async_payment_succeeded", "order.paid"},
+        {"checkout.session.async_payment_failed", "order.updated"},
+        {"checkout.session.expired", "order.cancelled"},
+        {"payment_intent.succeeded", "order.paid"},
+        {"charge.refunded", "order.refunded"},
+    };
+    return lookup(map, sizeof(map) / sizeof(map[0]), type);
+}
+
+static const char *standard_event(const char *type)
+{
+    static const char *const types[] = {"order.created",   "order.updated",  "order.paid",
+                                        "order.cancelled", "order.refunded", "order.fulfilled"};
+
+    for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
+        if (strcmp(type, types[i]) == 0)
+            return types[i];
+    }
+    return NULL;
+}
+
+static enum verify_result verify(const struct inbound_source *src,
+                                 const char *(*get_header)(void *, const char *), void *ctx,
+                                 const char *body, size_t len, time_t now, char *detail,
+                                 size_t size)
+{
+    switch (src->kind) {
+    case SOURCE_SHOPIFY:
+        return verify_shopify(src->secrets, get_header, ctx, body, len, detail, size);
+    case SOURCE_WOOCOMMERCE:
+        return verify_woocommerce(src->secrets, get_header, ctx, body, len, detail, size);
+    case SOURCE_STRIPE:
+        return verify_stripe(src->secrets, get_header, ctx, body, len, now, src->tolerance_s,
+                             detail, size);
+    case SOURCE_STANDARD:
+        return verify_standard(src->secrets, get_header, ctx, body, len, now, src->tolerance_s,
+                               detail, size);
+    }
+    snprintf(detail, size, "unknown source kind");
+    return VERIFY_ERROR;
+}
+
+/* Topic, dedupe key and event type; 0 or <0 with err filled. */
+static int classify(const struct inbound_source *src,
+                    const char *(*get_header)(void *, const char *), void *ctx, const char *body,
+                    size_t len, struct inbound_event *ev, struct inbound_error *err)
+{
+    const json_t *p = ev->payload;
+    const char *topic = NULL;
+
+    switch (src->kind) {
+    case SOURCE_SHOPIFY: {
+        const char *event_id = get_header(ctx, "x-shopify-event-id");
+        const char *key;
+
+        topic = get_header(ctx, "x-shopify-topic");
+        if (topic == NULL)
+            return fail(err, 400, "missing_topic", -EINVAL, "X-Shopify-Topic header is missing");
+        ev->event_type = shopify_event(topic);
+        /*
+         * X-Shopify-Webhook-Id is stable across retries of one delivery; the
+         * event id is shared by every topic of one merchant action.
+         */
+        key = get_header(ctx, "x-shopify-webhook-id");
+        if (key != NULL)
+            ev->dedupe_key = strdup(key);
+        else if (event_id != NULL)
+            ev->dedupe_key = join3(topic, ":", event_id);
+        else
+            ev->dedupe_key = sha256_key(body, len);
+        break;
+    }
+    case SOURCE_WOOCOMMERCE: {
+        const char *modified = json_string_value(json_object_get(p, "date_modified_gmt"));
+        char id[64];
+
+        topic = get_header(ctx, "x-wc-webhook-topic");
+        if (topic == NULL)
+            return fail(err, 400, "missing_topic", -EINVAL, "X-WC-Webhook-Topic header is missing");
+        ev->event_type = woocommerce_event(topic, p);
+        /*
+         * Never X-WC-Webhook-Delivery-ID: it comes from a whole-second clock
+         * and repeats. An order's id with its modification time names one
+         * state of the order exactly.
+         */
+        id[0] = '\0';
+        if (json_is_integer(json_object_get(p, "id")))
+            snprintf(id, sizeof(id), "%" JSON_INTEGER_FORMAT,
+                     json_integer_value(json_object_get(p, "id")));
+        if (strncmp(topic, "order.", 6) == 0 && id[0] != '\0' && modified != NULL &&
+            modified[0] != '\0') {
+            char prefix[80];
+
+            snprintf(prefix, sizeof(prefix), "order:%s:", id);
+            ev->dedupe_key = join3(prefix, modified, "");
+        } else {
+            ev->dedupe_key = sha256_key(body, len);
+        }
+        break;
+    }
+    case SOURCE_STRIPE:
+    case SOURCE_STANDARD:
+        topic = json_string_value(json_object_get(p, "type"));
+        if (topic == NULL)
+            return fail(err, 422, "not_an_order", -EINVAL, "field 'type' must be a string");
+        if (src->kind == SOURCE_STRIPE) {
+            const char *id = json_string_value(json_object_get(p, "id"));
+
+            if (id == NULL || id[0] == '\0')
+                return fail(err, 422, "not_an_order", -EINVAL,
+                            "field 'id' must be the event id (evt_...)");
+            ev->event_type = stripe_event(topic);
+            ev->dedupe_key = strdup(id);
+        } else {
+            ev->event_type = standard_event(topic);
+            /* verify_standard made sure the header is there. */
+            ev->dedupe_key = strdup(get_header(ctx, "webhook-id"));
+        }
+        break;
+    }
+    ev->topic = strdup(topic);
+    if (ev->dedupe_key == NULL || ev->topic == NULL)
+        return fail(err, 500, "internal_error", -ENOMEM, "out of memory");
+    return 0;
+}
+
+static int normalize(const struct inbound_source *src, time_t now, struct inbound_event *ev,
+                     struct inbound_error *err)
+{
+    char detail[NORMALIZE_ERR_SIZE] = "";
+    int rc = -EINVAL;
+
+    switch (src->kind) {
+    case SOURCE_SHOPIFY:
+        rc = normalize_shopify(src->id, ev->topic, ev->payload, &ev->order, detail, sizeof(detail));
+        break;
+    case SOURCE_WOOCOMMERCE:
+        rc = normalize_woocommerce(src->id, ev->topic, ev->payload, now, &ev->order, detail,
+                                   sizeof(detail));
+        break;
+    case SOURCE_STRIPE:
+        rc = normalize_stripe(src->id, ev->payload, &ev->order, detail, sizeof(detail));
+        break;
+    case SOURCE_STANDARD:
+        rc = normalize_standard(src->id, ev->payload, &ev->order, detail, sizeof(detail));
+        break;
+    }
+    if (rc == -ENOMEM)
+        return fail(err, 500, "internal_error", rc, "out of memory");
+    if (rc < 0)
+        return fail(err, 422, "not_an_order", rc, "%s", detail);
+    return 0;
+}
+
+int inbound_parse(const struct inbound_source *src,
+                  const char *(*get_header)(void *ctx, const char *name), void *ctx,
+                  const char *content_type, const char *body, size_t len, time_t now,
+                  struct inbound_event *out, struct inbound_error *err)
+{
+    char detail[sizeof(err->detail)];
+    enum verify_result vr;
+    json_error_t jerr;
+    int rc;
+
+    memset(out, 0, sizeof(*out));
+    memset(err, 0, sizeof(*err));
+    /* An HTTP server may hand over no buffer at all for an empty body. */
+    if (body == NULL) {
+        body = "";
+        len = 0;
+    }
+    if (src->kind == SOURCE_WOOCOMMERCE && is_woo_ping(get_header, ctx, body, len))
+        return INBOUND_PING;
+
+    detail[0] = '\0';
+    vr = verify(src, get_header, ctx, body, len, now, detail, sizeof(detail));
+    if (vr == VERIFY_ERROR)
+        return fail(err, 500, "internal_error", -EIO, "%s", detail);
+    if (vr != VERIFY_OK)
+        return fail(err, 401, "invalid_signature", -EACCES, "%s", detail);
+
+    /* Strict: every supported sender labels its JSON, so anything else is not for us. */
+    if (!is_json_content_type(content_type))
+        return fail(err, 415, "unsupported_media_type", -EPROTO,
+                    "Content-Type must be application/json");
+
+    /*
+     * JSON_DECODE_INT_AS_REAL stays off: integers remain int64 so ids beyond
+     * 2^53 are exact. JSON_DECODE_ANY lets a scalar body parse, so that it is
+     * a 422 (not an order) rather than a 400. Duplicate keys are refused: an
+     * order whose fields have two values means two things at once.
+     */
+    out->payload = json_loadb(body, len, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, &jerr);
+    if (out->payload == NULL)
+        return fail(err, 400, "malformed_json", -EBADMSG, "line %d column %d: %s", jerr.line,
+                    jerr.column, jerr.text);
+
+    rc = classify(src, get_header, ctx, body, len, out, err);
+    if (rc < 0)
+        goto fail;
+    if (out->event_type != NULL) {
+        rc = normalize(src, now, out, err);
+        if (rc < 0)
+            goto fail;
+    }
+    return 0;
+fail:
+    inbound_event_clear(out);
+    return rc;
+}

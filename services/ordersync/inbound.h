@@ -1,0 +1,72 @@
+/*
+ * inbound: the one call the HTTP handler makes for POST /webhooks/{source}.
+ * It ties verify (signature on the raw bytes), the content-type check, JSON
+ * parsing, the topic → event type mapping, the dedupe key and normalize
+ * together, in the order DESIGN.md §4 requires, and says which HTTP status a
+ * rejection deserves. Pure: no I/O; the clock is a parameter.
+ */
+#ifndef ORDERSYNC_INBOUND_H
+#define ORDERSYNC_INBOUND_H
+
+#include <stddef.h>
+#include <time.h>
+
+#include <jansson.h>
+
+enum source_kind { SOURCE_SHOPIFY, SOURCE_WOOCOMMERCE, SOURCE_STRIPE, SOURCE_STANDARD };
+
+/* "shopify" | "woocommerce" | "stripe" | "standard" → kind. Returns 0 or -EINVAL. */
+int source_kind_parse(const char *s, enum source_kind *out);
+/* Static name of a kind ("shopify", ...). */
+const char *source_kind_name(enum source_kind kind);
+
+struct inbound_source {
+    const char *id; /* used in the URL and stored with every event */
+    enum source_kind kind;
+    const char *secrets[2]; /* current, previous during a rotation; [1] may be NULL */
+    int tolerance_s;        /* signed-timestamp tolerance; <= 0 means 300 s */
+};
+
+/* Filled on success; inbound_event_clear() frees. */
+struct inbound_event {
+    char *dedupe_key; /* new allocation */
+    char *topic;      /* sender's topic/type as received, new allocation */
+    /*
+     * Static: "order.created" | "order.updated" | "order.paid" |
+     * "order.cancelled" | "order.refunded" | "order.fulfilled", or NULL when
+     * the topic is not about orders (record it, emit nothing).
+     */
+    const char *event_type;
+    json_t *order;   /* canonical order, new reference; NULL when ignored */
+    json_t *payload; /* the parsed body, new reference (stored raw as jsonb for audit) */
+};
+
+struct inbound_error {
+    int http_status;   /* 400, 401, 415, 422, or 500 for our own failures */
+    const char *error; /* static machine code: "invalid_signature", "malformed_json", ... */
+    char detail[256];  /* human explanation; never a secret */
+};
+
+/* Returned for WooCommerce's unsigned creation ping: answer exactly 200, write nothing. */
+#define INBOUND_PING 1
+
+/*
+ * Verifies, parses and normalizes one webhook. All arguments are borrowed;
+ * get_header(ctx, lower_case_name) returns a header's value or NULL.
+ * content_type may be NULL (absent). Returns:
+ *   0             out filled (new allocations/references; inbound_event_clear frees);
+ *   INBOUND_PING  nothing filled;
+ *   < 0           err filled: 401 invalid_signature, 415 unsupported_media_type,
+ *                 400 malformed_json or missing_topic, 422 not_an_order,
+ *                 500 internal_error (-ENOMEM, unusable secret).
+ * On failure out is left cleared.
+ */
+int inbound_parse(const struct inbound_source *src,
+                  const char *(*get_header)(void *ctx, const char *name), void *ctx,
+                  const char *content_type, const char *body, size_t len, time_t now,
+                  struct inbound_event *out, struct inbound_error *err);
+
+/* Frees what an event holds and zeroes it; safe on a zeroed or already cleared event. */
+void inbound_event_clear(struct inbound_event *ev);
+
+#endif

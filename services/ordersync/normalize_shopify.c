@@ -1,0 +1,323 @@
+/*
+ * normalize_shopify: Shopify REST Admin webhook bodies → canonical order.
+ * The orders/... topics carry the whole order; refunds/create carries a refund
+ * object, which becomes a partial order keyed by its order_id. Money fields
+ * are decimal strings and are kept verbatim; ids may exceed 2^53 and arrive
+ * as json_int_t, never through a double.
+ */
+#include "normalize.h"
+#include "normalize_internal.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+static int financial_status(const json_t *v, const char **out, struct norm_err *e)
+{
+    static const char *const same[] = {"pending",  "authorized", "partially_paid",    "paid",
+                                       "refunded", "voided",     "partially_refunded"};
+    const char *s;
+
+    /* Shopify leaves it null on orders that never had a payment (drafts, $0 orders). */
+    if (v == NULL || json_is_null(v)) {
+        *out = "pending";
+        return 0;
+    }
+    s = json_is_string(v) ? json_string_value(v) : "";
+    for (size_t i = 0; i < sizeof(same) / sizeof(same[0]); i++) {
+        if (strcmp(s, same[i]) == 0) {
+            *out = same[i];
+            return 0;
+        }
+    }
+    /* An authorization that lapsed: nothing was captured, as with a void. */
+    if (strcmp(s, "expired") == 0) {
+        *out = "voided";
+        return 0;
+    }
+    return norm_fail(e, "financial_status", "must be a Shopify financial status");
+}
+
+static int fulfillment_status(const json_t *v, const char **out, struct norm_err *e)
+{
+    const char *s = json_is_string(v) ? json_string_value(v) : NULL;
+
+    /* null means nothing shipped yet; "restocked" means shipped items came back. */
+    if (v == NULL || json_is_null(v) ||
+        (s != NULL && (strcmp(s, "unfulfilled") == 0 || strcmp(s, "restocked") == 0))) {
+        *out = "unfulfilled";
+        return 0;
+    }
+    if (s != NULL && strcmp(s, "fulfilled") == 0) {
+        *out = "fulfilled";
+        return 0;
+    }
+    if (s != NULL && strcmp(s, "partial") == 0) {
+        *out = "partial";
+        return 0;
+    }
+    return norm_fail(e, "fulfillment_status", "must be null, \"partial\" or \"fulfilled\"");
+}
+
+static bool present(const json_t *v)
+{
+    return v != NULL && !json_is_null(v);
+}
+
+/* Optional money: absent or null counts as zero. */
+static int money_or_zero(const json_t *v, int minor, const char *path, char out[NORM_MONEY_SIZE],
+                         struct norm_err *e)
+{
+    if (v == NULL || json_is_null(v)) {
+        norm_money_minor(0, minor, out);
+        return 0;
+    }
+    return norm_money(v, minor, path, out, e);
+}
+
+/*
+ * The order has no "total refunded" field: add up the successful refund
+ * transactions of refunds[], in exact decimal arithmetic.
+ */
+static int refunded_total(const json_t *order, int minor, char out[NORM_MONEY_SIZE],
+                          struct norm_err *e)
+{
+    const json_t *refunds = json_object_get(order, "refunds");
+    int64_t sum = 0;
+    int decimals = minor;
+    size_t i, j;
+    const json_t *r, *t;
+    char path[96];
+
+    if (refunds != NULL && !json_is_null(refunds) && !json_is_array(refunds))
+        return norm_fail(e, "refunds", "must be an array");
+    json_array_foreach(refunds, i, r)
+    {
+        const json_t *txs = json_object_get(r, "transactions");
+
+        json_array_foreach(txs, j, t)
+        {
+            const char *kind = json_string_value(json_object_get(t, "kind"));
+            const char *status = json_string_value(json_object_get(t, "status"));
+            const char *amount = json_string_value(json_object_get(t, "amount"));
+            int64_t micros;
+            int d;
+
+            if (kind == NULL || strcmp(kind, "refund") != 0 || status == NULL ||
+                strcmp(status, "success") != 0)
+                continue;
+            snprintf(path, sizeof(path), "refunds[%zu].transactions[%zu].amount", i, j);
+            if (amount == NULL || norm_decimal_parse(amount, &micros, &d) < 0)
+                return norm_fail(e, path, "must be a decimal amount like \"12.34\"");
+            if (__builtin_add_overflow(sum, micros, &sum))
+                return norm_fail(e, path, "makes the refunded total out of range");
+            if (d > decimals)
+                decimals = d;
+        }
+    }
+    norm_decimal_format(sum, decimals, out);
+    return 0;
+}
+
+static json_t *address(const json_t *a)
+{
+    const char *region = norm_str(json_object_get(a, "province_code"));
+    char name[512];
+
+    if (!json_is_object(a))
+        return json_null();
+    if (region == NULL)
+        region = norm_str(json_object_get(a, "province"));
+    norm_join_name(norm_str(json_object_get(a, "first_name")),
+                   norm_str(json_object_get(a, "last_name")), name, sizeof(name));
+    if (name[0] == '\0' && norm_str(json_object_get(a, "name")) != NULL)
+        snprintf(name, sizeof(name), "%s", norm_str(json_object_get(a, "name")));
+    return norm_address(
+        name, norm_str(json_object_get(a, "address1")), norm_str(json_object_get(a, "address2")),
+        norm_str(json_object_get(a, "city")), region, norm_str(json_object_get(a, "zip")),
+        norm_str(json_object_get(a, "country_code")));
+}
+
+static int lines(const json_t *items, int minor, json_t **out, struct norm_err *e)
+{
+    json_t *arr = json_array();
+    const json_t *it;
+    size_t i;
+    char path[64];
+    int rc;
+
+    if (arr == NULL)
+        return -ENOMEM;
+    if (!json_is_array(items)) {
+        rc = norm_fail(e, "line_items", "must be an array");
+        goto fail;
+    }
+    json_array_foreach(items, i, it)
+    {
+        char price[NORM_MONEY_SIZE];
+        json_int_t qty;
+        json_t *line;
+        bool oom = false;
+
+        snprintf(path, sizeof(path), "line_items[%zu].title", i);
+        if (!json_is_string(json_object_get(it, "title"))) {
+            rc = norm_fail(e, path, "must be a string");
+            goto fail;
+        }
+        snprintf(path, sizeof(path), "line_items[%zu].quantity", i);
+        rc = norm_quantity(json_object_get(it, "quantity"), path, &qty, e);
+        if (rc < 0)
+            goto fail;
+        snprintf(path, sizeof(path), "line_items[%zu].price", i);
+        rc = norm_money(json_object_get(it, "price"), minor, path, price, e);
+        if (rc < 0)
+            goto fail;
+        line = json_object();
+        if (line == NULL || json_array_append_new(arr, line) != 0) {
+            rc = -ENOMEM;
+            goto fail;
+        }
+        norm_put(line, "sku", norm_string_or_null(norm_str(json_object_get(it, "sku"))), &oom);
+        norm_put(line, "title", json_string(json_string_value(json_object_get(it, "title"))), &oom);
+        norm_put(line, "quantity", json_integer(qty), &oom);
+        norm_put(line, "unit_price", json_string(price), &oom);
+        if (oom) {
+            rc = -ENOMEM;
+            goto fail;
+        }
+    }
+    *out = arr;
+    return 0;
+fail:
+    json_decref(arr);
+    return rc;
+}
+
+static int refund(const char *source, const json_t *r, json_t **out, struct norm_err *e)
+{
+    char id[NORM_ID_SIZE], updated[NORM_TIME_SIZE];
+    json_t *o;
+    int rc;
+
+    if (!json_is_object(r))
+        return norm_fail(e, "$", "must be a refund object");
+    rc = norm_id(json_object_get(r, "order_id"), "order_id", id, e);
+    if (rc < 0)
+        return rc;
+    rc = norm_time(json_object_get(r, "created_at"), false, "created_at", updated, e);
+    if (rc < 0)
+        return rc;
+    /*
+     * A refund says how much this refund returned, not the order's refunded
+     * total nor whether it is now fully refunded: those come with the
+     * orders/updated webhook Shopify sends alongside. So only identity and
+     * time are merged; the event type (order.refunded) carries the news.
+     */
+    o = norm_order_new(source, id);
+    if (o == NULL || norm_order_finish(o, NULL, updated, true) < 0) {
+        json_decref(o);
+        return -ENOMEM;
+    }
+    *out = o;
+    return 0;
+}
+
+static int order(const char *source, const json_t *p, json_t **out, struct norm_err *e)
+{
+    char id[NORM_ID_SIZE], currency[4], created[NORM_TIME_SIZE], updated[NORM_TIME_SIZE];
+    char total[NORM_MONEY_SIZE], subtotal[NORM_MONEY_SIZE], tax[NORM_MONEY_SIZE];
+    char shipping[NORM_MONEY_SIZE], refunded[NORM_MONEY_SIZE];
+    const char *fin, *ful, *status, *email;
+    const json_t *ship_set;
+    json_t *o = NULL, *ls = NULL;
+    bool oom = false;
+    int minor, rc;
+
+    if (!json_is_object(p))
+        return norm_fail(e, "$", "must be an order object");
+    rc = norm_id(json_object_get(p, "id"), "id", id, e);
+    if (rc < 0)
+        return rc;
+    rc = norm_currency(json_object_get(p, "currency"), "currency", currency, e);
+    if (rc < 0)
+        return rc;
+    minor = norm_minor_units(currency);
+    rc = financial_status(json_object_get(p, "financial_status"), &fin, e);
+    if (rc < 0)
+        return rc;
+    rc = fulfillment_status(json_object_get(p, "fulfillment_status"), &ful, e);
+    if (rc < 0)
+        return rc;
+    rc = norm_money(json_object_get(p, "total_price"), minor, "total_price", total, e);
+    if (rc < 0)
+        return rc;
+    rc = money_or_zero(json_object_get(p, "subtotal_price"), minor, "subtotal_price", subtotal, e);
+    if (rc < 0)
+        return rc;
+    rc = money_or_zero(json_object_get(p, "total_tax"), minor, "total_tax", tax, e);
+    if (rc < 0)
+        return rc;
+    ship_set = json_object_get(json_object_get(p, "total_shipping_price_set"), "shop_money");
+    rc = money_or_zero(json_object_get(ship_set, "amount"), minor,
+                       "total_shipping_price_set.shop_money.amount", shipping, e);
+    if (rc < 0)
+        return rc;
+    rc = refunded_total(p, minor, refunded, e);
+    if (rc < 0)
+        return rc;
+    rc = norm_time(json_object_get(p, "created_at"), false, "created_at", created, e);
+    if (rc < 0)
+        return rc;
+    rc = norm_time(json_object_get(p, "updated_at"), false, "updated_at", updated, e);
+    if (rc < 0)
+        return rc;
+    rc = lines(json_object_get(p, "line_items"), minor, &ls, e);
+    if (rc < 0)
+        return rc;
+    /* A cancelled order is also closed by Shopify; cancellation is the news. */
+    if (present(json_object_get(p, "cancelled_at")))
+        status = "cancelled";
+    else if (present(json_object_get(p, "closed_at")))
+        status = "closed";
+    else
+        status = "open";
+    email = norm_str(json_object_get(p, "email"));
+    if (email == NULL)
+        email = norm_str(json_object_get(json_object_get(p, "customer"), "email"));
+
+    o = norm_order_new(source, id);
+    if (o == NULL)
+        goto nomem;
+    norm_put(o, "number", norm_string_or_null(norm_str(json_object_get(p, "name"))), &oom);
+    norm_put(o, "status", json_string(status), &oom);
+    norm_put(o, "financial_status", json_string(fin), &oom);
+    norm_put(o, "fulfillment_status", json_string(ful), &oom);
+    norm_put(o, "currency", json_string(currency), &oom);
+    norm_put(o, "total", json_string(total), &oom);
+    norm_put(o, "subtotal", json_string(subtotal), &oom);
+    norm_put(o, "tax", json_string(tax), &oom);
+    norm_put(o, "shipping", json_string(shipping), &oom);
+    norm_put(o, "refunded", json_string(refunded), &oom);
+    norm_put(o, "customer_email", norm_string_or_null(email), &oom);
+    norm_put(o, "shipping_address", address(json_object_get(p, "shipping_address")), &oom);
+    norm_put(o, "lines", ls, &oom);
+    ls = NULL;
+    if (oom || norm_order_finish(o, created, updated, false) < 0)
+        goto nomem;
+    *out = o;
+    return 0;
+nomem:
+    json_decref(ls);
+    json_decref(o);
+    return -ENOMEM;
+}
+
+int normalize_shopify(const char *source, const char *topic, const json_t *payload, json_t **out,
+                      char *err, size_t err_size)
+{
+    struct norm_err e = {err, err_size};
+
+    if (topic != NULL && strcmp(topic, "refunds/create") == 0)
+        return refund(source, payload, out, &e);
+    return order(source, payload, out, &e);
+}

@@ -1,0 +1,277 @@
+/*
+ * normalize_woocommerce: WooCommerce REST API v3 order bodies → canonical
+ * order. Totals are decimal strings (kept verbatim); a line's `price` is a
+ * JSON number, rounded to the currency's minor units by norm_money. Dates
+ * ending in _gmt carry no zone but are UTC. There is no order-level subtotal
+ * or refunded total: both are summed from line_items[] and refunds[].
+ */
+#include "normalize.h"
+#include "normalize_internal.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+struct woo_status {
+    const char *status;
+    const char *financial; /* NULL: depends on whether date_paid_gmt is set */
+    const char *fulfillment;
+};
+
+/*
+ * WooCommerce order statuses. Shops add custom ones (plugins for "shipped",
+ * "awaiting-pickup"...): those are open orders, paid or not by date_paid_gmt,
+ * rather than a 422 that WooCommerce would never retry.
+ */
+static struct woo_status map_status(const char *s)
+{
+    static const struct {
+        const char *woo;
+        struct woo_status to;
+    } table[] = {
+        {"pending", {"open", "pending", "unfulfilled"}},
+        {"processing", {"open", "paid", "unfulfilled"}},
+        {"on-hold", {"open", "pending", "unfulfilled"}},
+        {"completed", {"closed", "paid", "fulfilled"}},
+        {"cancelled", {"cancelled", NULL, "unfulfilled"}},
+        {"refunded", {"closed", "refunded", "unfulfilled"}},
+        {"failed", {"open", "unpaid", "unfulfilled"}},
+        {"checkout-draft", {"open", "pending", "unfulfilled"}},
+        /* A trashed order is what order.deleted reports when the body is full. */
+        {"trash", {"cancelled", NULL, "unfulfilled"}},
+    };
+    struct woo_status other = {"open", NULL, "unfulfilled"};
+
+    for (size_t i = 0; i < sizeof(table) / sizeof(table[0]); i++) {
+        if (strcmp(s, table[i].woo) == 0)
+            return table[i].to;
+    }
+    return other;
+}
+
+/* Sums decimal strings found at items[i].<field>; `negate` for refunds ("-5.00"). */
+static int sum_field(const json_t *items, const char *array_name, const char *field, bool negate,
+                     int minor, char out[NORM_MONEY_SIZE], int64_t *micros_out, struct norm_err *e)
+{
+    int64_t sum = 0;
+    int decimals = minor;
+    const json_t *it;
+    size_t i;
+    char path[96];
+
+    if (items != NULL && !json_is_null(items) && !json_is_array(items))
+        return norm_fail(e, array_name, "must be an array");
+    json_array_foreach(items, i, it)
+    {
+        const char *s = json_string_value(json_object_get(it, field));
+        int64_t micros;
+        int d;
+
+        snprintf(path, sizeof(path), "%s[%zu].%s", array_name, i, field);
+        if (s == NULL || norm_decimal_parse(s, &micros, &d) < 0)
+            return norm_fail(e, path, "must be a decimal amount like \"12.34\"");
+        if (__builtin_add_overflow(sum, negate ? -micros : micros, &sum))
+            return norm_fail(e, path, "makes the sum out of range");
+        if (d > decimals)
+            decimals = d;
+    }
+    norm_decimal_format(sum, decimals, out);
+    *micros_out = sum;
+    return 0;
+}
+
+static int lines(const json_t *items, int minor, json_t **out, struct norm_err *e)
+{
+    json_t *arr = json_array();
+    const json_t *it;
+    size_t i;
+    char path[64];
+    int rc;
+
+    if (arr == NULL)
+        return -ENOMEM;
+    if (!json_is_array(items)) {
+        rc = norm_fail(e, "line_items", "must be an array");
+        goto fail;
+    }
+    json_array_foreach(items, i, it)
+    {
+        char price[NORM_MONEY_SIZE];
+        json_int_t qty;
+        json_t *line;
+        bool oom = false;
+
+        snprintf(path, sizeof(path), "line_items[%zu].name", i);
+        if (!json_is_string(json_object_get(it, "name"))) {
+            rc = norm_fail(e, path, "must be a string");
+            goto fail;
+        }
+        snprintf(path, sizeof(path), "line_items[%zu].quantity", i);
+        rc = norm_quantity(json_object_get(it, "quantity"), path, &qty, e);
+        if (rc < 0)
+            goto fail;
+        snprintf(path, sizeof(path), "line_items[%zu].price", i);
+        rc = norm_money(json_object_get(it, "price"), minor, path, price, e);
+        if (rc < 0)
+            goto fail;
+        line = json_object();
+        if (line == NULL || json_array_append_new(arr, line) != 0) {
+            rc = -ENOMEM;
+            goto fail;
+        }
+        /* WooCommerce sends "" for products without a SKU. */
+        norm_put(line, "sku", norm_string_or_null(norm_str(json_object_get(it, "sku"))), &oom);
+        norm_put(line, "title", json_string(json_string_value(json_object_get(it, "name"))), &oom);
+        norm_put(line, "quantity", json_integer(qty), &oom);
+        norm_put(line, "unit_price", json_string(price), &oom);
+        if (oom) {
+            rc = -ENOMEM;
+            goto fail;
+        }
+    }
+    *out = arr;
+    return 0;
+fail:
+    json_decref(arr);
+    return rc;
+}
+
+static json_t *address(const json_t *a)
+{
+    char name[512];
+
+    if (!json_is_object(a))
+        return json_null();
+    norm_join_name(norm_str(json_object_get(a, "first_name")),
+                   norm_str(json_object_get(a, "last_name")), name, sizeof(name));
+    return norm_address(
+        name, norm_str(json_object_get(a, "address_1")), norm_str(json_object_get(a, "address_2")),
+        norm_str(json_object_get(a, "city")), norm_str(json_object_get(a, "state")),
+        norm_str(json_object_get(a, "postcode")), norm_str(json_object_get(a, "country")));
+}
+
+/* order.deleted may carry only {"id": n}: WooCommerce drops the rest of a deleted resource. */
+static int thin(const char *source, const char *topic, const char *id, time_t received_at,
+                json_t **out)
+{
+    char updated[NORM_TIME_SIZE];
+    bool oom = false;
+    json_t *o = norm_order_new(source, id);
+
+    if (o == NULL)
+        return -ENOMEM;
+    if (topic != NULL && strcmp(topic, "order.deleted") == 0)
+        norm_put(o, "status", json_string("cancelled"), &oom);
+    norm_time_epoch((int64_t)received_at, updated);
+    if (oom || norm_order_finish(o, NULL, updated, true) < 0) {
+        json_decref(o);
+        return -ENOMEM;
+    }
+    *out = o;
+    return 0;
+}
+
+int normalize_woocommerce(const char *source, const char *topic, const json_t *p,
+                          time_t received_at, json_t **out, char *err, size_t err_size)
+{
+    struct norm_err ee = {err, err_size}, *e = &ee;
+    char id[NORM_ID_SIZE], currency[4], created[NORM_TIME_SIZE], updated[NORM_TIME_SIZE];
+    char total[NORM_MONEY_SIZE], subtotal[NORM_MONEY_SIZE], tax[NORM_MONEY_SIZE];
+    char shipping[NORM_MONEY_SIZE], refunded[NORM_MONEY_SIZE], number[NORM_ID_SIZE];
+    const json_t *status_v, *number_v;
+    struct woo_status st;
+    const char *fin;
+    json_t *o = NULL, *ls = NULL;
+    bool oom = false, paid;
+    int64_t micros, refunded_micros;
+    int minor, rc, d;
+
+    if (!json_is_object(p))
+        return norm_fail(e, "$", "must be an order object");
+    rc = norm_id(json_object_get(p, "id"), "id", id, e);
+    if (rc < 0)
+        return rc;
+    status_v = json_object_get(p, "status");
+    if (status_v == NULL)
+        return thin(source, topic, id, received_at, out);
+    if (!json_is_string(status_v))
+        return norm_fail(e, "status", "must be a string");
+    rc = norm_currency(json_object_get(p, "currency"), "currency", currency, e);
+    if (rc < 0)
+        return rc;
+    minor = norm_minor_units(currency);
+    rc = norm_money(json_object_get(p, "total"), minor, "total", total, e);
+    if (rc < 0)
+        return rc;
+    rc = norm_money(json_object_get(p, "total_tax"), minor, "total_tax", tax, e);
+    if (rc < 0)
+        return rc;
+    rc = norm_money(json_object_get(p, "shipping_total"), minor, "shipping_total", shipping, e);
+    if (rc < 0)
+        return rc;
+    rc = sum_field(json_object_get(p, "line_items"), "line_items", "subtotal", false, minor,
+                   subtotal, &micros, e);
+    if (rc < 0)
+        return rc;
+    rc = sum_field(json_object_get(p, "refunds"), "refunds", "total", true, minor, refunded,
+                   &refunded_micros, e);
+    if (rc < 0)
+        return rc;
+    rc = norm_time(json_object_get(p, "date_created_gmt"), true, "date_created_gmt", created, e);
+    if (rc < 0)
+        return rc;
+    rc = norm_time(json_object_get(p, "date_modified_gmt"), true, "date_modified_gmt", updated, e);
+    if (rc < 0)
+        return rc;
+    number_v = json_object_get(p, "number");
+    number[0] = '\0';
+    if (number_v != NULL && !json_is_null(number_v)) {
+        rc = norm_id(number_v, "number", number, e);
+        if (rc < 0)
+            return rc;
+    }
+    rc = lines(json_object_get(p, "line_items"), minor, &ls, e);
+    if (rc < 0)
+        return rc;
+
+    st = map_status(json_string_value(status_v));
+    paid = norm_str(json_object_get(p, "date_paid_gmt")) != NULL;
+    fin = st.financial != NULL ? st.financial : paid ? "paid" : "unpaid";
+    /*
+     * Refunds do not always change the status (a partial refund leaves it
+     * "processing"/"completed"; a cancelled paid order may be refunded in
+     * full): the refunds[] sum says how much went back.
+     */
+    if (strcmp(fin, "paid") == 0 && refunded_micros > 0)
+        fin = norm_decimal_parse(total, &micros, &d) == 0 && refunded_micros >= micros
+                  ? "refunded"
+                  : "partially_refunded";
+
+    o = norm_order_new(source, id);
+    if (o == NULL)
+        goto nomem;
+    norm_put(o, "number", norm_string_or_null(number), &oom);
+    norm_put(o, "status", json_string(st.status), &oom);
+    norm_put(o, "financial_status", json_string(fin), &oom);
+    norm_put(o, "fulfillment_status", json_string(st.fulfillment), &oom);
+    norm_put(o, "currency", json_string(currency), &oom);
+    norm_put(o, "total", json_string(total), &oom);
+    norm_put(o, "subtotal", json_string(subtotal), &oom);
+    norm_put(o, "tax", json_string(tax), &oom);
+    norm_put(o, "shipping", json_string(shipping), &oom);
+    norm_put(o, "refunded", json_string(refunded), &oom);
+    norm_put(o, "customer_email",
+             norm_string_or_null(norm_str(json_object_get(json_object_get(p, "billing"), "email"))),
+             &oom);
+    norm_put(o, "shipping_address", address(json_object_get(p, "shipping")), &oom);
+    norm_put(o, "lines", ls, &oom);
+    ls = NULL;
+    if (oom || norm_order_finish(o, created, updated, false) < 0)
+        goto nomem;
+    *out = o;
+    return 0;
+nomem:
+    json_decref(ls);
+    json_decref(o);
+    return -ENOMEM;
+}

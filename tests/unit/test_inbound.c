@@ -1,0 +1,571 @@
+/*
+ * Unit tests for inbound: the order of the checks (ping, signature, content
+ * type, JSON, order) and the status each failure gets, the topic → event
+ * type table of every source kind, and the dedupe key each kind derives.
+ * Requests are signed here with OpenSSL directly, as the platforms would.
+ */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+
+#include "inbound.h"
+#include "verify.h"
+
+#define MAX_HEADERS 8
+
+struct req {
+    const char *names[MAX_HEADERS];
+    char values[MAX_HEADERS][256];
+    size_t n;
+    char *body;
+    size_t len;
+};
+
+static const char *get_header(void *ctx, const char *name)
+{
+    struct req *r = ctx;
+
+    for (size_t i = 0; i < r->n; i++) {
+        if (strcmp(r->names[i], name) == 0)
+            return r->values[i];
+    }
+    return NULL;
+}
+
+static void set_header(struct req *r, const char *name, const char *value)
+{
+    for (size_t i = 0; i < r->n; i++) {
+        if (strcmp(r->names[i], name) == 0) {
+            snprintf(r->values[i], sizeof(r->values[i]), "%s", value);
+            return;
+        }
+    }
+    assert_true(r->n < MAX_HEADERS);
+    r->names[r->n] = name;
+    snprintf(r->values[r->n], sizeof(r->values[r->n]), "%s", value);
+    r->n++;
+}
+
+static void del_header(struct req *r, const char *name)
+{
+    for (size_t i = 0; i < r->n; i++) {
+        if (strcmp(r->names[i], name) == 0)
+            r->names[i] = "x-deleted";
+    }
+}
+
+static char *read_fixture(const char *name, size_t *len)
+{
+    char path[512];
+    FILE *f;
+    char *buf;
+    long n;
+
+    snprintf(path, sizeof(path), "%s/%s", FIXTURES_DIR, name);
+    f = fopen(path, "rb");
+    assert_non_null(f);
+    fseek(f, 0, SEEK_END);
+    n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    buf = malloc((size_t)n + 1);
+    assert_non_null(buf);
+    assert_int_equal(fread(buf, 1, (size_t)n, f), (size_t)n);
+    buf[n] = '\0';
+    fclose(f);
+    *len = (size_t)n;
+    return buf;
+}
+
+static const time_t now = 1767323047;
+
+static void set_body(struct req *r, const char *text)
+{
+    free(r->body);
+    r->body = strdup(text);
+    r->len = strlen(text);
+}
+
+static void sign_b64(struct req *r, const char *header, const char *secret)
+{
+    unsigned char mac[32];
+    char b64[64];
+    unsigned int n = 0;
+
+    HMAC(EVP_sha256(), secret, (int)strlen(secret), (unsigned char *)r->body, r->len, mac, &n);
+    EVP_EncodeBlock((unsigned char *)b64, mac, (int)n);
+    set_header(r, header, b64);
+}
+
+static void sign_stripe(struct req *r, const char *secret)
+{
+    unsigned char mac[32];
+    char value[128], *msg;
+    unsigned int n = 0;
+    int len;
+
+    len = asprintf(&msg, "%lld.%.*s", (long long)now, (int)r->len, r->body);
+    assert_true(len > 0);
+    HMAC(EVP_sha256(), secret, (int)strlen(secret), (unsigned char *)msg, (size_t)len, mac, &n);
+    free(msg);
+    len = snprintf(value, sizeof(value), "t=%lld,v1=", (long long)now);
+    for (unsigned int i = 0; i < n; i++)
+        len += snprintf(value + len, sizeof(value) - (size_t)len, "%02x", mac[i]);
+    set_header(r, "stripe-signature", value);
+}
+
+static const char std_secret[] = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+static void sign_standard(struct req *r, const char *id)
+{
+    char sig[VERIFY_STANDARD_SIG_SIZE], ts[24];
+
+    assert_int_equal(verify_sign_standard(id, now, r->body, r->len, std_secret, sig, sizeof(sig)),
+                     0);
+    snprintf(ts, sizeof(ts), "%lld", (long long)now);
+    set_header(r, "webhook-id", id);
+    set_header(r, "webhook-timestamp", ts);
+    set_header(r, "webhook-signature", sig);
+}
+
+static const struct inbound_source shopify = {"shop", SOURCE_SHOPIFY, {"shpss_1", NULL}, 0};
+static const struct inbound_source woo = {"woo", SOURCE_WOOCOMMERCE, {"wc_1", NULL}, 0};
+static const struct inbound_source stripe = {"stripe", SOURCE_STRIPE, {"whsec_st", NULL}, 0};
+static const struct inbound_source standard = {"std", SOURCE_STANDARD, {std_secret, NULL}, 0};
+
+static int run(const struct inbound_source *src, struct req *r, const char *ct,
+               struct inbound_event *ev, struct inbound_error *err)
+{
+    return inbound_parse(src, get_header, r, ct, r->body, r->len, now, ev, err);
+}
+
+static void shopify_req(struct req *r, const char *fixture, const char *topic)
+{
+    memset(r, 0, sizeof(*r));
+    r->body = read_fixture(fixture, &r->len);
+    set_header(r, "x-shopify-topic", topic);
+    set_header(r, "x-shopify-webhook-id", "b54557e4-bdd9-4b37-8a5f-bf7d70bcd043");
+    sign_b64(r, "x-shopify-hmac-sha256", "shpss_1");
+}
+
+static void woo_req(struct req *r, const char *fixture, const char *topic)
+{
+    memset(r, 0, sizeof(*r));
+    r->body = read_fixture(fixture, &r->len);
+    set_header(r, "x-wc-webhook-topic", topic);
+    set_header(r, "x-wc-webhook-delivery-id", "3f9a");
+    sign_b64(r, "x-wc-webhook-signature", "wc_1");
+}
+
+static void stripe_req(struct req *r, const char *fixture)
+{
+    memset(r, 0, sizeof(*r));
+    r->body = read_fixture(fixture, &r->len);
+    sign_stripe(r, "whsec_st");
+}
+
+static void source_kinds(void **state)
+{
+    enum source_kind k;
+
+    assert_int_equal(source_kind_parse("woocommerce", &k), 0);
+    assert_int_equal(k, SOURCE_WOOCOMMERCE);
+    assert_string_equal(source_kind_name(k), "woocommerce");
+    assert_int_equal(source_kind_parse("standard", &k), 0);
+    assert_int_equal(k, SOURCE_STANDARD);
+    assert_int_equal(source_kind_parse("Shopify", &k), -EINVAL);
+    assert_int_equal(source_kind_parse("", &k), -EINVAL);
+}
+
+static void woocommerce_ping(void **state)
+{
+    struct req r = {0};
+    struct inbound_event ev;
+    struct inbound_error err;
+
+    set_body(&r, "webhook_id=42");
+    assert_int_equal(run(&woo, &r, "application/x-www-form-urlencoded", &ev, &err), INBOUND_PING);
+    assert_null(ev.payload);
+    /* Only for WooCommerce sources, and only without any X-WC-Webhook-* header. */
+    assert_true(run(&shopify, &r, "application/x-www-form-urlencoded", &ev, &err) < 0);
+    assert_int_equal(err.http_status, 401);
+    set_header(&r, "x-wc-webhook-topic", "order.created");
+    assert_true(run(&woo, &r, "application/x-www-form-urlencoded", &ev, &err) < 0);
+    assert_int_equal(err.http_status, 401);
+    assert_string_equal(err.error, "invalid_signature");
+    r.n = 0;
+    set_body(&r, "webhook_id=42&x=1");
+    assert_true(run(&woo, &r, NULL, &ev, &err) < 0);
+    assert_int_equal(err.http_status, 401);
+    free(r.body);
+}
+
+static void signature_first(void **state)
+{
+    struct req r;
+    struct inbound_event ev;
+    struct inbound_error err;
+
+    /* A bad signature wins over a bad content type and bad JSON: nothing unsigned is parsed. */
+    shopify_req(&r, "shopify_order_create.json", "orders/create");
+    set_header(&r, "x-shopify-hmac-sha256", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=");
+    assert_int_equal(run(&shopify, &r, "text/plain", &ev, &err), -EACCES);
+    assert_int_equal(err.http_status, 401);
+    assert_string_equal(err.error, "invalid_signature");
+    assert_string_equal(err.detail, "X-Shopify-Hmac-Sha256 does not match the body");
+    del_header(&r, "x-shopify-hmac-sha256");
+    assert_true(run(&shopify, &r, "application/json", &ev, &err) < 0);
+    assert_string_equal(err.detail, "X-Shopify-Hmac-Sha256 header is missing");
+    assert_null(ev.payload);
+    free(r.body);
+}
+
+static void content_type(void **state)
+{
+    static const char *const ok[] = {"application/json", "application/json; charset=utf-8",
+                                     "Application/JSON", " application/json ;charset=UTF-8"};
+    static const char *const bad[] = {NULL, "", "text/plain", "application/jsonx",
+                                      "application/x-www-form-urlencoded"};
+    struct req r;
+    struct inbound_event ev;
+    struct inbound_error err;
+
+    shopify_req(&r, "shopify_order_create.json", "orders/create");
+    for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
+        assert_int_equal(run(&shopify, &r, ok[i], &ev, &err), 0);
+        inbound_event_clear(&ev);
+    }
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        assert_true(run(&shopify, &r, bad[i], &ev, &err) < 0);
+        assert_int_equal(err.http_status, 415);
+        assert_string_equal(err.error, "unsupported_media_type");
+    }
+    free(r.body);
+}
+
+static void malformed_json(void **state)
+{
+    struct req r = {0};
+    struct inbound_event ev;
+    struct inbound_error err;
+
+    set_body(&r, "{\"id\": 1,\n \"total\": }");
+    set_header(&r, "x-shopify-topic", "orders/create");
+    sign_b64(&r, "x-shopify-hmac-sha256", "shpss_1");
+    assert_true(run(&shopify, &r, "application/json", &ev, &err) < 0);
+    assert_int_equal(err.http_status, 400);
+    assert_string_equal(err.error, "malformed_json");
+    assert_non_null(strstr(err.detail, "line 2 column"));
+    /* Duplicate keys: two values for one field is not an order we can trust. */
+    set_body(&r, "{\"id\": 1, \"id\": 2}");
+    sign_b64(&r, "x-shopify-hmac-sha256", "shpss_1");
+    assert_true(run(&shopify, &r, "application/json", &ev, &err) < 0);
+    assert_int_equal(err.http_status, 400);
+    free(r.body);
+}
+
+static void not_an_order(void **state)
+{
+    struct req r = {0};
+    struct inbound_event ev;
+    struct inbound_error err;
+
+    /* Valid JSON, even a bare scalar, is a 422 and not a 400. */
+    set_body(&r, "42");
+    set_header(&r, "x-shopify-topic", "orders/create");
+    sign_b64(&r, "x-shopify-hmac-sha256", "shpss_1");
+    assert_true(run(&shopify, &r, "application/json", &ev, &err) < 0);
+    assert_int_equal(err.http_status, 422);
+    assert_string_equal(err.error, "not_an_order");
+    assert_null(ev.payload);
+    free(r.body);
+
+    shopify_req(&r, "shopify_order_create.json", "orders/create");
+    {
+        /* Break one line's quantity, keep the body signed. */
+        char *q = strstr(r.body, "\"quantity\": 1,");
+        assert_non_null(q);
+        memcpy(q, "\"quantity\": 0,", 14);
+        sign_b64(&r, "x-shopify-hmac-sha256", "shpss_1");
+    }
+    assert_true(run(&shopify, &r, "application/json", &ev, &err) < 0);
+    assert_int_equal(err.http_status, 422);
+    assert_string_equal(err.detail, "field 'line_items[1].quantity' must be a positive integer");
+    free(r.body);
+
+    memset(&r, 0, sizeof(r));
+    set_body(&r, "{\"id\": \"evt_1\", \"object\": \"event\"}");
+    sign_stripe(&r, "whsec_st");
+    assert_true(run(&stripe, &r, "application/json", &ev, &err) < 0);
+    assert_int_equal(err.http_status, 422);
+    assert_string_equal(err.detail, "field 'type' must be a string");
+    free(r.body);
+}
+
+static void missing_topic(void **state)
+{
+    struct req r;
+    struct inbound_event ev;
+    struct inbound_error err;
+
+    shopify_req(&r, "shopify_order_create.json", "orders/create");
+    del_header(&r, "x-shopify-topic");
+    assert_true(run(&shopify, &r, "application/json", &ev, &err) < 0);
+    assert_int_equal(err.http_status, 400);
+    assert_string_equal(err.error, "missing_topic");
+    free(r.body);
+}
+
+static void shopify_topics_and_dedupe(void **state)
+{
+    static const char *const map[][2] = {
+        {"orders/create", "order.created"},
+        {"orders/updated", "order.updated"},
+        {"orders/paid", "order.paid"},
+        {"orders/cancelled", "order.cancelled"},
+        {"orders/fulfilled", "order.fulfilled"},
+        {"orders/partially_fulfilled", "order.updated"},
+        {"products/update", NULL},
+        {"orders/delete", NULL},
+    };
+    struct req r;
+    struct inbound_event ev;
+    struct inbound_error err;
+
+    for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++) {
+        shopify_req(&r, "shopify_order_create.json", map[i][0]);
+        assert_int_equal(run(&shopify, &r, "application/json", &ev, &err), 0);
+        assert_string_equal(ev.topic, map[i][0]);
+        assert_non_null(ev.payload);
+        if (map[i][1] == NULL) {
+            assert_null(ev.event_type);
+            assert_null(ev.order);
+        } else {
+            assert_string_equal(ev.event_type, map[i][1]);
+            assert_non_null(ev.order);
+        }
+        assert_string_equal(ev.dedupe_key, "b54557e4-bdd9-4b37-8a5f-bf7d70bcd043");
+        inbound_event_clear(&ev);
+        free(r.body);
+    }
+
+    shopify_req(&r, "shopify_refund_create.json", "refunds/create");
+    del_header(&r, "x-shopify-webhook-id");
+    set_header(&r, "x-shopify-event-id", "98880550-7158-44d4-b7cd-2c97c8a091b5");
+    assert_int_equal(run(&shopify, &r, "application/json", &ev, &err), 0);
+    assert_string_equal(ev.event_type, "order.refunded");
+    assert_true(json_is_true(json_object_get(ev.order, "partial")));
+    assert_string_equal(ev.dedupe_key, "refunds/create:98880550-7158-44d4-b7cd-2c97c8a091b5");
+    inbound_event_clear(&ev);
+
+    /* Neither header: the SHA-256 of the signed body. */
+    del_header(&r, "x-shopify-event-id");
+    assert_int_equal(run(&shopify, &r, "application/json", &ev, &err), 0);
+    {
+        unsigned char md[32];
+        char want[7 + 65] = "sha256:";
+        unsigned int n = 0;
+
+        EVP_Digest(r.body, r.len, md, &n, EVP_sha256(), NULL);
+        for (unsigned int i = 0; i < n; i++)
+            sprintf(want + 7 + 2 * i, "%02x", md[i]);
+        assert_string_equal(ev.dedupe_key, want);
+    }
+    inbound_event_clear(&ev);
+    inbound_event_clear(&ev); /* idempotent */
+    free(r.body);
+}
+
+static void woocommerce_topics_and_dedupe(void **state)
+{
+    struct req r;
+    struct inbound_event ev;
+    struct inbound_error err;
+
+    woo_req(&r, "woocommerce_order_created.json", "order.created");
+    assert_int_equal(run(&woo, &r, "application/json", &ev, &err), 0);
+    assert_string_equal(ev.event_type, "order.created");
+    /* Never the delivery id: it repeats within a second. */
+    assert_string_equal(ev.dedupe_key, "order:727:2026-01-02T03:04:09");
+    assert_string_equal(json_string_value(json_object_get(ev.order, "external_id")), "727");
+    inbound_event_clear(&ev);
+    set_header(&r, "x-wc-webhook-topic", "order.updated");
+    assert_int_equal(run(&woo, &r, "application/json", &ev, &err), 0);
+    assert_string_equal(ev.event_type, "order.updated");
+    inbound_event_clear(&ev);
+    set_header(&r, "x-wc-webhook-topic", "order.restored");
+    assert_int_equal(run(&woo, &r, "application/json", &ev, &err), 0);
+    assert_string_equal(ev.event_type, "order.updated");
+    inbound_event_clear(&ev);
+    set_header(&r, "x-wc-webhook-topic", "product.updated");
+    assert_int_equal(run(&woo, &r, "application/json", &ev, &err), 0);
+    assert_null(ev.event_type);
+    assert_null(ev.order);
+    assert_int_equal(strncmp(ev.dedupe_key, "sha256:", 7), 0);
+    inbound_event_clear(&ev);
+    free(r.body);
+
+    woo_req(&r, "woocommerce_order_cancelled.json", "order.updated");
+    assert_int_equal(run(&woo, &r, "application/json", &ev, &err), 0);
+    assert_string_equal(ev.event_type, "order.cancelled");
+    assert_string_equal(ev.dedupe_key, "order:727:2026-01-03T10:00:00");
+    inbound_event_clear(&ev);
+    free(r.body);
+
+    memset(&r, 0, sizeof(r));
+    set_body(&r, "{\"id\":727}");
+    set_header(&r, "x-wc-webhook-topic", "order.deleted");
+    sign_b64(&r, "x-wc-webhook-signature", "wc_1");
+    assert_int_equal(run(&woo, &r, "application/json", &ev, &err), 0);
+    assert_string_equal(ev.event_type, "order.cancelled");
+    assert_int_equal(strncmp(ev.dedupe_key, "sha256:", 7), 0);
+    assert_string_equal(json_string_value(json_object_get(ev.order, "status")), "cancelled");
+    inbound_event_clear(&ev);
+    free(r.body);
+}
+
+static void stripe_types_and_dedupe(void **state)
+{
+    static const char *const map[][2] = {
+        {"checkout.session.completed", "order.created"},
+        {"checkout.session.async_payment_succeeded", "order.paid"},
+        {"checkout.session.async_payment_failed", "order.updated"},
+        {"checkout.session.expired", "order.cancelled"},
+        {"customer.created", NULL},
+    };
+    struct req r;
+    struct inbound_event ev;
+    struct inbound_error err;
+
+    for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++) {
+        char *t;
+
+        stripe_req(&r, "stripe_checkout_session_completed.json");
+        t = strstr(r.body, "\"checkout.session.completed\"");
+        assert_non_null(t);
+        /* Rewrite the type in place, then sign what is sent. */
+        {
+            char *nb;
+            int n = asprintf(&nb, "%.*s\"%s\"%s", (int)(t - r.body), r.body, map[i][0],
+                             t + strlen("\"checkout.session.completed\""));
+            assert_true(n > 0);
+            free(r.body);
+            r.body = nb;
+            r.len = (size_t)n;
+        }
+        sign_stripe(&r, "whsec_st");
+        assert_int_equal(run(&stripe, &r, "application/json; charset=utf-8", &ev, &err), 0);
+        assert_string_equal(ev.topic, map[i][0]);
+        assert_string_equal(ev.dedupe_key, "evt_1QfR2kLkdIwHu7ixCxWpL0aB");
+        if (map[i][1] == NULL) {
+            assert_null(ev.event_type);
+            assert_null(ev.order);
+        } else {
+            assert_string_equal(ev.event_type, map[i][1]);
+            assert_string_equal(json_string_value(json_object_get(ev.order, "external_id")),
+                                "ORD-2026-000417");
+        }
+        inbound_event_clear(&ev);
+        free(r.body);
+    }
+
+    stripe_req(&r, "stripe_charge_refunded.json");
+    assert_int_equal(run(&stripe, &r, "application/json", &ev, &err), 0);
+    assert_string_equal(ev.event_type, "order.refunded");
+    assert_string_equal(ev.dedupe_key, "evt_3QfS9xLkdIwHu7ix1RfNdQ2c");
+    assert_true(json_is_true(json_object_get(ev.order, "partial")));
+    inbound_event_clear(&ev);
+    free(r.body);
+}
+
+static void standard_types_and_dedupe(void **state)
+{
+    struct req r;
+    struct inbound_event ev;
+    struct inbound_error err;
+
+    memset(&r, 0, sizeof(r));
+    r.body = read_fixture("standard_order_created.json", &r.len);
+    sign_standard(&r, "msg_2b5d7fzJ4Qk");
+    assert_int_equal(run(&standard, &r, "application/json", &ev, &err), 0);
+    assert_string_equal(ev.event_type, "order.created");
+    assert_string_equal(ev.topic, "order.created");
+    assert_string_equal(ev.dedupe_key, "msg_2b5d7fzJ4Qk");
+    /* The source is ours, whatever the body says. */
+    assert_string_equal(json_string_value(json_object_get(ev.order, "source")), "std");
+    inbound_event_clear(&ev);
+    free(r.body);
+
+    memset(&r, 0, sizeof(r));
+    r.body = read_fixture("standard_thin.json", &r.len);
+    sign_standard(&r, "msg_thin1");
+    assert_int_equal(run(&standard, &r, "application/json", &ev, &err), 0);
+    assert_string_equal(ev.event_type, "order.updated");
+    assert_true(json_is_true(json_object_get(ev.order, "partial")));
+    inbound_event_clear(&ev);
+
+    set_body(&r, "{\"type\": \"store/order/statusUpdated\", \"data\": {\"id\": 1}}");
+    sign_standard(&r, "msg_other");
+    assert_int_equal(run(&standard, &r, "application/json", &ev, &err), 0);
+    assert_null(ev.event_type);
+    assert_null(ev.order);
+    assert_string_equal(ev.dedupe_key, "msg_other");
+    inbound_event_clear(&ev);
+
+    /* Stale: 401 with the distance in the detail (the timestamp is signed: re-sign). */
+    {
+        char sig[VERIFY_STANDARD_SIG_SIZE];
+
+        assert_int_equal(verify_sign_standard("msg_other", 1767322000, r.body, r.len, std_secret,
+                                              sig, sizeof(sig)),
+                         0);
+        set_header(&r, "webhook-timestamp", "1767322000");
+        set_header(&r, "webhook-signature", sig);
+    }
+    assert_true(run(&standard, &r, "application/json", &ev, &err) < 0);
+    assert_int_equal(err.http_status, 401);
+    assert_string_equal(err.detail, "webhook-timestamp is 1047 s away from now (tolerance 300 s)");
+    free(r.body);
+}
+
+static void unusable_secret_is_500(void **state)
+{
+    const struct inbound_source bad = {"std", SOURCE_STANDARD, {"whsec_***", NULL}, 0};
+    struct req r = {0};
+    struct inbound_event ev;
+    struct inbound_error err;
+
+    set_body(&r, "{}");
+    sign_standard(&r, "msg_1");
+    assert_true(run(&bad, &r, "application/json", &ev, &err) < 0);
+    assert_int_equal(err.http_status, 500);
+    assert_null(strstr(err.detail, "***"));
+    free(r.body);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(source_kinds),
+        cmocka_unit_test(woocommerce_ping),
+        cmocka_unit_test(signature_first),
+        cmocka_unit_test(content_type),
+        cmocka_unit_test(malformed_json),
+        cmocka_unit_test(not_an_order),
+        cmocka_unit_test(missing_topic),
+        cmocka_unit_test(shopify_topics_and_dedupe),
+        cmocka_unit_test(woocommerce_topics_and_dedupe),
+        cmocka_unit_test(stripe_types_and_dedupe),
+        cmocka_unit_test(standard_types_and_dedupe),
+        cmocka_unit_test(unusable_secret_is_500),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
