@@ -85,6 +85,9 @@ CREATE TABLE orders (
     shipping_address   jsonb,
     sender_created_at  timestamptz,
     sender_updated_at  timestamptz NOT NULL,
+    -- with sender_updated_at, tells a redelivery of the same state through
+    -- another path (webhook after poll, or the reverse) from a new event
+    last_event_type    text,
     doc                jsonb NOT NULL,  -- the canonical order (schema/order.schema.json)
     raw_payload        jsonb NOT NULL,  -- the last payload applied, as the sender sent it
     created_at         timestamptz NOT NULL DEFAULT now(),
@@ -145,7 +148,8 @@ CREATE TABLE outbox (
     CHECK (state <> 'delivered' OR delivered_at IS NOT NULL)
 );
 -- Hot paths stay small however many rows are delivered: partial indexes only.
-CREATE INDEX outbox_due ON outbox (destination_id, next_attempt_at, id) WHERE state = 'pending';
+-- claims and feeds read a destination's pending rows in commit (id) order
+CREATE INDEX outbox_pending ON outbox (destination_id, id) WHERE state = 'pending';
 CREATE INDEX outbox_leased ON outbox (lease_until) WHERE state = 'delivering';
 CREATE INDEX outbox_dead ON outbox (destination_id) WHERE state = 'dead';
 -- Per-order lookups (ordering check, views, pruning cascades).

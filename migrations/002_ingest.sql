@@ -8,6 +8,11 @@
 -- The result has one row per element, in order: its outcome ('applied',
 -- 'stale', 'ignored', 'duplicate'), the order id and how many outbox rows it made.
 --
+-- "e" may also be 'order.sync': an order state read by a poller rather than
+-- pushed. Its event type is derived here (created for a new order, cancelled
+-- or paid when that changed, else updated), and a state we already hold is
+-- never emitted again, whichever path brought it first.
+--
 -- Nothing here catches errors: when one element fails (it should not: C
 -- validated it against the schema), the whole batch rolls back and ordersync
 -- re-runs each element alone, so one bad request never fails the others.
@@ -23,6 +28,7 @@ DECLARE
     src      text;
     ev_type  text;
     ev_at    timestamptz;
+    derived  boolean;
     n        integer;
     total    integer := 0;
     stamp    text := to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"');
@@ -34,6 +40,7 @@ BEGIN
         emitted := 0;
         src := e->>'s';
         ev_type := e->>'e';
+        derived := ev_type = 'order.sync';
 
         IF ev_type IS NULL THEN
             -- not about orders: record it so the sender stops retrying, emit nothing
@@ -64,6 +71,10 @@ BEGIN
             IF ev_type = 'order.cancelled' THEN
                 merged := merged || '{"status": "cancelled"}';  -- a cancel may come first
             END IF;
+            IF derived THEN
+                ev_type := CASE WHEN merged->>'status' = 'cancelled' THEN 'order.cancelled'
+                                ELSE 'order.created' END;
+            END IF;
             INSERT INTO orders AS t (source_id, external_id, sender_updated_at, doc, raw_payload)
             VALUES (src, o->>'external_id', ev_at, merged, e->'p')
             ON CONFLICT (source_id, external_id) DO NOTHING
@@ -72,10 +83,26 @@ BEGIN
             -- another transaction created it meanwhile: lock that one
         END LOOP;
 
+        IF derived AND cur.last_event_type IS NOT NULL THEN
+            ev_type := CASE
+                WHEN o->>'status' = 'cancelled' AND cur.status <> 'cancelled' THEN 'order.cancelled'
+                WHEN o->>'financial_status' = 'paid'
+                     AND cur.financial_status IS DISTINCT FROM 'paid' THEN 'order.paid'
+                WHEN o->>'financial_status' IN ('refunded', 'partially_refunded')
+                     AND cur.financial_status IS DISTINCT FROM o->>'financial_status'
+                     THEN 'order.refunded'
+                WHEN o->>'fulfillment_status' = 'fulfilled'
+                     AND cur.fulfillment_status IS DISTINCT FROM 'fulfilled' THEN 'order.fulfilled'
+                ELSE 'order.updated' END;
+        END IF;
+
         INSERT INTO inbound_events (source_id, dedupe_key, topic, event_type, outcome, order_id,
                                     payload)
         VALUES (src, e->>'k', e->>'t', ev_type,
-                CASE WHEN cur.sender_updated_at > ev_at THEN 'stale' ELSE 'applied' END,
+                CASE WHEN cur.sender_updated_at > ev_at THEN 'stale'
+                     WHEN cur.sender_updated_at = ev_at AND cur.last_event_type IS NOT NULL
+                          AND (derived OR cur.last_event_type = ev_type) THEN 'stale'
+                     ELSE 'applied' END,
                 cur.id, e->'p')
         ON CONFLICT (source_id, dedupe_key) DO NOTHING;
         IF NOT FOUND THEN
@@ -87,8 +114,12 @@ BEGIN
         order_id := cur.id;
 
         -- Never backwards: an event older than what we hold is recorded, not applied.
-        -- Equal times apply (Shopify sends orders/paid and orders/updated with one updated_at).
-        IF cur.sender_updated_at > ev_at THEN
+        -- Equal times apply (Shopify sends orders/paid and orders/updated with one
+        -- updated_at), unless it is the same event again through another path
+        -- (last_event_type is NULL only for an order created by this very event).
+        IF cur.sender_updated_at > ev_at
+           OR (cur.sender_updated_at = ev_at AND cur.last_event_type IS NOT NULL
+               AND (derived OR cur.last_event_type = ev_type)) THEN
             outcome := 'stale';
             RETURN NEXT;
             CONTINUE;
@@ -119,6 +150,7 @@ BEGIN
                                       THEN merged->'shipping_address' END,
             sender_created_at  = (merged->>'created_at')::timestamptz,
             sender_updated_at  = ev_at,
+            last_event_type    = ev_type,
             doc                = merged,
             raw_payload        = e->'p',
             updated_at         = now()

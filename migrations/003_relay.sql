@@ -7,7 +7,7 @@ ALTER TABLE destinations ADD COLUMN breaker_pause interval NOT NULL DEFAULT '30 
 -- Retry-After hints are honoured up to this much.
 ALTER TABLE destinations ADD COLUMN max_retry_after interval NOT NULL DEFAULT '1 hour';
 
--- Claims: due rows of one destination, oldest first, skipping rows whose earlier
+-- Claims: due rows of one destination in commit order, skipping rows whose earlier
 -- events for the same order are not delivered yet (ordering per order and
 -- destination), and rows another instance holds (SKIP LOCKED).
 -- Called once per claim round with every destination that has room.
@@ -29,7 +29,7 @@ LANGUAGE sql AS $$
                                     AND p.destination_id = o.destination_id
                                     AND p.id < o.id
                                     AND p.state <> 'delivered')
-               ORDER BY o.next_attempt_at, o.id
+               ORDER BY o.id
                LIMIT d.lim
                FOR UPDATE SKIP LOCKED) c
     )

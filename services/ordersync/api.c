@@ -14,10 +14,10 @@
 #include "log.h"
 #include "metrics.h"
 
-enum route { R_WEBHOOKS, R_HEALTHZ, R_READYZ, R_METRICS, R_OTHER, R_COUNT };
+enum route { R_WEBHOOKS, R_FEEDS, R_HEALTHZ, R_READYZ, R_METRICS, R_OTHER, R_COUNT };
 
-static const char *const route_names[R_COUNT] = {"webhooks", "healthz", "readyz", "metrics",
-                                                 "other"};
+static const char *const route_names[R_COUNT] = {"webhooks", "feeds",   "healthz",
+                                                 "readyz",   "metrics", "other"};
 
 static struct metric *m_requests[R_COUNT][6];
 static struct metric *m_seconds[R_COUNT];
@@ -227,6 +227,20 @@ void api_handle(struct http_request *req, void *data)
         strchr(path + sizeof(prefix) - 1, '/') == NULL) {
         http_request_set_data(req, (void *)(uintptr_t)R_WEBHOOKS);
         handle_webhook(app, req, path + sizeof(prefix) - 1);
+        return;
+    }
+    static const char feeds[] = "/feeds/";
+    if (strncmp(path, feeds, sizeof(feeds) - 1) == 0 && path[sizeof(feeds) - 1] != '\0' &&
+        strchr(path + sizeof(feeds) - 1, '/') == NULL) {
+        http_request_set_data(req, (void *)(uintptr_t)R_FEEDS);
+        if (strcmp(method, "GET") != 0) {
+            reply_method_not_allowed(req, "GET");
+        } else if (app->feed == NULL) {
+            struct http_header h = {"Retry-After", "1"};
+            api_reply_error(req, 503, "shutting_down", "ordersync is shutting down", NULL, &h, 1);
+        } else {
+            feed_handle(app->feed, req, path + sizeof(feeds) - 1);
+        }
         return;
     }
     enum route r = R_OTHER;

@@ -2,6 +2,7 @@
  * api: ordersync's HTTP routes on top of lib/http:
  *   POST /webhooks/{source}   verify, normalize, queue for group commit (ingest.h)
  *   GET  /healthz             the process is alive
+ *   GET  /feeds/{destination} pull feed for destinations that poll (feed.h)
  *   GET  /readyz              Postgres connected and schema current
  *   GET  /metrics             Prometheus text format
  * Every answer goes through api_reply*, which logs one JSON line per request

@@ -10,6 +10,7 @@
 
 #include "config.h"
 #include "db.h"
+#include "feed.h"
 #include "http.h"
 #include "ingest.h"
 #include "store.h"
@@ -22,6 +23,7 @@ struct app {
     struct db *db_aux;    /* LISTEN, config reloads, schema checks */
     struct store *store;
     struct ingest *ingest;
+    struct feed *feed;
     bool schema_current; /* checked at every (re)connection of db_aux */
     bool stopping;
 };

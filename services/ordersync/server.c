@@ -107,8 +107,12 @@ static void aux_notify(struct db *db, const char *channel, const char *payload, 
         reload_sources(s);
         if (s->relay != NULL)
             relay_reload(s->relay);
-    } else if (strcmp(channel, "ordersync_outbox") == 0 && s->relay != NULL) {
-        relay_wake(s->relay); /* another instance committed events */
+        feed_reload(s->app.feed);
+    } else if (strcmp(channel, "ordersync_outbox") == 0) {
+        /* another instance committed events */
+        if (s->relay != NULL)
+            relay_wake(s->relay);
+        feed_wake(s->app.feed);
     }
 }
 
@@ -121,6 +125,7 @@ static void on_reload_timer(uv_timer_t *t)
     reload_sources(s);
     if (s->relay != NULL)
         relay_reload(s->relay);
+    feed_reload(s->app.feed);
 }
 
 static void on_committed(void *data)
@@ -128,6 +133,7 @@ static void on_committed(void *data)
     struct server *s = data;
     if (s->relay != NULL)
         relay_wake(s->relay);
+    feed_wake(s->app.feed);
 }
 
 /* Backlog gauges for /metrics, from the sync_backlog view (cheap: partial indexes). */
@@ -174,6 +180,7 @@ static void close_all(struct server *s)
     db_close(&s->app.db_ingest);
     db_close(&s->app.db_aux);
     ingest_free(&s->app.ingest);
+    feed_free(&s->app.feed);
     http_server_close(&s->app.http, NULL, NULL);
 }
 
@@ -218,6 +225,8 @@ static void on_signal(uv_signal_t *h, int signum)
     log_info("shutting down", json_pack("{s:s}", "signal", strsignal(signum)));
     s->app.stopping = true;
     http_server_stop_accepting(s->app.http);
+    /* long-polling readers are answered now, or they would hold the exit for up to 60 s */
+    feed_free(&s->app.feed);
     if (s->relay != NULL)
         relay_stop(s->relay, on_relay_stopped, s);
     else
@@ -257,6 +266,9 @@ int server_run(const struct config *cfg)
                                  .on_committed = on_committed,
                                  .data = s};
     rc = ingest_new(app->loop, app->db_ingest, &icfg, &app->ingest);
+    if (rc < 0)
+        goto fail;
+    rc = feed_new(app->loop, cfg->database_url, &app->feed);
     if (rc < 0)
         goto fail;
 
@@ -326,6 +338,7 @@ int server_run(const struct config *cfg)
 fail:
     relay_free(&s->relay);
     http_server_close(&app->http, NULL, NULL);
+    feed_free(&app->feed);
     db_close(&app->db_ingest);
     db_close(&app->db_aux);
     ingest_free(&app->ingest);
