@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "buf.h"
 #include "log.h"
 
 struct sock {
@@ -30,6 +31,7 @@ struct xfer {
     void *data;
     struct deliver_result res;
     size_t excerpt_len;
+    struct buf body; /* capture */
     uint64_t t0;
 };
 
@@ -150,6 +152,8 @@ static size_t on_body(char *ptr, size_t size, size_t nmemb, void *userp)
 {
     struct xfer *x = userp;
     size_t n = size * nmemb;
+    if (x->body.cap > 0 && !x->res.truncated && buf_append(&x->body, ptr, n) < 0)
+        x->res.truncated = true;
     size_t room = DELIVER_EXCERPT_MAX - x->excerpt_len;
     size_t take = n < room ? n : room;
     memcpy(x->res.excerpt + x->excerpt_len, ptr, take);
@@ -158,10 +162,62 @@ static size_t on_body(char *ptr, size_t size, size_t nmemb, void *userp)
     return n; /* the rest is read and dropped: the connection stays reusable */
 }
 
+/* Copies a header's value (trimmed) into out if `line` is that header. */
+static bool header_value(const char *line, size_t n, const char *name, char *out, size_t out_size)
+{
+    size_t nl = strlen(name);
+    if (n <= nl || strncasecmp(line, name, nl) != 0 || line[nl] != ':')
+        return false;
+    const char *v = line + nl + 1;
+    const char *end = line + n;
+    while (v < end && (*v == ' ' || *v == '\t'))
+        v++;
+    while (end > v && (end[-1] == '\r' || end[-1] == '\n' || end[-1] == ' '))
+        end--;
+    size_t len = (size_t)(end - v);
+    if (len >= out_size)
+        len = out_size - 1;
+    memcpy(out, v, len);
+    out[len] = '\0';
+    return true;
+}
+
+/* Link: <url>; rel="next", <url>; rel="previous" (RFC 8288, as Shopify paginates) */
+static void parse_link_next(const char *value, char *out, size_t out_size)
+{
+    const char *p = value;
+    while ((p = strchr(p, '<')) != NULL) {
+        const char *close = strchr(p, '>');
+        if (close == NULL)
+            return;
+        const char *next_link = strchr(close, '<');
+        const char *rel = strstr(close, "rel=");
+        if (rel != NULL && (next_link == NULL || rel < next_link) &&
+            (strncmp(rel, "rel=\"next\"", 10) == 0 || strncmp(rel, "rel=next", 8) == 0)) {
+            size_t len = (size_t)(close - p - 1);
+            if (len < out_size) {
+                memcpy(out, p + 1, len);
+                out[len] = '\0';
+            }
+            return;
+        }
+        p = close;
+    }
+}
+
 static size_t on_header(char *buf, size_t size, size_t nitems, void *userp)
 {
     struct xfer *x = userp;
     size_t n = size * nitems;
+    char link[4096];
+    if (header_value(buf, n, "etag", x->res.etag, sizeof(x->res.etag)) ||
+        header_value(buf, n, "last-modified", x->res.last_modified,
+                     sizeof(x->res.last_modified)))
+        return n;
+    if (header_value(buf, n, "link", link, sizeof(link))) {
+        parse_link_next(link, x->res.next_url, sizeof(x->res.next_url));
+        return n;
+    }
     static const char name[] = "retry-after:";
     if (n > sizeof(name) - 1 && strncasecmp(buf, name, sizeof(name) - 1) == 0) {
         char value[128];
@@ -214,8 +270,13 @@ static void finish(struct deliver *d, struct xfer *x, CURLcode code)
     void *data = x->data;
     curl_slist_free_all(x->headers);
     x->headers = NULL;
+    if (x->body.cap > 0) {
+        x->res.body = x->body.data ? x->body.data : "";
+        x->res.body_len = x->body.len;
+    }
     /* the result lives in x: call back before x goes back to the free list */
     cb(&x->res, data);
+    buf_free(&x->body);
     x->prev = NULL;
     x->next = d->free_list;
     d->free_list = x;
@@ -288,6 +349,7 @@ int deliver_start(struct deliver *d, const struct deliver_request *req, deliver_
     memset(&x->res, 0, sizeof(x->res));
     x->res.retry_after_s = -1;
     x->excerpt_len = 0;
+    buf_init(&x->body, req->capture);
     x->headers = NULL;
     for (const char *const *h = req->headers; h != NULL && *h != NULL; h++) {
         struct curl_slist *n = curl_slist_append(x->headers, *h);
@@ -302,9 +364,14 @@ int deliver_start(struct deliver *d, const struct deliver_request *req, deliver_
     x->headers = n;
     CURL *e = x->easy;
     curl_easy_setopt(e, CURLOPT_URL, req->url);
-    curl_easy_setopt(e, CURLOPT_POST, 1L);
-    curl_easy_setopt(e, CURLOPT_POSTFIELDS, req->body);
-    curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
+    if (req->get) {
+        curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
+        curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, ""); /* list APIs compress well */
+    } else {
+        curl_easy_setopt(e, CURLOPT_POST, 1L);
+        curl_easy_setopt(e, CURLOPT_POSTFIELDS, req->body);
+        curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
+    }
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, x->headers);
     curl_easy_setopt(e, CURLOPT_USERAGENT, d->user_agent);
     curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, req->timeout_ms);
@@ -331,6 +398,7 @@ int deliver_start(struct deliver *d, const struct deliver_request *req, deliver_
 fail:
     curl_slist_free_all(x->headers);
     x->headers = NULL;
+    buf_free(&x->body);
     x->next = d->free_list;
     d->free_list = x;
     return -ENOMEM;

@@ -20,7 +20,9 @@ struct deliver;
 
 struct deliver_request {
     const char *url;
-    const char *body; /* borrowed until the callback */
+    bool get;         /* GET (pollers) instead of POST */
+    size_t capture;   /* keep up to this many body bytes in the result (0: excerpt only) */
+    const char *body; /* POST body, borrowed until the callback */
     size_t body_len;
     const char *const *headers; /* "Name: value" lines, NULL-terminated; copied */
     long timeout_ms;
@@ -32,6 +34,12 @@ struct deliver_result {
     double retry_after_s; /* from Retry-After (seconds or HTTP date); < 0 when absent */
     char excerpt[DELIVER_EXCERPT_MAX + 1]; /* start of the response body */
     double seconds;       /* duration of the attempt */
+    const char *body;     /* captured body (NUL-terminated) when capture > 0, else NULL */
+    size_t body_len;
+    bool truncated;       /* the body was longer than capture */
+    char etag[256];       /* response headers pollers need ("" when absent) */
+    char last_modified[64];
+    char next_url[2048]; /* Link: <...>; rel="next" */
     bool aborted;         /* deliver_free() cut it short: not an attempt at all */
 };
 

@@ -18,6 +18,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "migrate.h"
+#include "poller.h"
 #include "relay.h"
 
 static const struct db_stmt ingest_stmts[] = {
@@ -30,6 +31,7 @@ struct server {
     uv_signal_t sigterm, sigint;
     uv_timer_t reload_timer, stop_timer, backlog_timer;
     struct relay *relay;
+    struct poller *poller;
     bool reload_in_flight, backlog_in_flight, relay_stopped;
     uint64_t stop_started_ms;
     int exit_code;
@@ -97,6 +99,7 @@ static void aux_ready(struct db *db, void *data)
     /* a NOTIFY may have been missed while we were away */
     if (s->relay != NULL)
         relay_wake(s->relay);
+    poller_reload(s->poller);
 }
 
 static void aux_notify(struct db *db, const char *channel, const char *payload, void *data)
@@ -108,6 +111,7 @@ static void aux_notify(struct db *db, const char *channel, const char *payload, 
         if (s->relay != NULL)
             relay_reload(s->relay);
         feed_reload(s->app.feed);
+        poller_reload(s->poller);
     } else if (strcmp(channel, "ordersync_outbox") == 0) {
         /* another instance committed events */
         if (s->relay != NULL)
@@ -126,6 +130,7 @@ static void on_reload_timer(uv_timer_t *t)
     if (s->relay != NULL)
         relay_reload(s->relay);
     feed_reload(s->app.feed);
+    poller_reload(s->poller);
 }
 
 static void on_committed(void *data)
@@ -178,7 +183,8 @@ static void close_all(struct server *s)
     uv_close((uv_handle_t *)&s->sigterm, NULL);
     uv_close((uv_handle_t *)&s->sigint, NULL);
     db_close(&s->app.db_ingest);
-    db_close(&s->app.db_aux);
+    db_close(&s->app.db_aux); /* before the poller: its statements call back into it */
+    poller_free(&s->poller);
     ingest_free(&s->app.ingest);
     feed_free(&s->app.feed);
     http_server_close(&s->app.http, NULL, NULL);
@@ -309,6 +315,9 @@ int server_run(const struct config *cfg)
             goto fail;
         }
     }
+    rc = poller_new(app->loop, app->db_aux, cfg->instance, &s->poller);
+    if (rc < 0)
+        goto fail;
     uv_timer_init(app->loop, &s->backlog_timer);
     s->backlog_timer.data = s;
     uv_timer_start(&s->backlog_timer, on_backlog_timer, 1000, 5000);
@@ -336,6 +345,8 @@ int server_run(const struct config *cfg)
     return code;
 
 fail:
+    db_close(&app->db_aux);
+    poller_free(&s->poller);
     relay_free(&s->relay);
     http_server_close(&app->http, NULL, NULL);
     feed_free(&app->feed);

@@ -1,0 +1,545 @@
+/*
+ * poller: scheduled GETs of order lists. See poller.h for the flow.
+ *
+ * Each polled source is a `struct psource` with its own timer (memory freed in
+ * the timer's close callback). A run moves through: CLAIMING (poll_claim) ->
+ * FETCHING (HTTP) -> STORING (ingest_poll for a page) -> FETCHING the next
+ * page ... -> IDLE with the timer armed. Everything is on the loop; no state
+ * is kept between runs but the cursor in the database.
+ */
+#include "poller.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <curl/curl.h>
+#include <openssl/rand.h>
+
+#include "buf.h"
+#include "deliver.h"
+#include "inbound.h"
+#include "log.h"
+#include "metrics.h"
+#include "normalize.h"
+
+#define PAGE_CAP ((size_t)32 << 20) /* one page of an orders list */
+#define MAX_PAGES 100               /* per run; the cursor carries the rest to the next run */
+#define LEASE "60 seconds" /* a run takes seconds; a crashed run blocks others this long */
+#define MAX_BACKOFF_S 3600.0
+
+enum run_state { RUN_IDLE, RUN_CLAIMING, RUN_FETCHING, RUN_STORING };
+
+struct psource {
+    struct psource *next;
+    struct poller *p;
+    char *id, *url, *auth;
+    enum source_kind kind;
+    double interval_s;
+    bool present;
+    uv_timer_t timer;
+
+    enum run_state state;
+    unsigned errors_in_row;
+    double retry_after_s;
+    /* current run */
+    char cursor[64], etag[256], last_modified[64], max_updated[64];
+    char *page_url;
+    int pages, requests, run_new;
+    char hdr_auth[512], hdr_inm[300], hdr_ims[100];
+    struct buf batch;
+    const char *pv[11];
+    char pbuf[6][64];
+    char err[256];
+
+    struct metric *m_ok, *m_empty, *m_not_modified, *m_limited, *m_error, *m_orders;
+};
+
+struct poller {
+    uv_loop_t *loop;
+    struct db *db;
+    struct deliver *http;
+    char *instance;
+    struct psource *sources;
+    bool loading, freeing;
+};
+
+static void schedule(struct psource *s, double secs);
+static void fetch(struct psource *s);
+
+static double jitter(double secs)
+{
+    unsigned short v = 0;
+    if (RAND_bytes((unsigned char *)&v, sizeof(v)) != 1)
+        v = (unsigned short)rand();
+    return secs * (1.0 + 0.1 * ((double)v / 65535.0));
+}
+
+static void finish_run(struct psource *s, double next_s)
+{
+    free(s->page_url);
+    s->page_url = NULL;
+    buf_free(&s->batch);
+    s->state = RUN_IDLE;
+    if (s->present && !s->p->freeing)
+        schedule(s, next_s);
+}
+
+/* -------------------------------------------------------------- storing */
+
+static void on_stored(PGresult *res, const char *err, void *data);
+
+/*
+ * Stores one page (or, with last, closes the run). `result` is one of ok,
+ * not_modified, rate_limited, error; the batch holds the page's elements.
+ */
+static void store(struct psource *s, bool last, const char *result)
+{
+    snprintf(s->pbuf[0], sizeof(s->pbuf[0]), "%s", last ? "true" : "false");
+    snprintf(s->pbuf[1], sizeof(s->pbuf[1]), "%d", s->requests);
+    snprintf(s->pbuf[2], sizeof(s->pbuf[2]), "%s", result);
+    snprintf(s->pbuf[3], sizeof(s->pbuf[3]), "%d", s->run_new);
+    if (s->batch.data == NULL && buf_append_str(&s->batch, "[]") < 0) {
+        finish_run(s, 60);
+        return;
+    }
+    s->pv[0] = s->id;
+    s->pv[1] = s->p->instance;
+    s->pv[2] = s->batch.data;
+    s->pv[3] = s->pbuf[0];
+    s->pv[4] = last && s->max_updated[0] ? s->max_updated : NULL;
+    s->pv[5] = last && s->etag[0] ? s->etag : NULL;
+    s->pv[6] = last && s->last_modified[0] ? s->last_modified : NULL;
+    s->pv[7] = s->pbuf[1];
+    s->pv[8] = s->pbuf[2];
+    s->pv[9] = s->err[0] ? s->err : NULL;
+    s->pv[10] = s->pbuf[3];
+    s->state = RUN_STORING;
+    if (db_query(s->p->db, false,
+                 "SELECT n_orders, n_emitted FROM ingest_poll($1, $2, $3::jsonb, $4::boolean, $5,"
+                 " $6, $7, $8::integer, $9, $10, $11::integer)",
+                 11, s->pv, on_stored, s) < 0)
+        finish_run(s, 5); /* the lease expires; the cursor did not move */
+    s->requests = 0;
+}
+
+static void on_stored(PGresult *res, const char *err, void *data)
+{
+    struct psource *s = data;
+    if (err != NULL || res == NULL) {
+        log_warn("poll results not stored; the run is retried from the same cursor",
+                 json_pack("{s:s,s:s}", "source", s->id, "detail", err ? err : "connection lost"));
+        finish_run(s, 5);
+        return;
+    }
+    int emitted = PQntuples(res) ? atoi(PQgetvalue(res, 0, 1)) : 0;
+    s->run_new += emitted;
+    metric_add(s->m_orders, PQntuples(res) ? atof(PQgetvalue(res, 0, 0)) : 0);
+    buf_reset(&s->batch);
+    if (s->page_url != NULL) {
+        fetch(s); /* next page */
+        return;
+    }
+    finish_run(s, s->retry_after_s > s->interval_s ? s->retry_after_s : s->interval_s);
+}
+
+/* -------------------------------------------------------------- fetching */
+
+static int append_order(struct psource *s, json_t *order)
+{
+    json_t *canon = NULL;
+    char err[NORMALIZE_ERR_SIZE];
+    int rc;
+    switch (s->kind) {
+    case SOURCE_SHOPIFY:
+        rc = normalize_shopify(s->id, "orders/updated", order, &canon, err, sizeof(err));
+        break;
+    case SOURCE_WOOCOMMERCE:
+        rc = normalize_woocommerce(s->id, "order.updated", order, time(NULL), &canon, err,
+                                   sizeof(err));
+        break;
+    case SOURCE_STANDARD: {
+        json_t *body = json_pack("{s:s,s:O}", "type", "order.updated", "data", order);
+        rc = body ? normalize_standard(s->id, body, &canon, err, sizeof(err)) : -ENOMEM;
+        json_decref(body);
+        break;
+    }
+    default:
+        snprintf(err, sizeof(err), "polling is not supported for this kind of source");
+        rc = -EINVAL;
+    }
+    if (rc < 0) {
+        log_warn("polled order skipped",
+                 json_pack("{s:s,s:s}", "source", s->id, "detail", rc == -ENOMEM ? "oom" : err));
+        return rc == -ENOMEM ? rc : 0;
+    }
+    const char *ext = json_string_value(json_object_get(canon, "external_id"));
+    const char *upd = json_string_value(json_object_get(canon, "updated_at"));
+    if (ext == NULL || upd == NULL) {
+        json_decref(canon);
+        return 0;
+    }
+    /* RFC 3339 UTC strings of one shape compare in time order */
+    if (strcmp(upd, s->max_updated) > 0)
+        snprintf(s->max_updated, sizeof(s->max_updated), "%s", upd);
+    char key[256];
+    snprintf(key, sizeof(key), "poll:%s:%s", ext, upd);
+    json_t *el = json_pack("{s:s,s:s,s:s,s:s,s:o,s:O}", "s", s->id, "k", key, "t", "poll", "e",
+                           "order.sync", "o", canon, "p", order);
+    if (el == NULL)
+        return -ENOMEM;
+    char *text = json_dumps(el, JSON_COMPACT);
+    json_decref(el);
+    if (text == NULL)
+        return -ENOMEM;
+    rc = buf_append_str(&s->batch, s->batch.len > 1 ? "," : "");
+    if (rc == 0)
+        rc = buf_append_str(&s->batch, text);
+    free(text);
+    return rc;
+}
+
+static void on_fetched(const struct deliver_result *res, void *data)
+{
+    struct psource *s = data;
+    struct poller *p = s->p;
+    if (res->aborted || p->freeing) {
+        finish_run(s, 0);
+        return;
+    }
+    s->requests++;
+    long st = res->http_status;
+    s->err[0] = '\0';
+    s->retry_after_s = 0;
+    if (st == 304) {
+        metric_add(s->m_not_modified, 1);
+        s->errors_in_row = 0;
+        free(s->page_url);
+        s->page_url = NULL;
+        store(s, true, "not_modified");
+        return;
+    }
+    if (st == 429 || st == 503) {
+        metric_add(s->m_limited, 1);
+        s->retry_after_s = res->retry_after_s > 0 ? res->retry_after_s : s->interval_s;
+        snprintf(s->err, sizeof(s->err), "HTTP %ld (retry after %.0f s)", st, s->retry_after_s);
+        log_info("poll rate-limited", json_pack("{s:s,s:f}", "source", s->id, "retry_after_s",
+                                                s->retry_after_s));
+        free(s->page_url);
+        s->page_url = NULL;
+        buf_reset(&s->batch);
+        store(s, true, "rate_limited");
+        return;
+    }
+    json_t *doc = NULL;
+    if (st >= 200 && st < 300 && !res->truncated) {
+        json_error_t jerr;
+        doc = json_loadb(res->body, res->body_len, 0, &jerr);
+        if (doc == NULL)
+            snprintf(s->err, sizeof(s->err), "malformed JSON at line %d: %s", jerr.line,
+                     jerr.text);
+    } else if (st == 0) {
+        snprintf(s->err, sizeof(s->err), "%s", res->error ? res->error : "transport error");
+    } else {
+        snprintf(s->err, sizeof(s->err), res->truncated ? "page larger than 32 MiB" : "HTTP %ld",
+                 st);
+    }
+    json_t *list = json_is_array(doc) ? doc : json_object_get(doc, "orders");
+    if (doc != NULL && !json_is_array(list))
+        snprintf(s->err, sizeof(s->err), "expected {\"orders\": [...]} or a JSON array");
+    if (s->err[0] != '\0') {
+        json_decref(doc);
+        metric_add(s->m_error, 1);
+        s->errors_in_row++;
+        /* exponential backoff from the interval, capped */
+        double backoff = s->interval_s * pow(2.0, (double)(s->errors_in_row - 1));
+        s->retry_after_s = backoff < MAX_BACKOFF_S ? backoff : MAX_BACKOFF_S;
+        log_warn("poll failed", json_pack("{s:s,s:s,s:f}", "source", s->id, "detail", s->err,
+                                          "retry_in_s", s->retry_after_s));
+        free(s->page_url);
+        s->page_url = NULL;
+        buf_reset(&s->batch);
+        store(s, true, "error");
+        return;
+    }
+    s->errors_in_row = 0;
+    if (s->pages == 1) {
+        /* validators of the first page: what the next run's conditional GET sends */
+        snprintf(s->etag, sizeof(s->etag), "%s", res->etag);
+        snprintf(s->last_modified, sizeof(s->last_modified), "%s", res->last_modified);
+    }
+    buf_reset(&s->batch);
+    int rc = buf_append_str(&s->batch, "[");
+    size_t i;
+    json_t *order;
+    json_array_foreach(list, i, order)
+    {
+        if (rc == 0 && json_is_object(order))
+            rc = append_order(s, order);
+    }
+    if (rc == 0)
+        rc = buf_append_str(&s->batch, "]");
+    json_decref(doc);
+    if (rc < 0) {
+        snprintf(s->err, sizeof(s->err), "page too large to store");
+        buf_reset(&s->batch);
+        store(s, true, "error");
+        return;
+    }
+    metric_add(json_array_size(list) ? s->m_ok : s->m_empty, 1);
+    free(s->page_url);
+    s->page_url = NULL;
+    if (res->next_url[0] != '\0' && s->pages < MAX_PAGES) {
+        s->page_url = strdup(res->next_url);
+        if (s->page_url != NULL) {
+            store(s, false, "ok");
+            return;
+        }
+    }
+    store(s, true, "ok");
+}
+
+static void fetch(struct psource *s)
+{
+    const char *headers[5];
+    int h = 0;
+    headers[h++] = "Accept: application/json";
+    if (s->auth != NULL) {
+        snprintf(s->hdr_auth, sizeof(s->hdr_auth), "%s", s->auth);
+        headers[h++] = s->hdr_auth;
+    }
+    if (s->pages == 0) {
+        /* conditional only for the first page: later pages have their own URLs */
+        if (s->etag[0]) {
+            snprintf(s->hdr_inm, sizeof(s->hdr_inm), "If-None-Match: %s", s->etag);
+            headers[h++] = s->hdr_inm;
+        }
+        if (s->last_modified[0]) {
+            snprintf(s->hdr_ims, sizeof(s->hdr_ims), "If-Modified-Since: %s", s->last_modified);
+            headers[h++] = s->hdr_ims;
+        }
+    }
+    headers[h] = NULL;
+    s->pages++;
+    struct deliver_request req = {
+        .url = s->page_url, .get = true, .capture = PAGE_CAP, .headers = headers,
+        .timeout_ms = 30000};
+    s->state = RUN_FETCHING;
+    if (deliver_start(s->p->http, &req, on_fetched, s) < 0)
+        finish_run(s, 5);
+}
+
+/* -------------------------------------------------------------- claiming */
+
+static void on_claimed(PGresult *res, const char *err, void *data)
+{
+    struct psource *s = data;
+    if (err != NULL || res == NULL || PQntuples(res) == 0) {
+        /* another instance holds the lease, or the database is away */
+        finish_run(s, s->interval_s);
+        return;
+    }
+    snprintf(s->cursor, sizeof(s->cursor), "%s", PQgetvalue(res, 0, 0));
+    snprintf(s->etag, sizeof(s->etag), "%s", PQgetvalue(res, 0, 1));
+    snprintf(s->last_modified, sizeof(s->last_modified), "%s", PQgetvalue(res, 0, 2));
+    snprintf(s->max_updated, sizeof(s->max_updated), "%s", s->cursor);
+    s->pages = s->requests = s->run_new = 0;
+    s->err[0] = '\0';
+    buf_init(&s->batch, PAGE_CAP * 2);
+    struct buf url;
+    buf_init(&url, 8192);
+    int rc = buf_append_str(&url, s->url);
+    if (rc == 0 && s->cursor[0] != '\0') {
+        char *esc = curl_easy_escape(NULL, s->cursor, 0);
+        rc = esc ? buf_printf(&url, "%supdated_at_min=%s", strchr(s->url, '?') ? "&" : "?", esc)
+                 : -ENOMEM;
+        curl_free(esc);
+    }
+    if (rc < 0) {
+        buf_free(&url);
+        finish_run(s, s->interval_s);
+        return;
+    }
+    s->page_url = buf_steal(&url, NULL);
+    fetch(s);
+}
+
+static void on_timer(uv_timer_t *t)
+{
+    struct psource *s = t->data;
+    if (s->state != RUN_IDLE || !s->present)
+        return;
+    if (!db_is_ready(s->p->db)) {
+        schedule(s, 1);
+        return;
+    }
+    s->pv[0] = s->id;
+    s->pv[1] = s->p->instance;
+    s->pv[2] = LEASE;
+    s->state = RUN_CLAIMING;
+    if (db_query(s->p->db, false,
+                 "SELECT coalesce(poll_cursor, ''), coalesce(poll_etag, ''),"
+                 " coalesce(poll_last_modified, '') FROM poll_claim($1, $2, $3::interval)",
+                 3, s->pv, on_claimed, s) < 0) {
+        s->state = RUN_IDLE;
+        schedule(s, 1);
+    }
+}
+
+static void schedule(struct psource *s, double secs)
+{
+    uv_timer_start(&s->timer, on_timer, (uint64_t)(jitter(secs) * 1000), 0);
+}
+
+/* -------------------------------------------------------------- sources */
+
+static void source_closed(uv_handle_t *h)
+{
+    struct psource *s = h->data;
+    free(s->id);
+    free(s->url);
+    free(s->auth);
+    free(s->page_url);
+    buf_free(&s->batch);
+    free(s);
+}
+
+static struct psource *find(struct poller *p, const char *id)
+{
+    for (struct psource *s = p->sources; s != NULL; s = s->next)
+        if (strcmp(s->id, id) == 0)
+            return s;
+    return NULL;
+}
+
+static void metrics_for(struct psource *s)
+{
+    char l[160];
+    const char *n = "ordersync_polls_total", *h = "Poll runs and pages by source and result";
+    snprintf(l, sizeof(l), "source=\"%s\",result=\"ok\"", s->id);
+    s->m_ok = metrics_counter(n, h, l);
+    snprintf(l, sizeof(l), "source=\"%s\",result=\"empty\"", s->id);
+    s->m_empty = metrics_counter(n, h, l);
+    snprintf(l, sizeof(l), "source=\"%s\",result=\"not_modified\"", s->id);
+    s->m_not_modified = metrics_counter(n, h, l);
+    snprintf(l, sizeof(l), "source=\"%s\",result=\"rate_limited\"", s->id);
+    s->m_limited = metrics_counter(n, h, l);
+    snprintf(l, sizeof(l), "source=\"%s\",result=\"error\"", s->id);
+    s->m_error = metrics_counter(n, h, l);
+    snprintf(l, sizeof(l), "source=\"%s\"", s->id);
+    s->m_orders = metrics_counter("ordersync_poll_orders_total", "Orders listed by polled sources",
+                                  l);
+}
+
+static int set(char **field, const PGresult *res, int r, int c)
+{
+    char *v = PQgetisnull(res, r, c) ? NULL : strdup(PQgetvalue(res, r, c));
+    if (!PQgetisnull(res, r, c) && v == NULL)
+        return -ENOMEM;
+    free(*field);
+    *field = v;
+    return 0;
+}
+
+static void on_sources(PGresult *res, const char *err, void *data)
+{
+    struct poller *p = data;
+    p->loading = false;
+    if (err != NULL || res == NULL || p->freeing)
+        return;
+    for (struct psource *s = p->sources; s != NULL; s = s->next)
+        s->present = false;
+    for (int r = 0; r < PQntuples(res); r++) {
+        enum source_kind kind;
+        if (source_kind_parse(PQgetvalue(res, r, 1), &kind) < 0 || kind == SOURCE_STRIPE) {
+            log_warn("source cannot be polled",
+                     json_pack("{s:s,s:s}", "source", PQgetvalue(res, r, 0), "kind",
+                               PQgetvalue(res, r, 1)));
+            continue;
+        }
+        struct psource *s = find(p, PQgetvalue(res, r, 0));
+        bool fresh = s == NULL;
+        if (fresh) {
+            s = calloc(1, sizeof(*s));
+            if (s == NULL || (s->id = strdup(PQgetvalue(res, r, 0))) == NULL ||
+                uv_timer_init(p->loop, &s->timer) < 0) {
+                if (s != NULL)
+                    free(s->id);
+                free(s);
+                continue;
+            }
+            s->p = p;
+            s->timer.data = s;
+            metrics_for(s);
+            s->next = p->sources;
+            p->sources = s;
+        }
+        s->kind = kind;
+        if (set(&s->url, res, r, 2) < 0 || set(&s->auth, res, r, 4) < 0)
+            continue;
+        s->interval_s = atof(PQgetvalue(res, r, 3));
+        if (s->interval_s < 1)
+            s->interval_s = 60;
+        s->present = s->url != NULL;
+        if (fresh && s->present)
+            schedule(s, s->interval_s < 2 ? s->interval_s : 2); /* first run soon after start */
+    }
+    for (struct psource *s = p->sources; s != NULL; s = s->next)
+        if (!s->present)
+            uv_timer_stop(&s->timer);
+}
+
+void poller_reload(struct poller *p)
+{
+    if (p == NULL || p->loading || !db_is_ready(p->db))
+        return;
+    if (db_query(p->db, false,
+                 "SELECT id, kind, poll_url, extract(epoch FROM CASE WHEN mode = 'poll'"
+                 " THEN poll_interval ELSE reconcile_interval END)::float8, poll_auth_header"
+                 " FROM sources WHERE enabled AND poll_url IS NOT NULL"
+                 " AND (mode = 'poll' OR reconcile_interval IS NOT NULL)",
+                 0, NULL, on_sources, p) == 0)
+        p->loading = true;
+}
+
+int poller_new(uv_loop_t *loop, struct db *db, const char *instance, struct poller **out)
+{
+    struct poller *p = calloc(1, sizeof(*p));
+    if (p == NULL)
+        return -ENOMEM;
+    p->loop = loop;
+    p->db = db;
+    p->instance = strdup(instance);
+    char ua[64];
+    snprintf(ua, sizeof(ua), "ordersync/%s", ORDERSYNC_VERSION);
+    int rc = p->instance ? deliver_new(loop, ua, 64, &p->http) : -ENOMEM;
+    if (rc < 0) {
+        free(p->instance);
+        free(p);
+        return rc;
+    }
+    *out = p;
+    return 0;
+}
+
+void poller_free(struct poller **pp)
+{
+    struct poller *p = *pp;
+    if (p == NULL)
+        return;
+    *pp = NULL;
+    p->freeing = true;
+    deliver_free(&p->http); /* aborted fetches finish their runs */
+    while (p->sources != NULL) {
+        struct psource *s = p->sources;
+        p->sources = s->next;
+        uv_timer_stop(&s->timer);
+        uv_close((uv_handle_t *)&s->timer, source_closed);
+    }
+    free(p->instance);
+    free(p);
+}
