@@ -51,7 +51,7 @@ static const struct setting settings[] = {
     {"ORDERSYNC_SHUTDOWN_TIMEOUT_S", T_INT, "10", 1, 600, F(shutdown_timeout_s),
      "on SIGTERM/SIGINT, time given to in-flight work before exiting"},
     {"ORDERSYNC_DB_CONNECT_TIMEOUT_S", T_INT, "5", 1, 600, F(db_connect_timeout_s),
-     "a connection attempt to Postgres is abandoned after this"},
+     "start-up connections (migrate, schema check, replay) give up after this"},
     {"ORDERSYNC_RELAY", T_BOOL, "1", 0, 1, F(relay_enabled),
      "deliver the outbox from this process (0: ingest only)"},
     {"ORDERSYNC_LEASE_S", T_INT, "60", 5, 3600, F(lease_s),
