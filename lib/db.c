@@ -17,14 +17,14 @@
 #include "log.h"
 
 /* Reconnect backoff: Postgres coming back must be noticed within ~1 s. */
-#define BACKOFF_MIN_MS 50
-#define BACKOFF_MAX_MS 500
+#define BACKOFF_MIN_MS     50
+#define BACKOFF_MAX_MS     500
 #define CONNECT_TIMEOUT_MS 5000
 
 enum db_state { DB_DOWN, DB_RESOLVING, DB_CONNECTING, DB_PREPARING, DB_READY, DB_CLOSED };
 
-static const char *const state_names[] = {"down", "resolving", "connecting", "preparing", "ready",
-                                          "closed"};
+static const char *const state_names[] = {"down",      "resolving", "connecting",
+                                          "preparing", "ready",     "closed"};
 
 struct db_query {
     struct db_query *next;
@@ -72,8 +72,8 @@ static void set_state(struct db *db, enum db_state s)
 {
     if (db->state == DB_CLOSED && s != DB_CLOSED)
         abort(); /* nothing may resurrect a closed db */
-    log_debug("db state", json_pack("{s:s,s:s,s:s}", "db", db->name, "from",
-                                    state_names[db->state], "to", state_names[s]));
+    log_debug("db state", json_pack("{s:s,s:s,s:s}", "db", db->name, "from", state_names[db->state],
+                                    "to", state_names[s]));
     db->state = s;
 }
 
@@ -382,10 +382,9 @@ static void finish_query(struct db *db, PGresult *res, const char *err)
 static void send_head(struct db *db)
 {
     struct db_query *q = db->head;
-    int ok = q->prepared ? PQsendQueryPrepared(db->conn, q->stmt, q->nparams, q->values, NULL,
-                                               NULL, 0)
-                         : PQsendQueryParams(db->conn, q->stmt, q->nparams, NULL, q->values,
-                                             NULL, NULL, 0);
+    int ok = q->prepared
+                 ? PQsendQueryPrepared(db->conn, q->stmt, q->nparams, q->values, NULL, NULL, 0)
+                 : PQsendQueryParams(db->conn, q->stmt, q->nparams, NULL, q->values, NULL, NULL, 0);
     if (!ok) {
         go_down(db, PQerrorMessage(db->conn));
         return;
@@ -544,16 +543,20 @@ const char *db_last_error(const struct db *db)
     return db->last_error;
 }
 
-int db_query(struct db *db, bool prepared, const char *stmt, int nparams,
-             const char *const *values, db_result_fn cb, void *data)
+int db_query(struct db *db, bool prepared, const char *stmt, int nparams, const char *const *values,
+             db_result_fn cb, void *data)
 {
     if (db->state != DB_READY)
         return -ENOTCONN;
     struct db_query *q = malloc(sizeof(*q));
     if (q == NULL)
         return -ENOMEM;
-    *q = (struct db_query){.prepared = prepared, .stmt = stmt, .nparams = nparams,
-                           .values = values, .cb = cb, .data = data};
+    *q = (struct db_query){.prepared = prepared,
+                           .stmt = stmt,
+                           .nparams = nparams,
+                           .values = values,
+                           .cb = cb,
+                           .data = data};
     if (db->tail != NULL)
         db->tail->next = q;
     else

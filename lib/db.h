@@ -64,9 +64,8 @@ unsigned db_queue_length(const struct db *db);
  * runs. Returns 0, or -ENOTCONN when the db is not ready (the callback will
  * not run; answer the caller now).
  */
-int db_query(struct db *db, bool prepared, const char *stmt, int nparams,
-             const char *const *values, db_result_fn cb, void *data)
-    __attribute__((warn_unused_result));
+int db_query(struct db *db, bool prepared, const char *stmt, int nparams, const char *const *values,
+             db_result_fn cb, void *data) __attribute__((warn_unused_result));
 
 /* Fails pending queries, closes the connection, frees the db after libuv closed its handles. */
 void db_close(struct db **db);

@@ -31,12 +31,12 @@ struct http_header {
 };
 
 struct http_server_config {
-    const char *host;       /* e.g. "0.0.0.0", "127.0.0.1", "::" */
-    int port;               /* 0 picks a free port (see http_server_port) */
-    size_t max_header;      /* bytes of request line + headers; default 16 KiB */
-    size_t max_body;        /* bytes; default 1 MiB */
-    unsigned max_conns;     /* default 1024 */
-    unsigned max_pipelined; /* requests parsed but unanswered per connection; default 32 */
+    const char *host;           /* e.g. "0.0.0.0", "127.0.0.1", "::" */
+    int port;                   /* 0 picks a free port (see http_server_port) */
+    size_t max_header;          /* bytes of request line + headers; default 16 KiB */
+    size_t max_body;            /* bytes; default 1 MiB */
+    unsigned max_conns;         /* default 1024 */
+    unsigned max_pipelined;     /* requests parsed but unanswered per connection; default 32 */
     uint64_t header_timeout_ms; /* default 10000 */
     uint64_t idle_timeout_ms;   /* keep-alive idle; default 60000 */
     uint64_t write_timeout_ms;  /* peer not reading our responses; default 30000 */
@@ -100,13 +100,11 @@ bool http_request_peer_gone(const struct http_request *req);
  * and Content-Type (when content_type != NULL) are written by the server.
  * Returns nothing: a write failure closes the connection and is logged.
  */
-void http_respond(struct http_request *req, int status, const char *content_type,
-                  const char *body, size_t body_len, const struct http_header *headers,
-                  size_t n_headers);
+void http_respond(struct http_request *req, int status, const char *content_type, const char *body,
+                  size_t body_len, const struct http_header *headers, size_t n_headers);
 /* Convenience: JSON body {"error": error, "detail": detail}. */
-void http_respond_error(struct http_request *req, int status, const char *error,
-                        const char *detail, const struct http_header *headers,
-                        size_t n_headers);
+void http_respond_error(struct http_request *req, int status, const char *error, const char *detail,
+                        const struct http_header *headers, size_t n_headers);
 /* Convenience: application/json body from a NUL-terminated string. */
 void http_respond_json(struct http_request *req, int status, const char *json);
 

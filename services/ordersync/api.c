@@ -57,10 +57,9 @@ static void log_request(struct http_request *req, int status, const char *outcom
     enum log_level lvl = status >= 500 ? LOG_WARN : LOG_INFO;
     if (!log_enabled(lvl))
         return;
-    json_t *f = json_pack("{s:I,s:s,s:s,s:i,s:f}", "request_id",
-                          (json_int_t)http_request_id(req), "method", http_request_method(req),
-                          "path", http_request_path(req), "status", status, "duration_ms",
-                          secs * 1000.0);
+    json_t *f = json_pack("{s:I,s:s,s:s,s:i,s:f}", "request_id", (json_int_t)http_request_id(req),
+                          "method", http_request_method(req), "path", http_request_path(req),
+                          "status", status, "duration_ms", secs * 1000.0);
     if (f != NULL && source != NULL)
         json_object_set_new(f, "source", json_string(source));
     if (f != NULL && outcome != NULL)
@@ -193,12 +192,12 @@ static void handle_readyz(struct app *app, struct http_request *req)
 
 static void handle_metrics(struct app *app, struct http_request *req)
 {
-    metric_set(metrics_gauge("ordersync_db_connected", "1 when the connection is ready",
-                             "db=\"ingest\""),
-               db_is_ready(app->db_ingest));
-    metric_set(metrics_gauge("ordersync_db_connected", "1 when the connection is ready",
-                             "db=\"aux\""),
-               db_is_ready(app->db_aux));
+    metric_set(
+        metrics_gauge("ordersync_db_connected", "1 when the connection is ready", "db=\"ingest\""),
+        db_is_ready(app->db_ingest));
+    metric_set(
+        metrics_gauge("ordersync_db_connected", "1 when the connection is ready", "db=\"aux\""),
+        db_is_ready(app->db_aux));
     metric_set(metrics_gauge("ordersync_ingest_pending", "Webhooks queued or being committed", ""),
                ingest_pending(app->ingest));
     metric_set(metrics_gauge("ordersync_http_requests_in_progress",
@@ -210,8 +209,8 @@ static void handle_metrics(struct app *app, struct http_request *req)
     double secs = elapsed(req);
     count(R_METRICS, rc == 0 ? 200 : 500, secs);
     if (rc == 0)
-        http_respond(req, 200, "text/plain; version=0.0.4; charset=utf-8", out.data, out.len,
-                     NULL, 0);
+        http_respond(req, 200, "text/plain; version=0.0.4; charset=utf-8", out.data, out.len, NULL,
+                     0);
     else
         http_respond_error(req, 500, "internal_error", "metrics too large", NULL, 0);
     buf_free(&out);

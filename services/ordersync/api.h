@@ -17,7 +17,8 @@
 /* The http_handler_fn of the server; `data` is the struct app. */
 void api_handle(struct http_request *req, void *data);
 
-/* Answers with a JSON body (borrowed, copied). `outcome` and `source` go to the log (may be NULL). */
+/* Answers with a JSON body (borrowed, copied). `outcome` and `source` go to the log (may be NULL).
+ */
 void api_reply(struct http_request *req, int status, const char *json, const char *outcome,
                const char *source);
 /* Answers {"error": error, "detail": detail}. */

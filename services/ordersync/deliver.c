@@ -211,8 +211,7 @@ static size_t on_header(char *buf, size_t size, size_t nitems, void *userp)
     size_t n = size * nitems;
     char link[4096];
     if (header_value(buf, n, "etag", x->res.etag, sizeof(x->res.etag)) ||
-        header_value(buf, n, "last-modified", x->res.last_modified,
-                     sizeof(x->res.last_modified)))
+        header_value(buf, n, "last-modified", x->res.last_modified, sizeof(x->res.last_modified)))
         return n;
     if (header_value(buf, n, "link", link, sizeof(link))) {
         parse_link_next(link, x->res.next_url, sizeof(x->res.next_url));

@@ -33,14 +33,14 @@ struct deliver_result {
     const char *error;    /* NULL on a response; else curl's description (borrowed) */
     double retry_after_s; /* from Retry-After (seconds or HTTP date); < 0 when absent */
     char excerpt[DELIVER_EXCERPT_MAX + 1]; /* start of the response body */
-    double seconds;       /* duration of the attempt */
-    const char *body;     /* captured body (NUL-terminated) when capture > 0, else NULL */
+    double seconds;                        /* duration of the attempt */
+    const char *body; /* captured body (NUL-terminated) when capture > 0, else NULL */
     size_t body_len;
-    bool truncated;       /* the body was longer than capture */
-    char etag[256];       /* response headers pollers need ("" when absent) */
+    bool truncated; /* the body was longer than capture */
+    char etag[256]; /* response headers pollers need ("" when absent) */
     char last_modified[64];
     char next_url[2048]; /* Link: <...>; rel="next" */
-    bool aborted;         /* deliver_free() cut it short: not an attempt at all */
+    bool aborted;        /* deliver_free() cut it short: not an attempt at all */
 };
 
 /* Called once per started request, on the loop. `res` is borrowed for the call. */

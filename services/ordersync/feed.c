@@ -22,10 +22,10 @@
 #include "log.h"
 #include "metrics.h"
 
-#define MAX_WAIT_S 60
-#define MAX_LIMIT 1000
+#define MAX_WAIT_S    60
+#define MAX_LIMIT     1000
 #define DEFAULT_LIMIT 100
-#define RESPONSE_CAP ((size_t)64 << 20)
+#define RESPONSE_CAP  ((size_t)64 << 20)
 
 static const struct db_stmt stmts[] = {
     {"feed_read",
@@ -142,8 +142,8 @@ static void on_read(PGresult *res, const char *err, void *data)
     r->querying = false;
     if (err != NULL || res == NULL) {
         struct http_header h = {"Retry-After", "1"};
-        api_reply_error(r->req, 503, "database_unavailable", "the feed could not be read", NULL,
-                        &h, 1);
+        api_reply_error(r->req, 503, "database_unavailable", "the feed could not be read", NULL, &h,
+                        1);
         reader_finish(r);
         return;
     }
@@ -175,8 +175,8 @@ static void query(struct reader *r)
     r->pv[2] = r->limit;
     if (db_query(r->f->db, true, "feed_read", 3, r->pv, on_read, r) < 0) {
         struct http_header h = {"Retry-After", "1"};
-        api_reply_error(r->req, 503, "database_unavailable", "the database is not connected",
-                        NULL, &h, 1);
+        api_reply_error(r->req, 503, "database_unavailable", "the database is not connected", NULL,
+                        &h, 1);
         reader_finish(r);
         return;
     }
@@ -248,8 +248,8 @@ void feed_handle(struct feed *f, struct http_request *req, const char *dest_id)
     static const char bearer[] = "Bearer ";
     if (auth == NULL || strncasecmp(auth, bearer, sizeof(bearer) - 1) != 0) {
         struct http_header h = {"WWW-Authenticate", "Bearer realm=\"ordersync\""};
-        api_reply_error(req, 401, "unauthorized", "an Authorization: Bearer <token> header is required",
-                        NULL, &h, 1);
+        api_reply_error(req, 401, "unauthorized",
+                        "an Authorization: Bearer <token> header is required", NULL, &h, 1);
         return;
     }
     const char *tok = auth + sizeof(bearer) - 1;

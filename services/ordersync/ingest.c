@@ -113,9 +113,9 @@ static void reply_outcome(struct ingest *ing, struct item *it, const char *outco
 /* SQLSTATE classes that a retry can cure: the sender should come back. */
 static bool transient_sqlstate(const char *st)
 {
-    return st != NULL && (strncmp(st, "40", 2) == 0 || strncmp(st, "53", 2) == 0 ||
-                          strncmp(st, "57", 2) == 0 || strncmp(st, "08", 2) == 0 ||
-                          strncmp(st, "55", 2) == 0);
+    return st != NULL &&
+           (strncmp(st, "40", 2) == 0 || strncmp(st, "53", 2) == 0 || strncmp(st, "57", 2) == 0 ||
+            strncmp(st, "08", 2) == 0 || strncmp(st, "55", 2) == 0);
 }
 
 static void flush(struct ingest *ing);
@@ -202,8 +202,7 @@ static void on_batch_done(PGresult *res, const char *err, void *data)
         } else {
             /* a bug in ingest_batch(); never leave a sender hanging */
             api_reply_error(it->req, 500, "internal_error",
-                            "the batch result had no row for this request", it->source_id, NULL,
-                            0);
+                            "the batch result had no row for this request", it->source_id, NULL, 0);
         }
     }
     batch_free(b);
@@ -244,7 +243,7 @@ static void flush(struct ingest *ing)
         return;
     if (!db_is_ready(ing->db)) {
         fail_queued(ing, db_last_error(ing->db)[0] ? db_last_error(ing->db)
-                                                    : "the database is not connected");
+                                                   : "the database is not connected");
         return;
     }
     struct batch *b = calloc(1, sizeof(*b));
@@ -286,8 +285,9 @@ static void flush(struct ingest *ing)
     }
     if (rc < 0) {
         for (struct item *it = b->items; it != NULL; it = it->next)
-            reply_unavailable(ing, it, rc == -ENOTCONN ? "the database is not connected"
-                                                       : "could not build the transaction");
+            reply_unavailable(ing, it,
+                              rc == -ENOTCONN ? "the database is not connected"
+                                              : "could not build the transaction");
         batch_free(b);
         return;
     }
@@ -300,8 +300,7 @@ static void on_check(uv_check_t *h)
     flush(h->data);
 }
 
-int ingest_new(uv_loop_t *loop, struct db *db, const struct ingest_config *cfg,
-               struct ingest **out)
+int ingest_new(uv_loop_t *loop, struct db *db, const struct ingest_config *cfg, struct ingest **out)
 {
     struct ingest *ing = calloc(1, sizeof(*ing));
     if (ing == NULL)
@@ -327,8 +326,8 @@ int ingest_new(uv_loop_t *loop, struct db *db, const struct ingest_config *cfg,
     ing->m_tx_failed = metrics_counter(tx, txh, "result=\"failed\"");
     ing->m_tx_split = metrics_counter(tx, txh, "result=\"split\"");
     ing->m_batch_size =
-        metrics_get(METRIC_HISTOGRAM, "ordersync_ingest_batch_size", "Webhooks per transaction",
-                    "", metrics_size_buckets, metrics_size_buckets_n);
+        metrics_get(METRIC_HISTOGRAM, "ordersync_ingest_batch_size", "Webhooks per transaction", "",
+                    metrics_size_buckets, metrics_size_buckets_n);
     ing->m_commit_seconds = metrics_get(METRIC_HISTOGRAM, "ordersync_ingest_commit_seconds",
                                         "Time from sending a batch to its commit", "",
                                         metrics_latency_buckets, metrics_latency_buckets_n);
@@ -338,8 +337,8 @@ int ingest_new(uv_loop_t *loop, struct db *db, const struct ingest_config *cfg,
     ing->m_duplicate = metrics_counter(wh, whh, "outcome=\"duplicate\"");
     ing->m_stale = metrics_counter(wh, whh, "outcome=\"stale\"");
     ing->m_ignored = metrics_counter(wh, whh, "outcome=\"ignored\"");
-    ing->m_db_errors = metrics_counter("ordersync_db_errors_total",
-                                       "Failed database operations", "component=\"ingest\"");
+    ing->m_db_errors = metrics_counter("ordersync_db_errors_total", "Failed database operations",
+                                       "component=\"ingest\"");
     *out = ing;
     return 0;
 }

@@ -31,8 +31,8 @@ struct ingest_config {
 };
 
 /* Returns 0 or a negative errno. `db` is borrowed and must outlive the ingest. */
-int ingest_new(uv_loop_t *loop, struct db *db, const struct ingest_config *cfg,
-               struct ingest **out) __attribute__((warn_unused_result));
+int ingest_new(uv_loop_t *loop, struct db *db, const struct ingest_config *cfg, struct ingest **out)
+    __attribute__((warn_unused_result));
 
 /*
  * Queues a request for the next batch. Takes ownership of the contents of `ev`

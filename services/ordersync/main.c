@@ -39,8 +39,8 @@ static PGconn *connect_blocking(const struct config *cfg)
     char timeout[32];
     snprintf(timeout, sizeof(timeout), "%lld", (long long)cfg->db_connect_timeout_s);
     const char *keys[] = {"dbname", "connect_timeout", "application_name", NULL};
-    const char *vals[] = {cfg->database_url ? cfg->database_url : "", timeout,
-                          "ordersync-startup", NULL};
+    const char *vals[] = {cfg->database_url ? cfg->database_url : "", timeout, "ordersync-startup",
+                          NULL};
     PGconn *conn = PQconnectdbParams(keys, vals, 1);
     if (conn == NULL || PQstatus(conn) != CONNECTION_OK) {
         const char *why = conn ? PQerrorMessage(conn) : "out of memory";

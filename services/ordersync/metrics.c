@@ -29,8 +29,8 @@ struct family {
 
 static struct family *families, *families_last;
 
-const double metrics_latency_buckets[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
-                                          0.05,   0.1,   0.25,   0.5,   1,    2.5, 5, 10};
+const double metrics_latency_buckets[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                                          0.1,    0.25,  0.5,    1,     2.5,  5,     10};
 const size_t metrics_latency_buckets_n = sizeof(metrics_latency_buckets) / sizeof(double);
 const double metrics_size_buckets[] = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024};
 const size_t metrics_size_buckets_n = sizeof(metrics_size_buckets) / sizeof(double);
@@ -165,11 +165,11 @@ int metrics_render(struct buf *out)
                 rc = buf_printf(out, "%s_bucket{%s%sle=\"+Inf\"} %llu\n", f->name, m->labels, sep,
                                 m->count);
             if (rc == 0)
-                rc = m->labels[0] ? buf_printf(out, "%s_sum{%s} %.17g\n%s_count{%s} %llu\n",
-                                               f->name, m->labels, m->value, f->name, m->labels,
-                                               m->count)
-                                  : buf_printf(out, "%s_sum %.17g\n%s_count %llu\n", f->name,
-                                               m->value, f->name, m->count);
+                rc = m->labels[0]
+                         ? buf_printf(out, "%s_sum{%s} %.17g\n%s_count{%s} %llu\n", f->name,
+                                      m->labels, m->value, f->name, m->labels, m->count)
+                         : buf_printf(out, "%s_sum %.17g\n%s_count %llu\n", f->name, m->value,
+                                      f->name, m->count);
         }
     }
     return rc;

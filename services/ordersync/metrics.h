@@ -27,10 +27,10 @@ struct metric *metrics_get(enum metric_type type, const char *name, const char *
 struct metric *metrics_counter(const char *name, const char *help, const char *labels);
 struct metric *metrics_gauge(const char *name, const char *help, const char *labels);
 
-void metric_add(struct metric *m, double v); /* counter or gauge; NULL ignored */
-void metric_set(struct metric *m, double v); /* gauge */
+void metric_add(struct metric *m, double v);     /* counter or gauge; NULL ignored */
+void metric_set(struct metric *m, double v);     /* gauge */
 void metric_observe(struct metric *m, double v); /* histogram */
-double metric_value(const struct metric *m); /* counter/gauge value, histogram count */
+double metric_value(const struct metric *m);     /* counter/gauge value, histogram count */
 
 /* Standard bucket sets (seconds, and batch sizes). */
 extern const double metrics_latency_buckets[];

@@ -25,10 +25,10 @@ extern const size_t n_migrations;
 
 enum schema_status {
     SCHEMA_CURRENT,
-    SCHEMA_PENDING,  /* some migrations not applied yet */
-    SCHEMA_CHANGED,  /* an applied file's checksum differs: refuse to run */
-    SCHEMA_NEWER,    /* the database has migrations this binary does not know */
-    SCHEMA_ERROR     /* could not tell (query failed) */
+    SCHEMA_PENDING, /* some migrations not applied yet */
+    SCHEMA_CHANGED, /* an applied file's checksum differs: refuse to run */
+    SCHEMA_NEWER,   /* the database has migrations this binary does not know */
+    SCHEMA_ERROR    /* could not tell (query failed) */
 };
 
 /*

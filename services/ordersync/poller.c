@@ -27,9 +27,9 @@
 #include "metrics.h"
 #include "normalize.h"
 
-#define PAGE_CAP ((size_t)32 << 20) /* one page of an orders list */
-#define MAX_PAGES 100               /* per run; the cursor carries the rest to the next run */
-#define LEASE "60 seconds" /* a run takes seconds; a crashed run blocks others this long */
+#define PAGE_CAP      ((size_t)32 << 20) /* one page of an orders list */
+#define MAX_PAGES     100                /* per run; the cursor carries the rest to the next run */
+#define LEASE         "60 seconds" /* a run takes seconds; a crashed run blocks others this long */
 #define MAX_BACKOFF_S 3600.0
 
 enum run_state { RUN_IDLE, RUN_CLAIMING, RUN_FETCHING, RUN_STORING };
@@ -227,8 +227,8 @@ static void on_fetched(const struct deliver_result *res, void *data)
         metric_add(s->m_limited, 1);
         s->retry_after_s = res->retry_after_s > 0 ? res->retry_after_s : s->interval_s;
         snprintf(s->err, sizeof(s->err), "HTTP %ld (retry after %.0f s)", st, s->retry_after_s);
-        log_info("poll rate-limited", json_pack("{s:s,s:f}", "source", s->id, "retry_after_s",
-                                                s->retry_after_s));
+        log_info("poll rate-limited",
+                 json_pack("{s:s,s:f}", "source", s->id, "retry_after_s", s->retry_after_s));
         free(s->page_url);
         s->page_url = NULL;
         buf_reset(&s->batch);
@@ -240,8 +240,7 @@ static void on_fetched(const struct deliver_result *res, void *data)
         json_error_t jerr;
         doc = json_loadb(res->body, res->body_len, 0, &jerr);
         if (doc == NULL)
-            snprintf(s->err, sizeof(s->err), "malformed JSON at line %d: %s", jerr.line,
-                     jerr.text);
+            snprintf(s->err, sizeof(s->err), "malformed JSON at line %d: %s", jerr.line, jerr.text);
     } else if (st == 0) {
         snprintf(s->err, sizeof(s->err), "%s", res->error ? res->error : "transport error");
     } else {
@@ -325,9 +324,11 @@ static void fetch(struct psource *s)
     }
     headers[h] = NULL;
     s->pages++;
-    struct deliver_request req = {
-        .url = s->page_url, .get = true, .capture = PAGE_CAP, .headers = headers,
-        .timeout_ms = 30000};
+    struct deliver_request req = {.url = s->page_url,
+                                  .get = true,
+                                  .capture = PAGE_CAP,
+                                  .headers = headers,
+                                  .timeout_ms = 30000};
     s->state = RUN_FETCHING;
     if (deliver_start(s->p->http, &req, on_fetched, s) < 0)
         finish_run(s, 5);
@@ -431,8 +432,8 @@ static void metrics_for(struct psource *s)
     snprintf(l, sizeof(l), "source=\"%s\",result=\"error\"", s->id);
     s->m_error = metrics_counter(n, h, l);
     snprintf(l, sizeof(l), "source=\"%s\"", s->id);
-    s->m_orders = metrics_counter("ordersync_poll_orders_total", "Orders listed by polled sources",
-                                  l);
+    s->m_orders =
+        metrics_counter("ordersync_poll_orders_total", "Orders listed by polled sources", l);
 }
 
 static int set(char **field, const PGresult *res, int r, int c)

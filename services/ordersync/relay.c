@@ -25,10 +25,20 @@
 #include "verify.h"
 
 #define MAX_SCHEDULE 32
-#define PARAM_CAP ((size_t)64 << 20)
+#define PARAM_CAP    ((size_t)64 << 20)
 
-enum stmt_id { S_CLAIM, S_COMPLETE, S_SWEEP, S_NEXT_DUE, S_DESTS, S_PAUSE, S_RESUME, S_DISABLE,
-               S_RELEASE, S_PRUNE };
+enum stmt_id {
+    S_CLAIM,
+    S_COMPLETE,
+    S_SWEEP,
+    S_NEXT_DUE,
+    S_DESTS,
+    S_PAUSE,
+    S_RESUME,
+    S_DISABLE,
+    S_RELEASE,
+    S_PRUNE
+};
 
 static const struct db_stmt stmts[] = {
     [S_CLAIM] = {"claim", "SELECT id, event_id, destination_id, order_id, attempts, payload, age_s"
@@ -212,14 +222,14 @@ static void dest_metrics(struct dest *d)
                                 "", METRIC_COUNTER);
     d->m_in_flight = dest_metric("ordersync_deliveries_in_flight", "Deliveries awaiting a response",
                                  d->id, "", METRIC_GAUGE);
-    d->m_seconds = dest_metric("ordersync_delivery_seconds", "Duration of one HTTP attempt",
-                               d->id, "", METRIC_HISTOGRAM);
+    d->m_seconds = dest_metric("ordersync_delivery_seconds", "Duration of one HTTP attempt", d->id,
+                               "", METRIC_HISTOGRAM);
     d->m_lag = dest_metric("ordersync_delivery_lag_seconds",
                            "Time from ingest commit to the destination's 2xx", d->id, "",
                            METRIC_HISTOGRAM);
-    d->m_paused = dest_metric("ordersync_destination_paused",
-                              "1 while the circuit breaker holds the destination", d->id, "",
-                              METRIC_GAUGE);
+    d->m_paused =
+        dest_metric("ordersync_destination_paused",
+                    "1 while the circuit breaker holds the destination", d->id, "", METRIC_GAUGE);
 }
 
 static int set_str(char **field, const PGresult *res, int row, int col)
@@ -478,8 +488,8 @@ static void pause_dest(struct relay *r, struct dest *d)
     snprintf(fails, sizeof(fails), "%d", d->failures);
     const char *v[3] = {d->id, secs, fails};
     log_warn("destination paused",
-             json_pack("{s:s,s:i,s:f}", "destination", d->id, "consecutive_failures",
-                       d->failures, "pause_s", d->breaker_pause_s));
+             json_pack("{s:s,s:i,s:f}", "destination", d->id, "consecutive_failures", d->failures,
+                       "pause_s", d->breaker_pause_s));
     dest_exec(r, "pause", 3, v);
 }
 
@@ -505,8 +515,11 @@ static void on_delivered(const struct deliver_result *res, void *data)
     metric_add(d->m_attempts, 1);
     metric_observe(d->m_seconds, res->seconds);
     long st = res->http_status;
-    struct result x = {.id = j->id, .status = (int)st, .started = j->started,
-                       .duration_ms = (int)(res->seconds * 1000), .attempt = j->attempt};
+    struct result x = {.id = j->id,
+                       .status = (int)st,
+                       .started = j->started,
+                       .duration_ms = (int)(res->seconds * 1000),
+                       .attempt = j->attempt};
     char err[160] = "";
     if (st >= 200 && st < 300) {
         x.state = "delivered";
@@ -627,8 +640,11 @@ static void start_job(struct relay *r, struct dest *d, const PGresult *res, int 
     }
     const char *headers[] = {"Content-Type: application/json", j->hdr_id, j->hdr_ts, j->hdr_sig,
                              NULL};
-    struct deliver_request req = {.url = j->url, .body = j->payload, .body_len = j->payload_len,
-                                  .headers = headers, .timeout_ms = d->timeout_ms};
+    struct deliver_request req = {.url = j->url,
+                                  .body = j->payload,
+                                  .body_len = j->payload_len,
+                                  .headers = headers,
+                                  .timeout_ms = d->timeout_ms};
     d->in_flight++;
     r->busy_jobs++;
     if (deliver_start(r->http, &req, on_delivered, j) < 0) {

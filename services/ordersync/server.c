@@ -51,8 +51,8 @@ static void on_sources(PGresult *res, const char *err, void *data)
     if (rc < 0)
         log_error("could not load sources", json_pack("{s:i}", "errno", -rc));
     else
-        log_debug("sources loaded", json_pack("{s:i}", "count",
-                                              (int)store_source_count(s->app.store)));
+        log_debug("sources loaded",
+                  json_pack("{s:i}", "count", (int)store_source_count(s->app.store)));
 }
 
 static void reload_sources(struct server *s)
@@ -290,9 +290,8 @@ int server_run(const struct config *cfg)
     http_server_config_defaults(&hcfg);
     rc = http_server_start(app->loop, &hcfg, api_handle, app, &app->http);
     if (rc < 0) {
-        log_error("could not listen",
-                  json_pack("{s:s,s:i,s:s}", "host", cfg->listen_host, "port", cfg->listen_port,
-                            "detail", uv_strerror(rc)));
+        log_error("could not listen", json_pack("{s:s,s:i,s:s}", "host", cfg->listen_host, "port",
+                                                cfg->listen_port, "detail", uv_strerror(rc)));
         goto fail;
     }
     log_info("listening", json_pack("{s:s,s:i,s:s}", "host", cfg->listen_host, "port",
