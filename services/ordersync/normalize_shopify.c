@@ -227,7 +227,7 @@ static int order(const char *source, const json_t *p, json_t **out, struct norm_
     char id[NORM_ID_SIZE], currency[4], created[NORM_TIME_SIZE], updated[NORM_TIME_SIZE];
     char total[NORM_MONEY_SIZE], subtotal[NORM_MONEY_SIZE], tax[NORM_MONEY_SIZE];
     char shipping[NORM_MONEY_SIZE], refunded[NORM_MONEY_SIZE];
-    const char *fin, *ful, *status, *email;
+    const char *fin = NULL, *ful = NULL, *status, *email;
     const json_t *ship_set;
     json_t *o = NULL, *ls = NULL;
     bool oom = false;
