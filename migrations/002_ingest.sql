@@ -29,6 +29,7 @@ DECLARE
     ev_type  text;
     ev_at    timestamptz;
     derived  boolean;
+    fresh    boolean;
     n        integer;
     total    integer := 0;
     stamp    text := to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"');
@@ -41,6 +42,7 @@ BEGIN
         src := e->>'s';
         ev_type := e->>'e';
         derived := ev_type = 'order.sync';
+        fresh := false;
 
         IF ev_type IS NULL THEN
             -- not about orders: record it so the sender stops retrying, emit nothing
@@ -75,15 +77,29 @@ BEGIN
                 ev_type := CASE WHEN merged->>'status' = 'cancelled' THEN 'order.cancelled'
                                 ELSE 'order.created' END;
             END IF;
-            INSERT INTO orders AS t (source_id, external_id, sender_updated_at, doc, raw_payload)
-            VALUES (src, o->>'external_id', ev_at, merged, e->'p')
+            -- a new order is written whole here (one write, not insert + update)
+            INSERT INTO orders AS t (source_id, external_id, number, status, financial_status,
+                                     fulfillment_status, currency, total, subtotal, tax, shipping,
+                                     refunded, customer_email, shipping_address,
+                                     sender_created_at, sender_updated_at, last_event_type, doc,
+                                     raw_payload)
+            VALUES (src, o->>'external_id', merged->>'number',
+                    coalesce(merged->>'status', 'open'), merged->>'financial_status',
+                    merged->>'fulfillment_status', merged->>'currency',
+                    (merged->>'total')::numeric, (merged->>'subtotal')::numeric,
+                    (merged->>'tax')::numeric, (merged->>'shipping')::numeric,
+                    coalesce((merged->>'refunded')::numeric, 0), merged->>'customer_email',
+                    CASE WHEN jsonb_typeof(merged->'shipping_address') = 'object'
+                         THEN merged->'shipping_address' END,
+                    (merged->>'created_at')::timestamptz, ev_at, ev_type, merged, e->'p')
             ON CONFLICT (source_id, external_id) DO NOTHING
             RETURNING * INTO cur;
+            fresh := FOUND;
             EXIT find_order WHEN FOUND;
             -- another transaction created it meanwhile: lock that one
         END LOOP;
 
-        IF derived AND cur.last_event_type IS NOT NULL THEN
+        IF derived AND NOT fresh THEN
             ev_type := CASE
                 WHEN o->>'status' = 'cancelled' AND cur.status <> 'cancelled' THEN 'order.cancelled'
                 WHEN o->>'financial_status' = 'paid'
@@ -99,9 +115,11 @@ BEGIN
         INSERT INTO inbound_events (source_id, dedupe_key, topic, event_type, outcome, order_id,
                                     payload)
         VALUES (src, e->>'k', e->>'t', ev_type,
-                CASE WHEN cur.sender_updated_at > ev_at THEN 'stale'
-                     WHEN cur.sender_updated_at = ev_at AND cur.last_event_type IS NOT NULL
-                          AND (derived OR cur.last_event_type = ev_type) THEN 'stale'
+                CASE WHEN fresh THEN 'applied'
+                     WHEN cur.sender_updated_at > ev_at THEN 'stale'
+                     WHEN cur.sender_updated_at = ev_at
+                          AND (derived OR cur.last_event_type IS NOT DISTINCT FROM ev_type)
+                          THEN 'stale'
                      ELSE 'applied' END,
                 cur.id, e->'p')
         ON CONFLICT (source_id, dedupe_key) DO NOTHING;
@@ -115,17 +133,18 @@ BEGIN
 
         -- Never backwards: an event older than what we hold is recorded, not applied.
         -- Equal times apply (Shopify sends orders/paid and orders/updated with one
-        -- updated_at), unless it is the same event again through another path
-        -- (last_event_type is NULL only for an order created by this very event).
-        IF cur.sender_updated_at > ev_at
-           OR (cur.sender_updated_at = ev_at AND cur.last_event_type IS NOT NULL
-               AND (derived OR cur.last_event_type = ev_type)) THEN
+        -- updated_at), unless it is the same event again through another path.
+        IF NOT fresh AND (cur.sender_updated_at > ev_at
+           OR (cur.sender_updated_at = ev_at
+               AND (derived OR cur.last_event_type IS NOT DISTINCT FROM ev_type))) THEN
             outcome := 'stale';
             RETURN NEXT;
             CONTINUE;
         END IF;
 
-        IF cur.doc IS NOT NULL AND cur.doc ? 'external_id' AND (o->>'partial')::boolean THEN
+        IF fresh THEN
+            merged := cur.doc;
+        ELSIF cur.doc IS NOT NULL AND cur.doc ? 'external_id' AND (o->>'partial')::boolean THEN
             merged := cur.doc || (o - 'partial');
         ELSE
             merged := o - 'partial';
@@ -134,31 +153,36 @@ BEGIN
             merged := merged || '{"status": "cancelled"}';
         END IF;
 
-        UPDATE orders SET
-            number             = merged->>'number',
-            status             = coalesce(merged->>'status', 'open'),
-            financial_status   = merged->>'financial_status',
-            fulfillment_status = merged->>'fulfillment_status',
-            currency           = merged->>'currency',
-            total              = (merged->>'total')::numeric,
-            subtotal           = (merged->>'subtotal')::numeric,
-            tax                = (merged->>'tax')::numeric,
-            shipping           = (merged->>'shipping')::numeric,
-            refunded           = coalesce((merged->>'refunded')::numeric, 0),
-            customer_email     = merged->>'customer_email',
-            shipping_address   = CASE WHEN jsonb_typeof(merged->'shipping_address') = 'object'
-                                      THEN merged->'shipping_address' END,
-            sender_created_at  = (merged->>'created_at')::timestamptz,
-            sender_updated_at  = ev_at,
-            last_event_type    = ev_type,
-            doc                = merged,
-            raw_payload        = e->'p',
-            updated_at         = now()
-        WHERE id = cur.id;
+        IF NOT fresh THEN
+            -- the same columns as the INSERT above, from the merged document
+            UPDATE orders SET
+                number             = merged->>'number',
+                status             = coalesce(merged->>'status', 'open'),
+                financial_status   = merged->>'financial_status',
+                fulfillment_status = merged->>'fulfillment_status',
+                currency           = merged->>'currency',
+                total              = (merged->>'total')::numeric,
+                subtotal           = (merged->>'subtotal')::numeric,
+                tax                = (merged->>'tax')::numeric,
+                shipping           = (merged->>'shipping')::numeric,
+                refunded           = coalesce((merged->>'refunded')::numeric, 0),
+                customer_email     = merged->>'customer_email',
+                shipping_address   = CASE WHEN jsonb_typeof(merged->'shipping_address') = 'object'
+                                          THEN merged->'shipping_address' END,
+                sender_created_at  = (merged->>'created_at')::timestamptz,
+                sender_updated_at  = ev_at,
+                last_event_type    = ev_type,
+                doc                = merged,
+                raw_payload        = e->'p',
+                updated_at         = now()
+            WHERE id = cur.id;
+        END IF;
 
         -- a partial event without lines keeps the lines we have
         IF o ? 'lines' THEN
-            DELETE FROM order_lines WHERE order_lines.order_id = cur.id;
+            IF NOT fresh THEN
+                DELETE FROM order_lines WHERE order_lines.order_id = cur.id;
+            END IF;
             INSERT INTO order_lines (order_id, line_no, sku, title, quantity, unit_price)
             SELECT cur.id, l.ord::integer, l.value->>'sku', l.value->>'title',
                    (l.value->>'quantity')::integer, (l.value->>'unit_price')::numeric
