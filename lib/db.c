@@ -29,11 +29,12 @@ static const char *const state_names[] = {"down",      "resolving", "connecting"
 struct db_query {
     struct db_query *next;
     bool prepared;
-    const char *stmt;
+    const char *stmt; /* points into `copy` */
     int nparams;
-    const char *const *values;
+    const char **values; /* points into `copy` */
     db_result_fn cb;
     void *data;
+    _Alignas(void *) char copy[]; /* values, then the strings: one allocation per query */
 };
 
 struct db {
@@ -548,15 +549,33 @@ int db_query(struct db *db, bool prepared, const char *stmt, int nparams, const 
 {
     if (db->state != DB_READY)
         return -ENOTCONN;
-    struct db_query *q = malloc(sizeof(*q));
+    /*
+     * The query owns copies of its statement and parameters: it may wait in
+     * the queue behind others, and a caller's stack or buffers must not have
+     * to outlive that (a borrowed-parameter contract was a crash waiting to
+     * happen). One malloc: pointer array, then the strings.
+     */
+    size_t need = (size_t)nparams * sizeof(char *) + strlen(stmt) + 1;
+    for (int i = 0; i < nparams; i++)
+        need += values[i] != NULL ? strlen(values[i]) + 1 : 0;
+    struct db_query *q = malloc(sizeof(*q) + need);
     if (q == NULL)
         return -ENOMEM;
-    *q = (struct db_query){.prepared = prepared,
-                           .stmt = stmt,
-                           .nparams = nparams,
-                           .values = values,
-                           .cb = cb,
-                           .data = data};
+    *q = (struct db_query){.prepared = prepared, .nparams = nparams, .cb = cb, .data = data};
+    q->values = (const char **)(void *)q->copy;
+    char *p = q->copy + (size_t)nparams * sizeof(char *);
+    for (int i = 0; i < nparams; i++) {
+        if (values[i] == NULL) {
+            q->values[i] = NULL;
+            continue;
+        }
+        size_t len = strlen(values[i]) + 1;
+        memcpy(p, values[i], len);
+        q->values[i] = p;
+        p += len;
+    }
+    memcpy(p, stmt, strlen(stmt) + 1);
+    q->stmt = p;
     if (db->tail != NULL)
         db->tail->next = q;
     else

@@ -60,9 +60,10 @@ unsigned db_queue_length(const struct db *db);
 
 /*
  * Queues a query: `stmt` is the name of a statement given at open (when
- * `prepared`) or SQL text. Parameters are text, borrowed until the callback
- * runs. Returns 0, or -ENOTCONN when the db is not ready (the callback will
- * not run; answer the caller now).
+ * `prepared`) or SQL text. Parameters are text (NULL for SQL NULL); the
+ * statement and parameters are copied, so the caller's may go away at once.
+ * Returns 0, or -ENOTCONN when the db is not ready (the callback will not
+ * run; answer the caller now).
  */
 int db_query(struct db *db, bool prepared, const char *stmt, int nparams, const char *const *values,
              db_result_fn cb, void *data) __attribute__((warn_unused_result));

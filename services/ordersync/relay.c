@@ -147,8 +147,7 @@ struct relay {
     unsigned busy_jobs;
     struct result *results;
     unsigned n_results, cap_results;
-    /* parameters are borrowed by db_query until the callback: separate sets so
-       a claim, a completion and a release can be queued at the same time */
+    /* reusable buffers for statement parameters (db_query copies them) */
     struct buf params[16]; /* 0-3 claim, 4-13 complete, 14-15 release */
     const char *pv[16];
     long long *released;
@@ -322,46 +321,18 @@ void relay_reload(struct relay *r)
 
 /* ---------------------------------------------------------------- results */
 
-/* A statement with its own copies of its parameters: db_query borrows them until the callback. */
-struct owned_stmt {
-    const char *name;
-    int n;
-    char *vals[3];
-    const char *pv[3];
-};
-
-static void on_owned_done(PGresult *res, const char *err, void *data)
+static void on_dest_stmt(PGresult *res, const char *err, void *data)
 {
-    struct owned_stmt *o = data;
     if (err != NULL)
         log_warn("relay statement failed",
-                 json_pack("{s:s,s:s}", "statement", o->name, "detail", err));
-    for (int i = 0; i < o->n; i++)
-        free(o->vals[i]);
-    free(o);
+                 json_pack("{s:s,s:s}", "statement", (const char *)data, "detail", err));
 }
 
+/* Destination bookkeeping (pause, resume, disable): fire and forget, logged on failure. */
 static void dest_exec(struct relay *r, const char *stmt, int n, const char *const *v)
 {
-    struct owned_stmt *o = calloc(1, sizeof(*o));
-    if (o == NULL)
-        goto fail;
-    o->name = stmt;
-    o->n = n;
-    for (int i = 0; i < n; i++) {
-        o->vals[i] = strdup(v[i]);
-        o->pv[i] = o->vals[i];
-        if (o->vals[i] == NULL)
-            goto fail;
-    }
-    if (db_query(r->db, true, stmt, n, o->pv, on_owned_done, o) == 0)
-        return;
-fail:
-    if (o != NULL)
-        for (int i = 0; i < n; i++)
-            free(o->vals[i]);
-    free(o);
-    log_warn("relay statement not sent", json_pack("{s:s}", "statement", stmt));
+    if (db_query(r->db, true, stmt, n, v, on_dest_stmt, (void *)stmt) < 0)
+        log_warn("relay statement not sent", json_pack("{s:s}", "statement", stmt));
 }
 
 /* Array literal element: quoted, with " and \ escaped, non-ASCII replaced (excerpts are bytes). */
@@ -703,6 +674,7 @@ static void schedule_due(struct relay *r, double secs)
 {
     if (r->stopping)
         return;
+    log_debug("next claim", json_pack("{s:f}", "in_s", secs));
     if (secs > r->cfg.sweep_interval_s)
         secs = r->cfg.sweep_interval_s;
     uint64_t ms = secs > 0 ? (uint64_t)(secs * 1000) + 1 : 1;
@@ -726,6 +698,7 @@ static void on_claim(PGresult *res, const char *err, void *data)
     }
     int n = PQntuples(res);
     metric_add(r->m_claims, 1);
+    log_debug("claimed", json_pack("{s:i}", "rows", n));
     for (int row = 0; row < n; row++) {
         struct dest *d = dest_find(r, PQgetvalue(res, row, 2));
         if (d == NULL || r->stopping) {
