@@ -13,14 +13,15 @@ COPY services services
 COPY migrations migrations
 COPY schema schema
 COPY tests tests
-RUN cmake -S . -B build -DCMAKE_BUILD_TYPE=Release && cmake --build build -j"$(nproc)" --target ordersync
+COPY tools tools
+RUN cmake -S . -B build -DCMAKE_BUILD_TYPE=Release && cmake --build build -j"$(nproc)" --target ordersync downstream
 
 FROM debian:bookworm-slim
 RUN apt-get update -q && apt-get install -y -q --no-install-recommends \
       libuv1 libpq5 libcurl4 libjansson4 libssl3 ca-certificates curl \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --system --no-create-home ordersync
-COPY --from=build /src/build/bin/ordersync /usr/local/bin/ordersync
+COPY --from=build /src/build/bin/ordersync /src/build/bin/downstream /usr/local/bin/
 USER ordersync
 ENV ORDERSYNC_LISTEN=0.0.0.0:8080
 EXPOSE 8080

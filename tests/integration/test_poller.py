@@ -4,14 +4,17 @@ with them."""
 import copy
 import json
 import os
+import sys
 import time
 
 import pytest
 
 import webhooks as wh
-from conftest import FIXTURES, Process, request
+from conftest import FIXTURES, REPO, Process, request
 from receiver import wait_for
-from shop import Shop
+
+sys.path.insert(0, os.path.join(REPO, "services", "shopsim"))
+from shopsim import Shop  # noqa: E402
 
 TEMPLATE = json.load(open(os.path.join(FIXTURES, "shopify_order_create.json")))
 
