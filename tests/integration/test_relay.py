@@ -309,3 +309,35 @@ def test_two_processes_share_the_work_without_double_delivery(stack, db, receive
         assert len(ids) == 30 and len(set(ids)) == 30
     owners = db.scalar("SELECT count(DISTINCT attempt) FROM delivery_attempts")
     assert owners == 1  # each row delivered once, at its first attempt
+
+
+def test_rotation_signs_with_both_secrets(stack, db, receivers):
+    new = "whsec_" + __import__("base64").b64encode(b"a brand new destination secret!").decode()
+    db.query("UPDATE destinations SET previous_secret = secret, secret = %s WHERE id = 'inventory'",
+             (new,))
+    inv = receivers["inventory"]
+    p = stack()
+    send(p, 30000)
+    wait_for(lambda: len(inv.accepted()) == 1, what="delivery")
+    rec = inv.accepted()[0]
+    sigs = rec["headers"]["webhook-signature"].split(" ")
+    assert len(sigs) == 2
+    # a receiver on the old secret and one on the new both accept it
+    assert wh.verify_standard(rec["headers"], rec["body"], wh.DEST_SECRET)
+    assert wh.verify_standard(rec["headers"], rec["body"], new)
+
+
+def test_connection_closed_by_receiver_is_retried(stack, db, receivers):
+    inv = receivers["inventory"]
+    calls = {"n": 0}
+
+    def behaviour(rec):
+        calls["n"] += 1
+        return ("close", {}, b"") if calls["n"] == 1 else (200, {}, b"ok")
+    inv.behaviour = behaviour
+    p = stack()
+    send(p, 31000)
+    wait_for(lambda: len(inv.accepted()) == 1, what="delivery after a dropped connection")
+    err = db.scalar("SELECT error FROM delivery_attempts WHERE destination_id = 'inventory'"
+                    " AND http_status IS NULL")
+    assert err, "the failed attempt is recorded with its transport error"
