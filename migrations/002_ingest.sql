@@ -5,7 +5,7 @@
 -- round trip and one fsync for the whole batch. Each element:
 --   {"s": source id, "k": dedupe key, "t": sender topic, "e": event type or null
 --    (topic not about orders), "o": canonical order or null, "p": raw payload}
--- The result has one row per element, in order: its outcome ('applied',
+-- The result has one row per element, with its index in the array: its outcome ('applied',
 -- 'stale', 'ignored', 'duplicate'), the order id and how many outbox rows it made.
 --
 -- "e" may also be 'order.sync': an order state read by a poller rather than
@@ -34,9 +34,12 @@ DECLARE
     total    integer := 0;
     stamp    text := to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"');
 BEGIN
-    idx := -1;
-    FOR e IN SELECT value FROM jsonb_array_elements(batch) LOOP
-        idx := idx + 1;
+    -- Elements run in lock order (source, order id), so two batches committing
+    -- in parallel on two connections never wait for each other in a cycle; the
+    -- events of one order keep their arrival order. idx says which is which.
+    FOR e, idx IN SELECT a.value, (a.ord - 1)::integer
+                    FROM jsonb_array_elements(batch) WITH ORDINALITY AS a(value, ord)
+                   ORDER BY a.value->>'s', a.value->'o'->>'external_id', a.ord LOOP
         order_id := NULL;
         emitted := 0;
         src := e->>'s';

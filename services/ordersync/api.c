@@ -141,7 +141,7 @@ static void handle_webhook(struct app *app, struct http_request *req, const char
                         src->id, NULL, 0);
         return;
     }
-    if (!db_is_ready(app->db_ingest) || app->stopping) {
+    if (!ingest_ready(app->ingest) || app->stopping) {
         char ra[16];
         snprintf(ra, sizeof(ra), "%lld", (long long)app->cfg->retry_after_s);
         struct http_header h = {"Retry-After", ra};
@@ -176,14 +176,14 @@ static void handle_webhook(struct app *app, struct http_request *req, const char
 
 static void handle_readyz(struct app *app, struct http_request *req)
 {
-    bool db = db_is_ready(app->db_ingest);
+    bool db = ingest_ready(app->ingest);
     bool ready = db && app->schema_current && store_loaded(app->store) && !app->stopping;
     json_t *body = json_pack("{s:s,s:s,s:s,s:i}", "status", ready ? "ready" : "unavailable",
                              "database", db ? "connected" : "disconnected", "schema",
                              app->schema_current ? "current" : "not current", "sources",
                              (int)store_source_count(app->store));
     if (body != NULL && !db)
-        json_object_set_new(body, "detail", json_string(db_last_error(app->db_ingest)));
+        json_object_set_new(body, "detail", json_string(ingest_last_error(app->ingest)));
     char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
     json_decref(body);
     api_reply(req, ready ? 200 : 503, text ? text : "{}", NULL, NULL);
@@ -194,7 +194,7 @@ static void handle_metrics(struct app *app, struct http_request *req)
 {
     metric_set(
         metrics_gauge("ordersync_db_connected", "1 when the connection is ready", "db=\"ingest\""),
-        db_is_ready(app->db_ingest));
+        ingest_ready(app->ingest));
     metric_set(
         metrics_gauge("ordersync_db_connected", "1 when the connection is ready", "db=\"aux\""),
         db_is_ready(app->db_aux));

@@ -19,8 +19,9 @@ struct app {
     uv_loop_t *loop;
     const struct config *cfg;
     struct http_server *http;
-    struct db *db_ingest; /* group commits */
-    struct db *db_aux;    /* LISTEN, config reloads, schema checks */
+    struct db *db_ingest[INGEST_MAX_CONNECTIONS]; /* group commits, one batch in flight each */
+    unsigned n_ingest;
+    struct db *db_aux; /* LISTEN, config reloads, schema checks */
     struct store *store;
     struct ingest *ingest;
     struct feed *feed;

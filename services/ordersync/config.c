@@ -44,6 +44,8 @@ static const struct setting settings[] = {
      "idle keep-alive connections are closed after this"},
     {"ORDERSYNC_BATCH_MAX", T_INT, "256", 1, 10000, F(batch_max),
      "most webhooks committed in one transaction (group commit)"},
+    {"ORDERSYNC_INGEST_CONNECTIONS", T_INT, "2", 1, 16, F(ingest_connections),
+     "database connections committing batches in parallel"},
     {"ORDERSYNC_RETRY_AFTER_S", T_INT, "5", 1, 3600, F(retry_after_s),
      "Retry-After sent with 503 when Postgres is unavailable"},
     {"ORDERSYNC_RELOAD_INTERVAL_S", T_INT, "30", 1, 86400, F(reload_interval_s),

@@ -20,17 +20,21 @@
 
 /* A batch's JSON is capped: batch_max bodies of at most max_body each fit easily. */
 #define BATCH_JSON_CAP ((size_t)1 << 30)
+/* A batch that lost a deadlock or serialization race is re-run this many times */
+#define MAX_TRANSIENT_TRIES 3
 
 struct item {
     struct item *next;
     struct http_request *req;
     char *source_id;
     struct inbound_event ev;
-    bool solo; /* re-run alone after its batch failed on data */
+    bool solo;   /* re-run alone after its batch failed on data */
+    int retries; /* transient failures (deadlock, serialization) so far */
 };
 
 struct batch {
     struct ingest *ing;
+    unsigned conn; /* index in ing->dbs */
     struct item *items;
     unsigned n;
     struct buf json;
@@ -40,13 +44,14 @@ struct batch {
 
 struct ingest {
     uv_loop_t *loop;
-    struct db *db;
+    struct db *dbs[INGEST_MAX_CONNECTIONS];
+    bool busy[INGEST_MAX_CONNECTIONS]; /* a batch is in flight on that connection */
+    unsigned n_dbs;
     struct ingest_config cfg;
     uv_check_t check;
     struct item *head, *tail;
     unsigned queued;
-    unsigned in_flight; /* items in the batch being committed */
-    bool busy;          /* a batch is in flight */
+    unsigned in_flight; /* items in batches being committed */
 
     struct metric *m_tx_ok, *m_tx_failed, *m_tx_split, *m_batch_size, *m_commit_seconds;
     struct metric *m_accepted, *m_duplicate, *m_stale, *m_ignored, *m_db_errors;
@@ -136,8 +141,8 @@ static void on_batch_done(PGresult *res, const char *err, void *data)
 {
     struct batch *b = data;
     struct ingest *ing = b->ing;
-    ing->busy = false;
-    ing->in_flight = 0;
+    ing->busy[b->conn] = false;
+    ing->in_flight -= b->n;
     double secs = (double)(uv_hrtime() - b->t0) / 1e9;
 
     if (res == NULL) {
@@ -148,7 +153,7 @@ static void on_batch_done(PGresult *res, const char *err, void *data)
         for (struct item *it = b->items; it != NULL; it = it->next)
             reply_unavailable(ing, it, err ? err : "connection to the database lost");
         batch_free(b);
-        fail_queued(ing, "connection to the database lost");
+        flush(ing); /* another connection may still be up; if none, the queue gets 503 */
         return;
     }
     if (err != NULL) {
@@ -158,29 +163,40 @@ static void on_batch_done(PGresult *res, const char *err, void *data)
         log_warn("ingest transaction failed",
                  json_pack("{s:s,s:s,s:i}", "sqlstate", sqlstate ? sqlstate : "", "detail", err,
                            "batch", (int)b->n));
-        if (b->n > 1 && !transient_sqlstate(sqlstate)) {
-            /* re-run each alone, ahead of what is queued, to find the bad one */
-            metric_add(ing->m_tx_split, 1);
-            struct item *it = b->items, *last = NULL;
-            for (; it != NULL; it = it->next) {
-                it->solo = true;
-                last = it;
+        bool transient = transient_sqlstate(sqlstate);
+        struct item *retry = NULL, **tailp = &retry;
+        for (struct item *it = b->items, *next; it != NULL; it = next) {
+            next = it->next;
+            it->next = NULL;
+            if ((transient && ++it->retries < MAX_TRANSIENT_TRIES) || (!transient && b->n > 1)) {
+                /* a lost race is run again as is; a data error alone, to find the culprit */
+                it->solo = it->solo || !transient;
+                *tailp = it;
+                tailp = &it->next;
+                continue;
             }
+            if (transient)
+                reply_unavailable(ing, it, "the transaction failed; retry later");
+            else
+                api_reply_error(it->req, 422, "rejected_by_database",
+                                "the order was refused by a database constraint", it->source_id,
+                                NULL, 0);
+            item_free(it);
+        }
+        b->items = NULL;
+        if (retry != NULL) {
+            /* ahead of what is queued: these were received first */
+            if (!transient)
+                metric_add(ing->m_tx_split, 1);
+            unsigned n = 0;
+            struct item *last = retry;
+            for (struct item *it = retry; it != NULL; it = it->next, n++)
+                last = it;
             last->next = ing->head;
-            ing->head = b->items;
+            ing->head = retry;
             if (ing->tail == NULL)
                 ing->tail = last;
-            ing->queued += b->n;
-            b->items = NULL;
-        } else {
-            for (struct item *it = b->items; it != NULL; it = it->next) {
-                if (transient_sqlstate(sqlstate))
-                    reply_unavailable(ing, it, "the transaction failed; retry later");
-                else
-                    api_reply_error(it->req, 422, "rejected_by_database",
-                                    "the order was refused by a database constraint", it->source_id,
-                                    NULL, 0);
-            }
+            ing->queued += n;
         }
         batch_free(b);
         flush(ing);
@@ -190,21 +206,33 @@ static void on_batch_done(PGresult *res, const char *err, void *data)
     metric_add(ing->m_tx_ok, 1);
     metric_observe(ing->m_batch_size, b->n);
     metric_observe(ing->m_commit_seconds, secs);
-    /* ingest_batch() returns one row per element, in order */
+    /* ingest_batch() returns one row per element, with its index (it works in
+       lock order, not arrival order) */
+    struct item *by_idx_small[256];
+    struct item **by_idx = b->n <= 256 ? by_idx_small : calloc(b->n, sizeof(*by_idx));
     int total_emitted = 0;
-    int rows = PQntuples(res);
-    int r = 0;
-    for (struct item *it = b->items; it != NULL; it = it->next, r++) {
-        if (r < rows && atoi(PQgetvalue(res, r, 0)) == r) {
-            int emitted = atoi(PQgetvalue(res, r, 3));
-            total_emitted += emitted;
-            reply_outcome(ing, it, PQgetvalue(res, r, 1), PQgetvalue(res, r, 2), emitted);
-        } else {
-            /* a bug in ingest_batch(); never leave a sender hanging */
-            api_reply_error(it->req, 500, "internal_error",
-                            "the batch result had no row for this request", it->source_id, NULL, 0);
-        }
+    unsigned i = 0;
+    for (struct item *it = b->items; it != NULL && by_idx != NULL; it = it->next)
+        by_idx[i++] = it;
+    for (int r = 0; r < PQntuples(res) && by_idx != NULL; r++) {
+        long idx = atol(PQgetvalue(res, r, 0));
+        if (idx < 0 || (unsigned long)idx >= b->n || by_idx[idx] == NULL)
+            continue;
+        int emitted = atoi(PQgetvalue(res, r, 3));
+        total_emitted += emitted;
+        reply_outcome(ing, by_idx[idx], PQgetvalue(res, r, 1), PQgetvalue(res, r, 2), emitted);
+        by_idx[idx] = NULL;
     }
+    i = 0;
+    for (struct item *it = b->items; it != NULL; it = it->next, i++) {
+        if (by_idx != NULL && by_idx[i] == NULL)
+            continue;
+        /* no row for it: a bug in ingest_batch(); never leave a sender hanging */
+        api_reply_error(it->req, 500, "internal_error",
+                        "the batch result had no row for this request", it->source_id, NULL, 0);
+    }
+    if (by_idx != by_idx_small)
+        free(by_idx);
     batch_free(b);
     if (total_emitted > 0 && ing->cfg.on_committed != NULL)
         ing->cfg.on_committed(ing->cfg.data);
@@ -237,21 +265,16 @@ static int append_item(struct buf *out, const struct item *it)
     return rc;
 }
 
-static void flush(struct ingest *ing)
+/* Sends what is queued as one batch on connection `c`. */
+static void send_batch(struct ingest *ing, unsigned c)
 {
-    if (ing->busy || ing->head == NULL)
-        return;
-    if (!db_is_ready(ing->db)) {
-        fail_queued(ing, db_last_error(ing->db)[0] ? db_last_error(ing->db)
-                                                   : "the database is not connected");
-        return;
-    }
     struct batch *b = calloc(1, sizeof(*b));
     if (b == NULL) {
         fail_queued(ing, "out of memory");
         return;
     }
     b->ing = ing;
+    b->conn = c;
     buf_init(&b->json, BATCH_JSON_CAP);
     int rc = buf_append_str(&b->json, "[");
     struct item *last = NULL;
@@ -281,7 +304,7 @@ static void flush(struct ingest *ing)
     if (rc == 0) {
         b->params[0] = b->json.data;
         b->t0 = uv_hrtime();
-        rc = db_query(ing->db, true, "ingest_batch", 1, b->params, on_batch_done, b);
+        rc = db_query(ing->dbs[c], true, "ingest_batch", 1, b->params, on_batch_done, b);
     }
     if (rc < 0) {
         for (struct item *it = b->items; it != NULL; it = it->next)
@@ -291,8 +314,31 @@ static void flush(struct ingest *ing)
         batch_free(b);
         return;
     }
-    ing->busy = true;
-    ing->in_flight = b->n;
+    /* the statement holds its own copy: the JSON can go now */
+    buf_free(&b->json);
+    ing->busy[c] = true;
+    ing->in_flight += b->n;
+}
+
+/*
+ * Everything queued goes out, one batch per idle connection; with every
+ * connection busy the queue grows into the next batch (that is the group
+ * commit: the busier the database, the bigger the batches).
+ */
+static void flush(struct ingest *ing)
+{
+    bool any_ready = false;
+    for (unsigned c = 0; c < ing->n_dbs && ing->head != NULL; c++) {
+        if (!db_is_ready(ing->dbs[c]))
+            continue;
+        any_ready = true;
+        if (!ing->busy[c])
+            send_batch(ing, c);
+    }
+    if (!any_ready && ing->head != NULL) {
+        const char *why = db_last_error(ing->dbs[0]);
+        fail_queued(ing, why[0] ? why : "the database is not connected");
+    }
 }
 
 static void on_check(uv_check_t *h)
@@ -300,13 +346,17 @@ static void on_check(uv_check_t *h)
     flush(h->data);
 }
 
-int ingest_new(uv_loop_t *loop, struct db *db, const struct ingest_config *cfg, struct ingest **out)
+int ingest_new(uv_loop_t *loop, struct db *const *dbs, unsigned n_dbs,
+               const struct ingest_config *cfg, struct ingest **out)
 {
+    if (n_dbs == 0 || n_dbs > INGEST_MAX_CONNECTIONS)
+        return -EINVAL;
     struct ingest *ing = calloc(1, sizeof(*ing));
     if (ing == NULL)
         return -ENOMEM;
     ing->loop = loop;
-    ing->db = db;
+    memcpy(ing->dbs, dbs, n_dbs * sizeof(*dbs));
+    ing->n_dbs = n_dbs;
     ing->cfg = *cfg;
     if (ing->cfg.batch_max == 0)
         ing->cfg.batch_max = 256;
@@ -365,6 +415,19 @@ void ingest_submit(struct ingest *ing, struct http_request *req, const char *sou
         ing->head = it;
     ing->tail = it;
     ing->queued++;
+}
+
+bool ingest_ready(const struct ingest *ing)
+{
+    for (unsigned c = 0; c < ing->n_dbs; c++)
+        if (db_is_ready(ing->dbs[c]))
+            return true;
+    return false;
+}
+
+const char *ingest_last_error(const struct ingest *ing)
+{
+    return db_last_error(ing->dbs[0]);
 }
 
 unsigned ingest_pending(const struct ingest *ing)

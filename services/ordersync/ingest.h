@@ -4,8 +4,8 @@
  * Requests that passed verification and normalization are queued with
  * ingest_submit(). After the loop's I/O phase (a uv_check handle), everything
  * queued goes to Postgres as ONE statement, `SELECT * FROM ingest_batch($1)`,
- * and so one transaction and one fsync; while a batch is in flight the next
- * one accumulates. Each request is answered only after its batch committed:
+ * and so one transaction and one fsync; while a batch is in flight on every
+ * connection the next one accumulates. Each request is answered only after its batch committed:
  * 200 with its outcome, or 503 + Retry-After when the database is away.
  * A batch that fails on data is re-run one request per transaction, so one
  * bad request never fails the others.
@@ -22,6 +22,8 @@
 
 struct ingest;
 
+#define INGEST_MAX_CONNECTIONS 16
+
 struct ingest_config {
     unsigned batch_max;     /* most requests per transaction */
     unsigned retry_after_s; /* sent with 503 */
@@ -30,8 +32,13 @@ struct ingest_config {
     void *data;
 };
 
-/* Returns 0 or a negative errno. `db` is borrowed and must outlive the ingest. */
-int ingest_new(uv_loop_t *loop, struct db *db, const struct ingest_config *cfg, struct ingest **out)
+/*
+ * Returns 0 or a negative errno. `dbs` (n_dbs of them, at most
+ * INGEST_MAX_CONNECTIONS) are borrowed and must outlive the ingest; a batch is
+ * in flight on each at most, so n_dbs transactions run in parallel.
+ */
+int ingest_new(uv_loop_t *loop, struct db *const *dbs, unsigned n_dbs,
+               const struct ingest_config *cfg, struct ingest **out)
     __attribute__((warn_unused_result));
 
 /*
@@ -41,6 +48,10 @@ int ingest_new(uv_loop_t *loop, struct db *db, const struct ingest_config *cfg, 
 void ingest_submit(struct ingest *ing, struct http_request *req, const char *source_id,
                    struct inbound_event *ev);
 
+/* True when at least one connection can take a batch. */
+bool ingest_ready(const struct ingest *ing);
+/* Why the connections are down ("" when they are not); borrowed. */
+const char *ingest_last_error(const struct ingest *ing);
 /* Requests queued or in flight. */
 unsigned ingest_pending(const struct ingest *ing);
 

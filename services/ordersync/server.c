@@ -1,7 +1,8 @@
 /*
- * server: wiring. Two database connections: `ingest` carries only group
- * commits (so a slow reload never delays an ack), `aux` carries LISTEN, the
- * sources reload and the schema check.
+ * server: wiring. Database connections: `ingest1..N` carry only group
+ * commits (so a slow reload never delays an ack; N batches commit in
+ * parallel), `aux` carries LISTEN, reloads, the schema check and the pollers'
+ * statements, `relay` and `feed` their own work.
  *
  * Shutdown: stop accepting; let what is queued or in flight commit and be
  * answered; then close everything. A timer bounds the wait.
@@ -182,7 +183,8 @@ static void close_all(struct server *s)
     relay_free(&s->relay);
     uv_close((uv_handle_t *)&s->sigterm, NULL);
     uv_close((uv_handle_t *)&s->sigint, NULL);
-    db_close(&s->app.db_ingest);
+    for (unsigned i = 0; i < s->app.n_ingest; i++)
+        db_close(&s->app.db_ingest[i]);
     db_close(&s->app.db_aux); /* before the poller: its statements call back into it */
     poller_free(&s->poller);
     ingest_free(&s->app.ingest);
@@ -259,11 +261,16 @@ int server_run(const struct config *cfg)
     app->store = store_new();
     if (app->store == NULL)
         goto fail;
-    rc = db_open(app->loop, cfg->database_url, "ingest", ingest_stmts,
-                 (int)(sizeof(ingest_stmts) / sizeof(ingest_stmts[0])), &ingest_cbs, s,
-                 &app->db_ingest);
-    if (rc < 0)
-        goto fail;
+    for (unsigned i = 0; i < (unsigned)cfg->ingest_connections; i++) {
+        char name[24];
+        snprintf(name, sizeof(name), "ingest%u", i + 1);
+        rc = db_open(app->loop, cfg->database_url, name, ingest_stmts,
+                     (int)(sizeof(ingest_stmts) / sizeof(ingest_stmts[0])), &ingest_cbs, s,
+                     &app->db_ingest[i]);
+        if (rc < 0)
+            goto fail;
+        app->n_ingest++;
+    }
     rc = db_open(app->loop, cfg->database_url, "aux", NULL, 0, &aux_cbs, s, &app->db_aux);
     if (rc < 0)
         goto fail;
@@ -271,7 +278,7 @@ int server_run(const struct config *cfg)
                                  .retry_after_s = (unsigned)cfg->retry_after_s,
                                  .on_committed = on_committed,
                                  .data = s};
-    rc = ingest_new(app->loop, app->db_ingest, &icfg, &app->ingest);
+    rc = ingest_new(app->loop, app->db_ingest, app->n_ingest, &icfg, &app->ingest);
     if (rc < 0)
         goto fail;
     rc = feed_new(app->loop, cfg->database_url, &app->feed);
@@ -330,7 +337,7 @@ int server_run(const struct config *cfg)
 
     uv_run(app->loop, UV_RUN_DEFAULT);
     /* after uv_stop (second signal) handles may still be open: close and drain them */
-    if (app->http != NULL || app->db_ingest != NULL) {
+    if (app->http != NULL || app->db_aux != NULL) {
         if (!uv_is_closing((uv_handle_t *)&s->stop_timer))
             close_all(s);
         uv_run(app->loop, UV_RUN_DEFAULT);
@@ -349,7 +356,8 @@ fail:
     relay_free(&s->relay);
     http_server_close(&app->http, NULL, NULL);
     feed_free(&app->feed);
-    db_close(&app->db_ingest);
+    for (unsigned i = 0; i < app->n_ingest; i++)
+        db_close(&app->db_ingest[i]);
     db_close(&app->db_aux);
     ingest_free(&app->ingest);
     uv_run(app->loop, UV_RUN_DEFAULT);
