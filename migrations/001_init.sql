@@ -88,8 +88,9 @@ CREATE TABLE orders (
     -- with sender_updated_at, tells a redelivery of the same state through
     -- another path (webhook after poll, or the reverse) from a new event
     last_event_type    text,
-    doc                jsonb NOT NULL,  -- the canonical order (schema/order.schema.json)
-    raw_payload        jsonb NOT NULL,  -- the last payload applied, as the sender sent it
+    -- the canonical order (schema/order.schema.json); the raw payloads, as the
+    -- sender sent them, are stored once, in inbound_events (by order_id)
+    doc                jsonb NOT NULL,
     created_at         timestamptz NOT NULL DEFAULT now(),
     updated_at         timestamptz NOT NULL DEFAULT now(),
     UNIQUE (source_id, external_id)
@@ -126,7 +127,9 @@ CREATE INDEX inbound_events_received ON inbound_events USING brin (received_at);
 -- order row is locked while its events are inserted, so ids follow commit order.
 CREATE TABLE outbox (
     id              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    event_id        uuid NOT NULL,  -- sent as webhook-id ('msg_' + hex); stable across retries
+    -- sent as webhook-id ('msg_' + hex); stable across retries; one per event,
+    -- shared by its destinations (gen_random_uuid: no unique index to maintain)
+    event_id        uuid NOT NULL,
     order_id        bigint NOT NULL REFERENCES orders (id) ON DELETE CASCADE,
     destination_id  text NOT NULL REFERENCES destinations (id) ON DELETE CASCADE,
     event_type      text NOT NULL CHECK (event_type IN ('order.created', 'order.updated',
@@ -143,7 +146,6 @@ CREATE TABLE outbox (
     last_error      text,
     created_at      timestamptz NOT NULL DEFAULT now(),
     delivered_at    timestamptz,
-    UNIQUE (event_id, destination_id),
     CHECK (state <> 'delivering' OR lease_until IS NOT NULL),
     CHECK (state <> 'delivered' OR delivered_at IS NOT NULL)
 );
@@ -155,6 +157,10 @@ CREATE INDEX outbox_dead ON outbox (destination_id) WHERE state = 'dead';
 -- Per-order lookups (ordering check, views, pruning cascades).
 CREATE INDEX outbox_order ON outbox (order_id, destination_id, id);
 CREATE INDEX outbox_created ON outbox USING brin (created_at);
+-- Claims read a destination's pending rows in id order; whether the planner
+-- walks outbox_pending or the primary key depends on how many rows it thinks
+-- are pending for that destination: give it the joint distribution.
+CREATE STATISTICS outbox_dest_state (mcv) ON destination_id, state FROM outbox;
 
 CREATE TABLE delivery_attempts (
     id               bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -246,3 +252,9 @@ SELECT o.id AS order_id,
 FROM orders o
 LEFT JOIN outbox ob ON ob.order_id = o.id
 GROUP BY o.id;
+
+-- Payloads are a few KB of JSON: lz4 compresses them several times faster
+-- than the default pglz, which profiles showed as a fifth of ingest's CPU.
+ALTER TABLE inbound_events ALTER COLUMN payload SET COMPRESSION lz4;
+ALTER TABLE orders ALTER COLUMN doc SET COMPRESSION lz4;
+ALTER TABLE outbox ALTER COLUMN payload SET COMPRESSION lz4;

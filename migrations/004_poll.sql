@@ -100,3 +100,6 @@ BEGIN
     RETURN NEXT;
 END;
 $$;
+
+ALTER FUNCTION ingest_poll(text, text, jsonb, boolean, text, text, text, integer, text, text,
+                           integer) SET jit = off;
