@@ -357,6 +357,75 @@ int norm_quantity(const json_t *v, const char *path, json_int_t *out, struct nor
     return 0;
 }
 
+int norm_lines(const json_t *items, const char *array_name, const char *title_key,
+               const char *price_key, int minor, bool strict, json_t **out, struct norm_err *e)
+{
+    json_t *arr;
+    const json_t *it;
+    size_t i;
+    char p[128];
+    int rc;
+
+    if (!json_is_array(items))
+        return norm_fail(e, array_name, "must be an array");
+    arr = json_array();
+    if (arr == NULL)
+        return -ENOMEM;
+    json_array_foreach(items, i, it)
+    {
+        const json_t *sku = json_object_get(it, "sku");
+        const json_t *title = json_object_get(it, title_key);
+        const json_t *price_v = json_object_get(it, price_key);
+        char price[NORM_MONEY_SIZE];
+        json_int_t qty = 0; /* set by norm_quantity; -Wmaybe-uninitialized at -O2 cannot tell */
+        json_t *line;
+        bool oom = false;
+
+        snprintf(p, sizeof(p), "%s[%zu].sku", array_name, i);
+        if (strict && sku != NULL && !json_is_null(sku) && !json_is_string(sku)) {
+            rc = norm_fail(e, p, "must be a string or null");
+            goto fail;
+        }
+        snprintf(p, sizeof(p), "%s[%zu].%s", array_name, i, title_key);
+        if (!json_is_string(title)) {
+            rc = norm_fail(e, p, "must be a string");
+            goto fail;
+        }
+        snprintf(p, sizeof(p), "%s[%zu].quantity", array_name, i);
+        rc = norm_quantity(json_object_get(it, "quantity"), p, &qty, e);
+        if (rc < 0)
+            goto fail;
+        snprintf(p, sizeof(p), "%s[%zu].%s", array_name, i, price_key);
+        /* Canonical amounts are strings: a JSON number would already have lost exactness. */
+        if (strict && !json_is_string(price_v)) {
+            rc = norm_fail(e, p, "must be a decimal string like \"12.34\"");
+            goto fail;
+        }
+        rc = norm_money(price_v, minor, p, price, e);
+        if (rc < 0)
+            goto fail;
+        line = json_object();
+        if (line == NULL || json_array_append_new(arr, line) != 0) {
+            rc = -ENOMEM;
+            goto fail;
+        }
+        /* WooCommerce sends "" for products without a SKU: null, like a missing one. */
+        norm_put(line, "sku", norm_string_or_null(norm_str(sku)), &oom);
+        norm_put(line, "title", json_string(json_string_value(title)), &oom);
+        norm_put(line, "quantity", json_integer(qty), &oom);
+        norm_put(line, "unit_price", json_string(price), &oom);
+        if (oom) {
+            rc = -ENOMEM;
+            goto fail;
+        }
+    }
+    *out = arr;
+    return 0;
+fail:
+    json_decref(arr);
+    return rc;
+}
+
 const char *norm_str(const json_t *v)
 {
     if (!json_is_string(v) || json_string_length(v) == 0)

@@ -75,6 +75,18 @@ int norm_id(const json_t *v, const char *path, char out[NORM_ID_SIZE], struct no
 /* A positive integer quantity. */
 int norm_quantity(const json_t *v, const char *path, json_int_t *out, struct norm_err *e);
 
+/*
+ * A sender's array of line items → canonical lines [{sku, title, quantity,
+ * unit_price}] in *out (new reference). array_name is the array's path in
+ * error messages ("line_items", "data.lines"); title_key and price_key name
+ * the item's title and price fields; prices go through norm_money with
+ * `minor`. A missing, empty or non-string sku becomes null, unless strict
+ * (canonical input), where a sku must be a string or null and a price a
+ * decimal string.
+ */
+int norm_lines(const json_t *items, const char *array_name, const char *title_key,
+               const char *price_key, int minor, bool strict, json_t **out, struct norm_err *e);
+
 /* v if it is a non-empty string, else NULL (borrowed). */
 const char *norm_str(const json_t *v);
 

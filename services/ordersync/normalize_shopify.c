@@ -138,61 +138,6 @@ static json_t *address(const json_t *a)
         norm_str(json_object_get(a, "country_code")));
 }
 
-static int lines(const json_t *items, int minor, json_t **out, struct norm_err *e)
-{
-    json_t *arr = json_array();
-    const json_t *it;
-    size_t i;
-    char path[64];
-    int rc;
-
-    if (arr == NULL)
-        return -ENOMEM;
-    if (!json_is_array(items)) {
-        rc = norm_fail(e, "line_items", "must be an array");
-        goto fail;
-    }
-    json_array_foreach(items, i, it)
-    {
-        char price[NORM_MONEY_SIZE];
-        json_int_t qty;
-        json_t *line;
-        bool oom = false;
-
-        snprintf(path, sizeof(path), "line_items[%zu].title", i);
-        if (!json_is_string(json_object_get(it, "title"))) {
-            rc = norm_fail(e, path, "must be a string");
-            goto fail;
-        }
-        snprintf(path, sizeof(path), "line_items[%zu].quantity", i);
-        rc = norm_quantity(json_object_get(it, "quantity"), path, &qty, e);
-        if (rc < 0)
-            goto fail;
-        snprintf(path, sizeof(path), "line_items[%zu].price", i);
-        rc = norm_money(json_object_get(it, "price"), minor, path, price, e);
-        if (rc < 0)
-            goto fail;
-        line = json_object();
-        if (line == NULL || json_array_append_new(arr, line) != 0) {
-            rc = -ENOMEM;
-            goto fail;
-        }
-        norm_put(line, "sku", norm_string_or_null(norm_str(json_object_get(it, "sku"))), &oom);
-        norm_put(line, "title", json_string(json_string_value(json_object_get(it, "title"))), &oom);
-        norm_put(line, "quantity", json_integer(qty), &oom);
-        norm_put(line, "unit_price", json_string(price), &oom);
-        if (oom) {
-            rc = -ENOMEM;
-            goto fail;
-        }
-    }
-    *out = arr;
-    return 0;
-fail:
-    json_decref(arr);
-    return rc;
-}
-
 static int refund(const char *source, const json_t *r, json_t **out, struct norm_err *e)
 {
     char id[NORM_ID_SIZE], updated[NORM_TIME_SIZE];
@@ -271,7 +216,8 @@ static int order(const char *source, const json_t *p, json_t **out, struct norm_
     rc = norm_time(json_object_get(p, "updated_at"), false, "updated_at", updated, e);
     if (rc < 0)
         return rc;
-    rc = lines(json_object_get(p, "line_items"), minor, &ls, e);
+    rc = norm_lines(json_object_get(p, "line_items"), "line_items", "title", "price", minor, false,
+                    &ls, e);
     if (rc < 0)
         return rc;
     /* A cancelled order is also closed by Shopify; cancellation is the news. */

@@ -96,70 +96,6 @@ static int address(const json_t *v, const char *path, json_t **out, struct norm_
     return *out != NULL ? 0 : -ENOMEM;
 }
 
-static int lines(const json_t *v, const char *path, json_t **out, struct norm_err *e)
-{
-    json_t *arr;
-    const json_t *it;
-    size_t i;
-    char p[128];
-    int rc;
-
-    if (!json_is_array(v))
-        return norm_fail(e, path, "must be an array");
-    arr = json_array();
-    if (arr == NULL)
-        return -ENOMEM;
-    json_array_foreach(v, i, it)
-    {
-        const json_t *sku = json_object_get(it, "sku");
-        char price[NORM_MONEY_SIZE];
-        json_int_t qty;
-        json_t *line;
-        bool oom = false;
-
-        snprintf(p, sizeof(p), "%s[%zu].sku", path, i);
-        if (sku != NULL && !json_is_null(sku) && !json_is_string(sku)) {
-            rc = norm_fail(e, p, "must be a string or null");
-            goto fail;
-        }
-        snprintf(p, sizeof(p), "%s[%zu].title", path, i);
-        if (!json_is_string(json_object_get(it, "title"))) {
-            rc = norm_fail(e, p, "must be a string");
-            goto fail;
-        }
-        snprintf(p, sizeof(p), "%s[%zu].quantity", path, i);
-        rc = norm_quantity(json_object_get(it, "quantity"), p, &qty, e);
-        if (rc < 0)
-            goto fail;
-        snprintf(p, sizeof(p), "%s[%zu].unit_price", path, i);
-        if (!json_is_string(json_object_get(it, "unit_price"))) {
-            rc = norm_fail(e, p, "must be a decimal string like \"12.34\"");
-            goto fail;
-        }
-        rc = norm_money(json_object_get(it, "unit_price"), 2, p, price, e);
-        if (rc < 0)
-            goto fail;
-        line = json_object();
-        if (line == NULL || json_array_append_new(arr, line) != 0) {
-            rc = -ENOMEM;
-            goto fail;
-        }
-        norm_put(line, "sku", norm_string_or_null(json_string_value(sku)), &oom);
-        norm_put(line, "title", json_string(json_string_value(json_object_get(it, "title"))), &oom);
-        norm_put(line, "quantity", json_integer(qty), &oom);
-        norm_put(line, "unit_price", json_string(price), &oom);
-        if (oom) {
-            rc = -ENOMEM;
-            goto fail;
-        }
-    }
-    *out = arr;
-    return 0;
-fail:
-    json_decref(arr);
-    return rc;
-}
-
 static int enum_fail(const struct field *f, const char *path, struct norm_err *e)
 {
     char list[160] = "";
@@ -201,7 +137,8 @@ static int convert(const struct field *f, const json_t *v, json_t **out, struct 
     case F_ADDRESS:
         return address(v, path, out, e);
     case F_LINES:
-        return lines(v, path, out, e);
+        /* strict: prices are decimal strings, kept verbatim, so minor (2) is never used. */
+        return norm_lines(v, path, "title", "unit_price", 2, true, out, e);
     case F_TIME:
         rc = norm_time(v, false, path, buf, e);
         if (rc < 0)

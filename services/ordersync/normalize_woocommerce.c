@@ -80,62 +80,6 @@ static int sum_field(const json_t *items, const char *array_name, const char *fi
     return 0;
 }
 
-static int lines(const json_t *items, int minor, json_t **out, struct norm_err *e)
-{
-    json_t *arr = json_array();
-    const json_t *it;
-    size_t i;
-    char path[64];
-    int rc;
-
-    if (arr == NULL)
-        return -ENOMEM;
-    if (!json_is_array(items)) {
-        rc = norm_fail(e, "line_items", "must be an array");
-        goto fail;
-    }
-    json_array_foreach(items, i, it)
-    {
-        char price[NORM_MONEY_SIZE];
-        json_int_t qty;
-        json_t *line;
-        bool oom = false;
-
-        snprintf(path, sizeof(path), "line_items[%zu].name", i);
-        if (!json_is_string(json_object_get(it, "name"))) {
-            rc = norm_fail(e, path, "must be a string");
-            goto fail;
-        }
-        snprintf(path, sizeof(path), "line_items[%zu].quantity", i);
-        rc = norm_quantity(json_object_get(it, "quantity"), path, &qty, e);
-        if (rc < 0)
-            goto fail;
-        snprintf(path, sizeof(path), "line_items[%zu].price", i);
-        rc = norm_money(json_object_get(it, "price"), minor, path, price, e);
-        if (rc < 0)
-            goto fail;
-        line = json_object();
-        if (line == NULL || json_array_append_new(arr, line) != 0) {
-            rc = -ENOMEM;
-            goto fail;
-        }
-        /* WooCommerce sends "" for products without a SKU. */
-        norm_put(line, "sku", norm_string_or_null(norm_str(json_object_get(it, "sku"))), &oom);
-        norm_put(line, "title", json_string(json_string_value(json_object_get(it, "name"))), &oom);
-        norm_put(line, "quantity", json_integer(qty), &oom);
-        norm_put(line, "unit_price", json_string(price), &oom);
-        if (oom) {
-            rc = -ENOMEM;
-            goto fail;
-        }
-    }
-    *out = arr;
-    return 0;
-fail:
-    json_decref(arr);
-    return rc;
-}
-
 static json_t *address(const json_t *a)
 {
     char name[512];
@@ -230,7 +174,8 @@ int normalize_woocommerce(const char *source, const char *topic, const json_t *p
         if (rc < 0)
             return rc;
     }
-    rc = lines(json_object_get(p, "line_items"), minor, &ls, e);
+    rc = norm_lines(json_object_get(p, "line_items"), "line_items", "name", "price", minor, false,
+                    &ls, e);
     if (rc < 0)
         return rc;
 
