@@ -68,7 +68,10 @@ LANGUAGE sql AS $$
                                       THEN now() + make_interval(secs => r.delay)
                                       ELSE o.next_attempt_at END
           FROM r
-         WHERE o.id = r.id AND o.state = 'delivering' AND o.lease_owner = owner
+         -- o.id = ANY(ids) gives the planner an index condition; joined only
+         -- on r it may hash the whole outbox (its row estimate for r is a guess)
+         WHERE o.id = ANY (ids) AND o.id = r.id AND o.state = 'delivering'
+           AND o.lease_owner = owner
      RETURNING o.id, o.destination_id
     ), ins AS (
         INSERT INTO delivery_attempts (outbox_id, destination_id, attempt, started_at, duration_ms,
