@@ -183,6 +183,16 @@ static void send_next_prepare(struct db *db)
     pump(db);
 }
 
+/* Connected and every statement prepared: queries may flow. */
+static void became_ready(struct db *db)
+{
+    set_state(db, DB_READY);
+    db->backoff_ms = BACKOFF_MIN_MS;
+    log_info("database connected", json_pack("{s:s}", "db", db->name));
+    if (db->cbs->on_ready != NULL)
+        db->cbs->on_ready(db, db->data);
+}
+
 static void became_connected(struct db *db)
 {
     uv_timer_stop(&db->timer);
@@ -197,11 +207,7 @@ static void became_connected(struct db *db)
         send_next_prepare(db);
         return;
     }
-    set_state(db, DB_READY);
-    db->backoff_ms = BACKOFF_MIN_MS;
-    log_info("database connected", json_pack("{s:s}", "db", db->name));
-    if (db->cbs->on_ready != NULL)
-        db->cbs->on_ready(db, db->data);
+    became_ready(db);
 }
 
 static void drive_connect(struct db *db)
@@ -412,11 +418,7 @@ static void on_result(struct db *db, PGresult *res)
             send_next_prepare(db);
             return;
         }
-        set_state(db, DB_READY);
-        db->backoff_ms = BACKOFF_MIN_MS;
-        log_info("database connected", json_pack("{s:s}", "db", db->name));
-        if (db->cbs->on_ready != NULL)
-            db->cbs->on_ready(db, db->data);
+        became_ready(db);
         return;
     }
     finish_query(db, res, ok ? NULL : PQresultErrorMessage(res));

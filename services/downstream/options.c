@@ -10,6 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "http.h"
+
 enum setting_type { T_STRING, T_INT, T_LISTEN };
 
 struct setting {
@@ -57,28 +59,16 @@ static void knob_names(const struct fault_knob_def *k, char *flag, size_t flag_s
         *p = (char)toupper((unsigned char)*p);
 }
 
-/* "host:port", "[v6]:port" or ":port" (all interfaces). */
 static int parse_listen(const char *v, struct options *o)
 {
-    const char *colon = strrchr(v, ':');
-    if (colon == NULL || colon[1] == '\0')
-        return -EINVAL;
-    char *end;
-    long port = strtol(colon + 1, &end, 10);
-    if (*end != '\0' || port < 0 || port > 65535)
-        return -EINVAL;
-    const char *h = v;
-    size_t hl = (size_t)(colon - v);
-    if (hl >= 2 && h[0] == '[' && h[hl - 1] == ']') {
-        h++;
-        hl -= 2;
-    }
-    char *host = hl == 0 ? strdup("0.0.0.0") : strndup(h, hl);
-    if (host == NULL)
-        return -ENOMEM;
+    char *host;
+    int port;
+    int rc = http_parse_listen(v, &host, &port);
+    if (rc < 0)
+        return rc;
     free(o->listen_host);
     o->listen_host = host;
-    o->listen_port = (int)port;
+    o->listen_port = port;
     return 0;
 }
 

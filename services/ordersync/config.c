@@ -11,6 +11,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "http.h"
+
 enum setting_type { T_STRING, T_INT, T_BOOL, T_LISTEN };
 
 struct setting {
@@ -85,28 +87,16 @@ static int parse_bool(const char *v, bool *out)
     return -EINVAL;
 }
 
-/* "host:port", "[v6]:port" or ":port"; host defaults to 0.0.0.0. */
 static int parse_listen(const char *v, struct config *cfg)
 {
-    const char *colon = strrchr(v, ':');
-    if (colon == NULL)
-        return -EINVAL;
-    char *end;
-    long port = strtol(colon + 1, &end, 10);
-    if (*end != '\0' || colon[1] == '\0' || port < 0 || port > 65535)
-        return -EINVAL;
-    const char *h = v;
-    size_t hl = (size_t)(colon - v);
-    if (hl >= 2 && h[0] == '[' && h[hl - 1] == ']') {
-        h++;
-        hl -= 2;
-    }
-    char *host = hl == 0 ? strdup("0.0.0.0") : strndup(h, hl);
-    if (host == NULL)
-        return -ENOMEM;
+    char *host;
+    int port;
+    int rc = http_parse_listen(v, &host, &port);
+    if (rc < 0)
+        return rc;
     free(cfg->listen_host);
     cfg->listen_host = host;
-    cfg->listen_port = (int)port;
+    cfg->listen_port = port;
     return 0;
 }
 
