@@ -21,7 +21,7 @@
 #include <openssl/rand.h>
 
 #include "buf.h"
-#include "deliver.h"
+#include "http_client.h"
 #include "inbound.h"
 #include "log.h"
 #include "metrics.h"
@@ -62,7 +62,7 @@ struct psource {
 struct poller {
     uv_loop_t *loop;
     struct db *db;
-    struct deliver *http;
+    struct http_client *http;
     char *instance;
     struct psource *sources;
     bool loading, freeing;
@@ -203,7 +203,34 @@ static int append_order(struct psource *s, json_t *order)
     return rc;
 }
 
-static void on_fetched(const struct deliver_result *res, void *data)
+/* Response headers a poll keeps: validators for the next run and the next page */
+enum { H_ETAG, H_LAST_MODIFIED, H_LINK };
+static const char *const capture_headers[] = {"etag", "last-modified", "link", NULL};
+
+/* Link: <url>; rel="next", <url>; rel="previous" (RFC 8288, as Shopify paginates) */
+static void parse_link_next(const char *value, char *out, size_t out_size)
+{
+    const char *p = value;
+    while ((p = strchr(p, '<')) != NULL) {
+        const char *close = strchr(p, '>');
+        if (close == NULL)
+            return;
+        const char *next_link = strchr(close, '<');
+        const char *rel = strstr(close, "rel=");
+        if (rel != NULL && (next_link == NULL || rel < next_link) &&
+            (strncmp(rel, "rel=\"next\"", 10) == 0 || strncmp(rel, "rel=next", 8) == 0)) {
+            size_t len = (size_t)(close - p - 1);
+            if (len < out_size) {
+                memcpy(out, p + 1, len);
+                out[len] = '\0';
+            }
+            return;
+        }
+        p = close;
+    }
+}
+
+static void on_fetched(const struct http_client_result *res, void *data)
 {
     struct psource *s = data;
     struct poller *p = s->p;
@@ -268,8 +295,8 @@ static void on_fetched(const struct deliver_result *res, void *data)
     s->errors_in_row = 0;
     if (s->pages == 1) {
         /* validators of the first page: what the next run's conditional GET sends */
-        snprintf(s->etag, sizeof(s->etag), "%s", res->etag);
-        snprintf(s->last_modified, sizeof(s->last_modified), "%s", res->last_modified);
+        snprintf(s->etag, sizeof(s->etag), "%s", res->header[H_ETAG]);
+        snprintf(s->last_modified, sizeof(s->last_modified), "%s", res->header[H_LAST_MODIFIED]);
     }
     buf_reset(&s->batch);
     int rc = buf_append_str(&s->batch, "[");
@@ -292,8 +319,10 @@ static void on_fetched(const struct deliver_result *res, void *data)
     metric_add(json_array_size(list) ? s->m_ok : s->m_empty, 1);
     free(s->page_url);
     s->page_url = NULL;
-    if (res->next_url[0] != '\0' && s->pages < MAX_PAGES) {
-        s->page_url = strdup(res->next_url);
+    char next_url[2048] = "";
+    parse_link_next(res->header[H_LINK], next_url, sizeof(next_url));
+    if (next_url[0] != '\0' && s->pages < MAX_PAGES) {
+        s->page_url = strdup(next_url);
         if (s->page_url != NULL) {
             store(s, false, "ok");
             return;
@@ -324,13 +353,14 @@ static void fetch(struct psource *s)
     }
     headers[h] = NULL;
     s->pages++;
-    struct deliver_request req = {.url = s->page_url,
-                                  .get = true,
-                                  .capture = PAGE_CAP,
-                                  .headers = headers,
-                                  .timeout_ms = 30000};
+    struct http_client_request req = {.url = s->page_url,
+                                      .get = true,
+                                      .capture = PAGE_CAP,
+                                      .capture_headers = capture_headers,
+                                      .headers = headers,
+                                      .timeout_ms = 30000};
     s->state = RUN_FETCHING;
-    if (deliver_start(s->p->http, &req, on_fetched, s) < 0)
+    if (http_client_start(s->p->http, &req, on_fetched, s) < 0)
         finish_run(s, 5);
 }
 
@@ -517,7 +547,7 @@ int poller_new(uv_loop_t *loop, struct db *db, const char *instance, struct poll
     p->instance = strdup(instance);
     char ua[64];
     snprintf(ua, sizeof(ua), "ordersync/%s", ORDERSYNC_VERSION);
-    int rc = p->instance ? deliver_new(loop, ua, 64, &p->http) : -ENOMEM;
+    int rc = p->instance ? http_client_new(loop, ua, 64, &p->http) : -ENOMEM;
     if (rc < 0) {
         free(p->instance);
         free(p);
@@ -534,7 +564,7 @@ void poller_free(struct poller **pp)
         return;
     *pp = NULL;
     p->freeing = true;
-    deliver_free(&p->http); /* aborted fetches finish their runs */
+    http_client_free(&p->http); /* aborted fetches finish their runs */
     while (p->sources != NULL) {
         struct psource *s = p->sources;
         p->sources = s->next;

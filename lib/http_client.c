@@ -1,12 +1,12 @@
 /*
- * deliver: libcurl multi on libuv.
+ * http_client: libcurl multi on libuv. See http_client.h.
  *
  * Each curl socket gets a `struct sock` holding a uv_poll_t, stored with
  * curl_multi_assign; it is freed in the uv_close callback (memory holding a
  * uv handle must outlive the handle). Finished transfers are collected with
  * curl_multi_info_read after every socket action.
  */
-#include "deliver.h"
+#include "http_client.h"
 
 #include <curl/curl.h>
 #include <errno.h>
@@ -20,36 +20,39 @@
 struct sock {
     uv_poll_t poll;
     curl_socket_t fd;
-    struct deliver *d;
+    struct http_client *d;
 };
 
 struct xfer {
     struct xfer *next, *prev; /* active list, or free list (next only) */
     CURL *easy;
     struct curl_slist *headers;
-    deliver_done_fn cb;
+    http_client_done_fn cb;
     void *data;
-    struct deliver_result res;
+    struct http_client_result res;
+    const char *const *want; /* capture_headers of the request (borrowed until finish) */
+    unsigned n_want;
+    char *captured[HTTP_CLIENT_MAX_CAPTURE]; /* new allocations, freed after the callback */
     size_t excerpt_len;
     struct buf body; /* capture */
     uint64_t t0;
 };
 
-struct deliver {
+struct http_client {
     uv_loop_t *loop;
     CURLM *multi;
     uv_timer_t timer;
     char *user_agent;
     struct xfer *free_list;
-    struct xfer *active; /* started, not finished: what deliver_free aborts */
+    struct xfer *active; /* started, not finished: what http_client_free aborts */
     unsigned in_flight;
     unsigned open_handles; /* timer + polls */
     bool closing;
 };
 
-static void check_done(struct deliver *d);
+static void check_done(struct http_client *d);
 
-static void maybe_free(struct deliver *d)
+static void maybe_free(struct http_client *d)
 {
     if (!d->closing || d->open_handles > 0)
         return;
@@ -59,7 +62,7 @@ static void maybe_free(struct deliver *d)
 
 static void on_timer_closed(uv_handle_t *h)
 {
-    struct deliver *d = h->data;
+    struct http_client *d = h->data;
     d->open_handles--;
     maybe_free(d);
 }
@@ -67,7 +70,7 @@ static void on_timer_closed(uv_handle_t *h)
 static void on_sock_closed(uv_handle_t *h)
 {
     struct sock *s = h->data;
-    struct deliver *d = s->d;
+    struct http_client *d = s->d;
     free(s);
     d->open_handles--;
     maybe_free(d);
@@ -76,7 +79,7 @@ static void on_sock_closed(uv_handle_t *h)
 static void on_poll(uv_poll_t *h, int status, int events)
 {
     struct sock *s = h->data;
-    struct deliver *d = s->d;
+    struct http_client *d = s->d;
     int flags = 0;
     if (status < 0)
         flags = CURL_CSELECT_ERR;
@@ -92,7 +95,7 @@ static void on_poll(uv_poll_t *h, int status, int events)
 /* CURLMOPT_SOCKETFUNCTION: curl tells which events it wants on a socket. */
 static int on_curl_socket(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
 {
-    struct deliver *d = userp;
+    struct http_client *d = userp;
     struct sock *s = socketp;
     if (what == CURL_POLL_REMOVE) {
         if (s != NULL) {
@@ -127,7 +130,7 @@ static int on_curl_socket(CURL *easy, curl_socket_t fd, int what, void *userp, v
 
 static void on_timer(uv_timer_t *t)
 {
-    struct deliver *d = t->data;
+    struct http_client *d = t->data;
     int running;
     curl_multi_socket_action(d->multi, CURL_SOCKET_TIMEOUT, 0, &running);
     check_done(d);
@@ -136,7 +139,7 @@ static void on_timer(uv_timer_t *t)
 /* CURLMOPT_TIMERFUNCTION: one timer for the whole multi handle. */
 static int on_curl_timer(CURLM *multi, long timeout_ms, void *userp)
 {
-    struct deliver *d = userp;
+    struct http_client *d = userp;
     if (timeout_ms < 0) {
         uv_timer_stop(&d->timer);
         return 0;
@@ -154,7 +157,7 @@ static size_t on_body(char *ptr, size_t size, size_t nmemb, void *userp)
     size_t n = size * nmemb;
     if (x->body.cap > 0 && !x->res.truncated && buf_append(&x->body, ptr, n) < 0)
         x->res.truncated = true;
-    size_t room = DELIVER_EXCERPT_MAX - x->excerpt_len;
+    size_t room = HTTP_CLIENT_EXCERPT_MAX - x->excerpt_len;
     size_t take = n < room ? n : room;
     memcpy(x->res.excerpt + x->excerpt_len, ptr, take);
     x->excerpt_len += take;
@@ -182,39 +185,17 @@ static bool header_value(const char *line, size_t n, const char *name, char *out
     return true;
 }
 
-/* Link: <url>; rel="next", <url>; rel="previous" (RFC 8288, as Shopify paginates) */
-static void parse_link_next(const char *value, char *out, size_t out_size)
-{
-    const char *p = value;
-    while ((p = strchr(p, '<')) != NULL) {
-        const char *close = strchr(p, '>');
-        if (close == NULL)
-            return;
-        const char *next_link = strchr(close, '<');
-        const char *rel = strstr(close, "rel=");
-        if (rel != NULL && (next_link == NULL || rel < next_link) &&
-            (strncmp(rel, "rel=\"next\"", 10) == 0 || strncmp(rel, "rel=next", 8) == 0)) {
-            size_t len = (size_t)(close - p - 1);
-            if (len < out_size) {
-                memcpy(out, p + 1, len);
-                out[len] = '\0';
-            }
-            return;
-        }
-        p = close;
-    }
-}
-
 static size_t on_header(char *buf, size_t size, size_t nitems, void *userp)
 {
     struct xfer *x = userp;
     size_t n = size * nitems;
-    char link[4096];
-    if (header_value(buf, n, "etag", x->res.etag, sizeof(x->res.etag)) ||
-        header_value(buf, n, "last-modified", x->res.last_modified, sizeof(x->res.last_modified)))
-        return n;
-    if (header_value(buf, n, "link", link, sizeof(link))) {
-        parse_link_next(link, x->res.next_url, sizeof(x->res.next_url));
+    for (unsigned i = 0; i < x->n_want; i++) {
+        char value[HTTP_CLIENT_CAPTURE_SIZE];
+        if (!header_value(buf, n, x->want[i], value, sizeof(value)))
+            continue;
+        free(x->captured[i]);
+        x->captured[i] = strdup(value); /* NULL (out of memory) reads as absent */
+        x->res.header[i] = x->captured[i] ? x->captured[i] : "";
         return n;
     }
     static const char name[] = "retry-after:";
@@ -246,7 +227,7 @@ static size_t on_header(char *buf, size_t size, size_t nitems, void *userp)
     return n;
 }
 
-static void finish(struct deliver *d, struct xfer *x, CURLcode code)
+static void finish(struct http_client *d, struct xfer *x, CURLcode code)
 {
     curl_multi_remove_handle(d->multi, x->easy);
     d->in_flight--;
@@ -265,7 +246,7 @@ static void finish(struct deliver *d, struct xfer *x, CURLcode code)
         x->res.error = curl_easy_strerror(code);
         x->res.aborted = code == CURLE_ABORTED_BY_CALLBACK && d->closing;
     }
-    deliver_done_fn cb = x->cb;
+    http_client_done_fn cb = x->cb;
     void *data = x->data;
     curl_slist_free_all(x->headers);
     x->headers = NULL;
@@ -275,13 +256,17 @@ static void finish(struct deliver *d, struct xfer *x, CURLcode code)
     }
     /* the result lives in x: call back before x goes back to the free list */
     cb(&x->res, data);
+    for (unsigned i = 0; i < HTTP_CLIENT_MAX_CAPTURE; i++) {
+        free(x->captured[i]);
+        x->captured[i] = NULL;
+    }
     buf_free(&x->body);
     x->prev = NULL;
     x->next = d->free_list;
     d->free_list = x;
 }
 
-static void check_done(struct deliver *d)
+static void check_done(struct http_client *d)
 {
     CURLMsg *msg;
     int left;
@@ -294,10 +279,10 @@ static void check_done(struct deliver *d)
     }
 }
 
-int deliver_new(uv_loop_t *loop, const char *user_agent, unsigned max_connections,
-                struct deliver **out)
+int http_client_new(uv_loop_t *loop, const char *user_agent, unsigned max_connections,
+                    struct http_client **out)
 {
-    struct deliver *d = calloc(1, sizeof(*d));
+    struct http_client *d = calloc(1, sizeof(*d));
     if (d == NULL)
         return -ENOMEM;
     d->loop = loop;
@@ -323,8 +308,8 @@ int deliver_new(uv_loop_t *loop, const char *user_agent, unsigned max_connection
     return 0;
 }
 
-int deliver_start(struct deliver *d, const struct deliver_request *req, deliver_done_fn cb,
-                  void *data)
+int http_client_start(struct http_client *d, const struct http_client_request *req,
+                      http_client_done_fn cb, void *data)
 {
     if (d->closing)
         return -ECANCELED;
@@ -348,6 +333,14 @@ int deliver_start(struct deliver *d, const struct deliver_request *req, deliver_
     memset(&x->res, 0, sizeof(x->res));
     x->res.retry_after_s = -1;
     x->excerpt_len = 0;
+    x->want = req->capture_headers;
+    x->n_want = 0;
+    while (x->want != NULL && x->n_want < HTTP_CLIENT_MAX_CAPTURE && x->want[x->n_want] != NULL)
+        x->n_want++;
+    for (unsigned i = 0; i < HTTP_CLIENT_MAX_CAPTURE; i++) {
+        x->captured[i] = NULL;
+        x->res.header[i] = "";
+    }
     buf_init(&x->body, req->capture);
     x->headers = NULL;
     for (const char *const *h = req->headers; h != NULL && *h != NULL; h++) {
@@ -403,14 +396,14 @@ fail:
     return -ENOMEM;
 }
 
-unsigned deliver_in_flight(const struct deliver *d)
+unsigned http_client_in_flight(const struct http_client *d)
 {
     return d->in_flight;
 }
 
-void deliver_free(struct deliver **pd)
+void http_client_free(struct http_client **pd)
 {
-    struct deliver *d = *pd;
+    struct http_client *d = *pd;
     if (d == NULL)
         return;
     *pd = NULL;
