@@ -607,3 +607,16 @@ void db_close(struct db **pdb)
         uv_cancel((uv_req_t *)&db->resolve);
     uv_close((uv_handle_t *)&db->timer, on_handle_closed);
 }
+
+int db_columns(const PGresult *res, const char *what, const char *const *names, int *idx, int n)
+{
+    for (int i = 0; i < n; i++) {
+        idx[i] = PQfnumber(res, names[i]);
+        if (idx[i] < 0) {
+            log_error("a query result lacks a column",
+                      json_pack("{s:s,s:s}", "query", what, "column", names[i]));
+            return -EINVAL;
+        }
+    }
+    return 0;
+}

@@ -74,4 +74,13 @@ void db_close(struct db **db);
 /* Last connection error text, or "" (borrowed). */
 const char *db_last_error(const struct db *db);
 
+/*
+ * Finds the index of each named column of `res` (PQfnumber), so results are
+ * read by name and a reordered SELECT fails loudly instead of shifting
+ * fields. Returns 0, or -EINVAL after logging which column of `what` is
+ * missing.
+ */
+int db_columns(const PGresult *res, const char *what, const char *const *names, int *idx, int n)
+    __attribute__((warn_unused_result));
+
 #endif
