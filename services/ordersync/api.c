@@ -10,7 +10,9 @@
 #include <string.h>
 
 #include "buf.h"
+#include "feed.h"
 #include "inbound.h"
+#include "ingest.h"
 #include "log.h"
 #include "metrics.h"
 
@@ -116,6 +118,54 @@ static const char *get_header(void *ctx, const char *name)
     return http_request_header(ctx, name);
 }
 
+/* The process's app: every request of both listeners carries the same one. */
+static struct app *the_app;
+
+static void reply_unavailable(struct http_request *req, const char *error, const char *detail,
+                              const char *source)
+{
+    char ra[16];
+    snprintf(ra, sizeof(ra), "%lld", (long long)(the_app ? the_app->cfg->retry_after_s : 5));
+    struct http_header h = {"Retry-After", ra};
+    api_reply_error(req, 503, error, detail, source, &h, 1);
+}
+
+static const char *source_of(const struct http_request *req)
+{
+    return http_request_path(req) + strlen("/webhooks/");
+}
+
+/* ingest's outcome for one webhook → its answer */
+static void on_ingested(void *ctx, const struct ingest_outcome *o)
+{
+    struct http_request *req = ctx;
+    const char *source = source_of(req);
+    switch (o->result) {
+    case INGEST_UNAVAILABLE:
+        reply_unavailable(req, "database_unavailable", o->detail, source);
+        return;
+    case INGEST_REJECTED:
+        api_reply_error(req, 422, "rejected_by_database", o->detail, source, NULL, 0);
+        return;
+    case INGEST_FAILED:
+        api_reply_error(req, 500, "internal_error", o->detail, source, NULL, 0);
+        return;
+    case INGEST_DONE:
+        break;
+    }
+    /* "applied" is the database's word; senders are told "accepted" */
+    const char *status = strcmp(o->outcome, "applied") == 0 ? "accepted" : o->outcome;
+    json_t *body = json_pack("{s:s}", "status", status);
+    if (body != NULL && o->order_id != NULL && o->order_id[0] != '\0')
+        json_object_set_new(body, "order_id", json_string(o->order_id));
+    if (body != NULL && o->events > 0)
+        json_object_set_new(body, "events", json_integer(o->events));
+    char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+    json_decref(body);
+    api_reply(req, 200, text ? text : "{\"status\":\"accepted\"}", status, source);
+    free(text);
+}
+
 static void handle_webhook(struct app *app, struct http_request *req, const char *source_id)
 {
     if (strcmp(http_request_method(req), "POST") != 0) {
@@ -142,13 +192,10 @@ static void handle_webhook(struct app *app, struct http_request *req, const char
         return;
     }
     if (!ingest_ready(app->ingest) || app->stopping) {
-        char ra[16];
-        snprintf(ra, sizeof(ra), "%lld", (long long)app->cfg->retry_after_s);
-        struct http_header h = {"Retry-After", ra};
-        api_reply_error(req, 503, "database_unavailable",
-                        app->stopping ? "ordersync is shutting down"
-                                      : "the database is not connected; retry later",
-                        src->id, &h, 1);
+        reply_unavailable(req, "database_unavailable",
+                          app->stopping ? "ordersync is shutting down"
+                                        : "the database is not connected; retry later",
+                          src->id);
         return;
     }
     struct inbound_source isrc = {.id = src->id,
@@ -171,7 +218,122 @@ static void handle_webhook(struct app *app, struct http_request *req, const char
         api_reply_error(req, err.http_status, err.error, err.detail, src->id, NULL, 0);
         return;
     }
-    ingest_submit(app->ingest, req, src->id, &ev);
+    ingest_submit(app->ingest, src->id, &ev, body, len, on_ingested, req);
+}
+
+/* ---------------------------------------------------------------- feeds */
+
+static bool parse_uint(const char *s, size_t len, unsigned long long max, unsigned long long *out)
+{
+    if (len == 0 || len > 19)
+        return false;
+    unsigned long long v = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return false;
+        v = v * 10 + (unsigned long long)(s[i] - '0');
+    }
+    if (v > max)
+        return false;
+    *out = v;
+    return true;
+}
+
+/* Finds name=value in a query string; returns the value's length or -1. */
+static int query_param(const char *q, const char *name, const char **val)
+{
+    size_t nl = strlen(name);
+    for (const char *p = q; p != NULL && *p != '\0';) {
+        const char *amp = strchr(p, '&');
+        size_t len = amp ? (size_t)(amp - p) : strlen(p);
+        if (len > nl && strncmp(p, name, nl) == 0 && p[nl] == '=') {
+            *val = p + nl + 1;
+            return (int)(len - nl - 1);
+        }
+        p = amp ? amp + 1 : NULL;
+    }
+    return -1;
+}
+
+static bool feed_client_gone(void *ctx)
+{
+    return http_request_peer_gone(ctx);
+}
+
+static void on_feed(void *ctx, enum feed_status st, const char *body, size_t n_events,
+                    const char *detail)
+{
+    struct http_request *req = ctx;
+    switch (st) {
+    case FEED_OK:
+        api_reply(req, 200, body, n_events ? "events" : "empty", NULL);
+        return;
+    case FEED_UNKNOWN:
+        api_reply_error(req, 404, "unknown_feed", detail, NULL, NULL, 0);
+        return;
+    case FEED_UNAUTHORIZED: {
+        struct http_header h = {"WWW-Authenticate", "Bearer realm=\"ordersync\""};
+        api_reply_error(req, 401, "unauthorized", detail, NULL, &h, 1);
+        return;
+    }
+    case FEED_FORBIDDEN:
+        api_reply_error(req, 403, "forbidden", detail, NULL, NULL, 0);
+        return;
+    case FEED_BAD_CURSOR:
+        api_reply_error(req, 400, "bad_cursor", detail, NULL, NULL, 0);
+        return;
+    case FEED_UNAVAILABLE: {
+        struct http_header h = {"Retry-After", "1"};
+        api_reply_error(req, 503, "database_unavailable", detail, NULL, &h, 1);
+        return;
+    }
+    }
+}
+
+static void handle_feed(struct app *app, struct http_request *req, const char *dest_id)
+{
+    if (strcmp(http_request_method(req), "GET") != 0) {
+        reply_method_not_allowed(req, "GET");
+        return;
+    }
+    if (app->feed == NULL || app->stopping) {
+        struct http_header h = {"Retry-After", "1"};
+        api_reply_error(req, 503, "shutting_down", "ordersync is shutting down", NULL, &h, 1);
+        return;
+    }
+    const char *q = http_request_query(req);
+    const char *v;
+    int vl;
+    unsigned long long after = 0, limit = 100, wait = 0;
+    if ((vl = query_param(q, "after", &v)) >= 0 &&
+        !parse_uint(v, (size_t)vl, 9223372036854775807ULL, &after)) {
+        api_reply_error(req, 400, "bad_cursor", "after must be a cursor returned as \"next\"", NULL,
+                        NULL, 0);
+        return;
+    }
+    if ((vl = query_param(q, "limit", &v)) >= 0 &&
+        (!parse_uint(v, (size_t)vl, FEED_MAX_LIMIT, &limit) || limit == 0)) {
+        api_reply_error(req, 400, "bad_limit", "limit must be an integer from 1 to 1000", NULL,
+                        NULL, 0);
+        return;
+    }
+    if ((vl = query_param(q, "wait", &v)) >= 0 &&
+        !parse_uint(v, (size_t)vl, FEED_MAX_WAIT_S, &wait)) {
+        api_reply_error(req, 400, "bad_wait", "wait must be an integer from 0 to 60 (seconds)",
+                        NULL, NULL, 0);
+        return;
+    }
+    const char *auth = http_request_header(req, "authorization");
+    static const char bearer[] = "Bearer ";
+    const char *token = auth != NULL && strncasecmp(auth, bearer, sizeof(bearer) - 1) == 0
+                            ? auth + sizeof(bearer) - 1
+                            : NULL;
+    struct feed_request rq = {.dest_id = dest_id,
+                              .bearer = token,
+                              .after = (int64_t)after,
+                              .limit = (unsigned)limit,
+                              .wait_s = (unsigned)wait};
+    feed_read(app->feed, &rq, on_feed, feed_client_gone, req);
 }
 
 static void handle_readyz(struct app *app, struct http_request *req)
@@ -219,6 +381,7 @@ static void handle_metrics(struct app *app, struct http_request *req)
 void api_handle(struct http_request *req, void *data)
 {
     struct app *app = data;
+    the_app = app;
     const char *path = http_request_path(req);
     const char *method = http_request_method(req);
     static const char prefix[] = "/webhooks/";
@@ -232,14 +395,7 @@ void api_handle(struct http_request *req, void *data)
     if (strncmp(path, feeds, sizeof(feeds) - 1) == 0 && path[sizeof(feeds) - 1] != '\0' &&
         strchr(path + sizeof(feeds) - 1, '/') == NULL) {
         http_request_set_data(req, (void *)(uintptr_t)R_FEEDS);
-        if (strcmp(method, "GET") != 0) {
-            reply_method_not_allowed(req, "GET");
-        } else if (app->feed == NULL) {
-            struct http_header h = {"Retry-After", "1"};
-            api_reply_error(req, 503, "shutting_down", "ordersync is shutting down", NULL, &h, 1);
-        } else {
-            feed_handle(app->feed, req, path + sizeof(feeds) - 1);
-        }
+        handle_feed(app, req, path + sizeof(feeds) - 1);
         return;
     }
     enum route r = R_OTHER;

@@ -10,6 +10,7 @@
 
 #include "config.h"
 #include "db.h"
+#include "destinations.h"
 #include "feed.h"
 #include "http.h"
 #include "ingest.h"
@@ -21,8 +22,9 @@ struct app {
     struct http_server *http;
     struct db *db_ingest[INGEST_MAX_CONNECTIONS]; /* group commits, one batch in flight each */
     unsigned n_ingest;
-    struct db *db_aux; /* LISTEN, config reloads, schema checks */
-    struct store *store;
+    struct db *db_aux;          /* LISTEN, config reloads, schema checks */
+    struct store *store;        /* sources */
+    struct destinations *dests; /* destinations, for the relay and the feeds */
     struct ingest *ingest;
     struct feed *feed;
     bool schema_current; /* checked at every (re)connection of db_aux */

@@ -59,13 +59,18 @@ static const struct setting settings[] = {
     {"ORDERSYNC_RELAY", T_BOOL, "1", 0, 1, F(relay_enabled),
      "deliver the outbox from this process (0: ingest only)"},
     {"ORDERSYNC_LEASE_S", T_INT, "60", 5, 3600, F(lease_s),
-     "a claimed delivery is released to other instances after this if its process died"},
+     "a destination's stream, or a claimed delivery, passes to another instance this long after"
+     " its process died"},
     {"ORDERSYNC_CLAIM_BATCH", T_INT, "256", 1, 10000, F(claim_batch),
-     "most outbox rows claimed in one query"},
+     "most events read from a stream, or deliveries claimed, in one query"},
     {"ORDERSYNC_SWEEP_INTERVAL_S", T_INT, "30", 1, 3600, F(sweep_interval_s),
      "how often expired leases and due retries are looked for without a wake-up"},
-    {"ORDERSYNC_RETENTION_DAYS", T_INT, "30", 0, 36500, F(retention_days),
-     "delivered outbox rows and their attempts older than this are pruned (0: keep)"},
+    {"ORDERSYNC_RETENTION", T_STRING, "30 days", 0, 0, F(retention),
+     "events, webhooks received and delivery records are kept this long (a PostgreSQL interval),"
+     " then dropped a partition at a time; nothing undelivered is dropped; dedupe keys are kept"
+     " at least 7 days"},
+    {"ORDERSYNC_PARTITION_INTERVAL", T_STRING, "1 day", 0, 0, F(partition_interval),
+     "time span of one partition of the event store (a PostgreSQL interval, at least 1 minute)"},
     {"ORDERSYNC_INSTANCE", T_STRING, NULL, 0, 0, F(instance),
      "name of this process in leases and logs (default: hostname:pid)"},
 };

@@ -32,8 +32,11 @@ struct config {
     int64_t lease_s;
     int64_t claim_batch;
     int64_t sweep_interval_s;
-    int64_t retention_days;
+    char *retention;
+    char *partition_interval;
     char *instance;
+    /* not settings: worked out at start-up */
+    uint64_t maintain_every_ms;
 };
 
 /*

@@ -1,74 +1,67 @@
 /*
  * feed: pull feeds with long-polling. See feed.h for the contract.
  *
- * A reader is a `struct reader`: its request, destination, cursor and limit,
- * and (while waiting) a timer for its deadline. Queries run one at a time on
- * the feed's own connection; a wake-up re-queries every waiting reader once,
- * which costs one query per reader only when events were committed.
+ * A reader is a `struct reader`: its destination, cursor and limit, its
+ * caller's callbacks, and (while waiting) a timer for its deadline. Queries
+ * run one at a time on the feed's own connection; a wake-up re-queries every
+ * waiting reader once, which costs one query per reader only when events
+ * were committed.
  */
 #include "feed.h"
 
 #include <errno.h>
-#include <stdbool.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <openssl/crypto.h>
 
-#include "api.h"
 #include "buf.h"
 #include "db.h"
 #include "log.h"
 #include "metrics.h"
 
-#define MAX_WAIT_S    60
-#define MAX_LIMIT     1000
-#define DEFAULT_LIMIT 100
-#define RESPONSE_CAP  ((size_t)64 << 20)
+#define RESPONSE_CAP ((size_t)64 << 20)
 
 static const struct db_stmt stmts[] = {
+    /* the acknowledgement and the read see one snapshot; a cursor beyond the
+       horizon (the last committed position) acknowledges nothing */
     {"feed_read",
-     /* the ack and the read see the same snapshot: rows after the cursor are untouched */
-     "WITH ack AS (UPDATE outbox SET state = 'delivered', delivered_at = now(), last_status = 200,"
-     "  last_error = NULL WHERE destination_id = $1 AND state = 'pending' AND id <= $2::bigint"
+     "WITH h AS (SELECT coalesce(max(position), 0) AS horizon FROM events),"
+     " ack AS (UPDATE delivery_streams s SET position = $2::bigint, updated_at = now() FROM h"
+     "  WHERE s.destination_id = $1 AND s.position < $2::bigint AND $2::bigint <= h.horizon"
      "  RETURNING 1)"
-     " SELECT id, replace(event_id::text, '-', ''), payload::text,"
-     "  (SELECT count(*) FROM ack)"
-     " FROM outbox WHERE destination_id = $1 AND state = 'pending' AND id > $2::bigint"
-     " ORDER BY id LIMIT $3::integer"},
-    {"feed_dests", "SELECT id, feed_token, enabled FROM destinations WHERE mode = 'poll'"},
-};
-
-struct fdest {
-    char *id;
-    char *token;
-    bool enabled;
+     " SELECT h.horizon, (SELECT count(*) FROM ack) AS acked, e.position, e.event_id, e.payload"
+     " FROM h LEFT JOIN LATERAL ("
+     "  SELECT e.position, replace(e.id::text, '-', '') AS event_id, e.payload FROM events e"
+     "   WHERE e.position > $2::bigint AND ($3::text[] IS NULL OR e.type = ANY ($3::text[]))"
+     "   ORDER BY e.position LIMIT $4::integer) e ON true"},
 };
 
 struct reader {
     struct reader *next, *prev; /* waiting list */
     struct feed *f;
-    struct http_request *req;
+    feed_done_fn done;
+    feed_gone_fn gone;
+    void *ctx;
     char dest[64];
-    char cursor[24];
+    char after[24];
     char limit[8];
-    const char *pv[3];
+    unsigned n_limit;
     uint64_t deadline; /* loop ms; 0: don't wait */
     uv_timer_t timer;
-    bool waiting, querying, timer_open, done;
+    bool waiting, querying, timer_open, finished;
 };
 
 struct feed {
     uv_loop_t *loop;
     struct db *db;
-    struct fdest *dests;
-    unsigned n_dests;
-    bool loaded, loading;
+    const struct destinations *dests;
     struct reader *waiting;
     unsigned n_waiting;
     bool freeing;
-    struct metric *m_events, *m_waiting, *m_acked;
+    struct metric *m_events, *m_waiting;
 };
 
 static void query(struct reader *r);
@@ -78,8 +71,9 @@ static void reader_closed(uv_handle_t *h)
     free(h->data);
 }
 
-/* The reader is finished once answered; its memory goes with its timer handle. */
-static void reader_finish(struct reader *r)
+/* Answers the reader (once) and lets it go; its memory goes with its timer handle. */
+static void reader_finish(struct reader *r, enum feed_status st, const char *body, size_t n,
+                          const char *detail)
 {
     struct feed *f = r->f;
     if (r->waiting) {
@@ -93,7 +87,8 @@ static void reader_finish(struct reader *r)
         f->n_waiting--;
         metric_set(f->m_waiting, f->n_waiting);
     }
-    r->done = true;
+    r->finished = true;
+    r->done(r->ctx, st, body, n, detail);
     if (r->timer_open) {
         uv_timer_stop(&r->timer);
         uv_close((uv_handle_t *)&r->timer, reader_closed);
@@ -102,28 +97,43 @@ static void reader_finish(struct reader *r)
     }
 }
 
-static void reply_events(struct reader *r, PGresult *res)
+enum { FC_HORIZON, FC_ACKED, FC_POS, FC_ID, FC_PAYLOAD, N_FC };
+static const char *const feed_cols[N_FC] = {"horizon", "acked", "position", "event_id", "payload"};
+
+static void reply_events(struct reader *r, PGresult *res, const int *c)
 {
     struct buf out;
     buf_init(&out, RESPONSE_CAP);
-    int n = PQntuples(res);
-    const char *next = n > 0 ? PQgetvalue(res, n - 1, 0) : r->cursor;
+    int n = 0;
+    const char *last = NULL;
     int rc = buf_append_str(&out, "{\"events\":[");
-    for (int i = 0; i < n && rc == 0; i++) {
-        const char *payload = PQgetvalue(res, i, 2);
+    for (int i = 0; i < PQntuples(res) && rc == 0; i++) {
+        if (PQgetisnull(res, i, c[FC_POS]))
+            continue;
+        const char *payload = PQgetvalue(res, i, c[FC_PAYLOAD]);
         /* the stored envelope is an object: splice the webhook-id in as "id" */
-        rc = buf_printf(&out, "%s{\"id\":\"msg_%s\",%s", i ? "," : "", PQgetvalue(res, i, 1),
+        rc = buf_printf(&out, "%s{\"id\":\"msg_%s\",%s", n ? "," : "", PQgetvalue(res, i, c[FC_ID]),
                         payload[0] == '{' ? payload + 1 : "}");
+        last = PQgetvalue(res, i, c[FC_POS]);
+        n++;
+    }
+    /* a short page ends at the horizon: what lies between was not for this feed */
+    const char *next = (unsigned)n == r->n_limit && last != NULL ? last : NULL;
+    char tail[24];
+    if (next == NULL) {
+        int64_t h = PQntuples(res) ? strtoll(PQgetvalue(res, 0, c[FC_HORIZON]), NULL, 10) : 0;
+        int64_t a = strtoll(r->after, NULL, 10);
+        snprintf(tail, sizeof(tail), "%" PRId64, h > a ? h : a);
+        next = tail;
     }
     if (rc == 0)
         rc = buf_printf(&out, "],\"next\":\"%s\"}", next);
-    if (rc < 0)
-        api_reply_error(r->req, 500, "internal_error", "feed response too large", NULL, NULL, 0);
-    else
-        api_reply(r->req, 200, out.data, n ? "events" : "empty", NULL);
     metric_add(r->f->m_events, n);
+    if (rc < 0)
+        reader_finish(r, FEED_UNAVAILABLE, NULL, 0, "the feed response is too large");
+    else
+        reader_finish(r, FEED_OK, out.data, (size_t)n, NULL);
     buf_free(&out);
-    reader_finish(r);
 }
 
 static void on_timeout(uv_timer_t *t)
@@ -140,17 +150,21 @@ static void on_read(PGresult *res, const char *err, void *data)
     struct reader *r = data;
     struct feed *f = r->f;
     r->querying = false;
-    if (err != NULL || res == NULL) {
-        struct http_header h = {"Retry-After", "1"};
-        api_reply_error(r->req, 503, "database_unavailable", "the feed could not be read", NULL, &h,
-                        1);
-        reader_finish(r);
+    int c[N_FC];
+    if (err != NULL || res == NULL || db_columns(res, "feed_read", feed_cols, c, N_FC) < 0) {
+        reader_finish(r, FEED_UNAVAILABLE, NULL, 0, "the feed could not be read");
         return;
     }
-    metric_add(f->m_acked, atof(PQntuples(res) ? PQgetvalue(res, 0, 3) : "0"));
+    int64_t horizon = PQntuples(res) ? strtoll(PQgetvalue(res, 0, c[FC_HORIZON]), NULL, 10) : 0;
+    if (strtoll(r->after, NULL, 10) > horizon) {
+        reader_finish(r, FEED_BAD_CURSOR, NULL, 0,
+                      "after is beyond the end of the feed; use a \"next\" it returned");
+        return;
+    }
+    bool any = PQntuples(res) > 0 && !PQgetisnull(res, 0, c[FC_POS]);
     bool expired = r->deadline == 0 || uv_now(f->loop) >= r->deadline;
-    if (PQntuples(res) > 0 || expired || f->freeing || http_request_peer_gone(r->req)) {
-        reply_events(r, res);
+    if (any || expired || f->freeing || (r->gone != NULL && r->gone(r->ctx))) {
+        reply_events(r, res, c);
         return;
     }
     if (!r->waiting) {
@@ -168,16 +182,12 @@ static void on_read(PGresult *res, const char *err, void *data)
 
 static void query(struct reader *r)
 {
-    if (r->querying || r->done)
+    if (r->querying || r->finished)
         return;
-    r->pv[0] = r->dest;
-    r->pv[1] = r->cursor;
-    r->pv[2] = r->limit;
-    if (db_query(r->f->db, true, "feed_read", 3, r->pv, on_read, r) < 0) {
-        struct http_header h = {"Retry-After", "1"};
-        api_reply_error(r->req, 503, "database_unavailable", "the database is not connected", NULL,
-                        &h, 1);
-        reader_finish(r);
+    const struct dest *d = destinations_find(r->f->dests, r->dest);
+    const char *v[4] = {r->dest, r->after, d ? d->types : NULL, r->limit};
+    if (db_query(r->f->db, true, "feed_read", 4, v, on_read, r) < 0) {
+        reader_finish(r, FEED_UNAVAILABLE, NULL, 0, "the database is not connected");
         return;
     }
     r->querying = true;
@@ -191,106 +201,44 @@ void feed_wake(struct feed *f)
         query(r);
 }
 
-static const struct fdest *find_dest(const struct feed *f, const char *id)
+void feed_read(struct feed *f, const struct feed_request *rq, feed_done_fn done, feed_gone_fn gone,
+               void *ctx)
 {
-    for (unsigned i = 0; i < f->n_dests; i++)
-        if (strcmp(f->dests[i].id, id) == 0)
-            return &f->dests[i];
-    return NULL;
-}
-
-static bool parse_uint(const char *s, size_t len, unsigned long long max, unsigned long long *out)
-{
-    if (len == 0 || len > 19)
-        return false;
-    unsigned long long v = 0;
-    for (size_t i = 0; i < len; i++) {
-        if (s[i] < '0' || s[i] > '9')
-            return false;
-        v = v * 10 + (unsigned long long)(s[i] - '0');
-    }
-    if (v > max)
-        return false;
-    *out = v;
-    return true;
-}
-
-/* Finds name=value in a query string; returns the value's length or -1. */
-static int query_param(const char *q, const char *name, const char **val)
-{
-    size_t nl = strlen(name);
-    for (const char *p = q; p != NULL && *p != '\0';) {
-        const char *amp = strchr(p, '&');
-        size_t len = amp ? (size_t)(amp - p) : strlen(p);
-        if (len > nl && strncmp(p, name, nl) == 0 && p[nl] == '=') {
-            *val = p + nl + 1;
-            return (int)(len - nl - 1);
-        }
-        p = amp ? amp + 1 : NULL;
-    }
-    return -1;
-}
-
-void feed_handle(struct feed *f, struct http_request *req, const char *dest_id)
-{
-    if (!f->loaded) {
-        struct http_header h = {"Retry-After", "1"};
-        api_reply_error(req, 503, "starting", "destinations are not loaded yet", NULL, &h, 1);
+    if (!destinations_loaded(f->dests)) {
+        done(ctx, FEED_UNAVAILABLE, NULL, 0, "destinations are not loaded yet");
         return;
     }
-    const struct fdest *d = find_dest(f, dest_id);
-    if (d == NULL || !d->enabled) {
-        api_reply_error(req, 404, "unknown_feed",
-                        "no enabled destination with mode 'poll' has this id", NULL, NULL, 0);
+    const struct dest *d = destinations_find(f->dests, rq->dest_id);
+    if (d == NULL || !d->present || d->push || !d->enabled) {
+        done(ctx, FEED_UNKNOWN, NULL, 0, "no enabled destination with mode 'poll' has this id");
         return;
     }
-    const char *auth = http_request_header(req, "authorization");
-    static const char bearer[] = "Bearer ";
-    if (auth == NULL || strncasecmp(auth, bearer, sizeof(bearer) - 1) != 0) {
-        struct http_header h = {"WWW-Authenticate", "Bearer realm=\"ordersync\""};
-        api_reply_error(req, 401, "unauthorized",
-                        "an Authorization: Bearer <token> header is required", NULL, &h, 1);
+    if (rq->bearer == NULL) {
+        done(ctx, FEED_UNAUTHORIZED, NULL, 0,
+             "an Authorization: Bearer <token> header is required");
         return;
     }
-    const char *tok = auth + sizeof(bearer) - 1;
-    size_t tl = strlen(tok);
-    if (d->token == NULL || tl != strlen(d->token) || CRYPTO_memcmp(tok, d->token, tl) != 0) {
-        api_reply_error(req, 403, "forbidden", "this token does not grant access to this feed",
-                        NULL, NULL, 0);
-        return;
-    }
-    const char *q = http_request_query(req);
-    const char *v;
-    int vl;
-    unsigned long long after = 0, limit = DEFAULT_LIMIT, wait = 0;
-    if ((vl = query_param(q, "after", &v)) >= 0 &&
-        !parse_uint(v, (size_t)vl, 9223372036854775807ULL, &after)) {
-        api_reply_error(req, 400, "bad_cursor", "after must be a cursor returned as \"next\"", NULL,
-                        NULL, 0);
-        return;
-    }
-    if ((vl = query_param(q, "limit", &v)) >= 0 &&
-        (!parse_uint(v, (size_t)vl, MAX_LIMIT, &limit) || limit == 0)) {
-        api_reply_error(req, 400, "bad_limit", "limit must be an integer from 1 to 1000", NULL,
-                        NULL, 0);
-        return;
-    }
-    if ((vl = query_param(q, "wait", &v)) >= 0 && !parse_uint(v, (size_t)vl, MAX_WAIT_S, &wait)) {
-        api_reply_error(req, 400, "bad_wait", "wait must be an integer from 0 to 60 (seconds)",
-                        NULL, NULL, 0);
+    size_t tl = strlen(rq->bearer);
+    if (d->feed_token == NULL || tl != strlen(d->feed_token) ||
+        CRYPTO_memcmp(rq->bearer, d->feed_token, tl) != 0) {
+        done(ctx, FEED_FORBIDDEN, NULL, 0, "this token does not grant access to this feed");
         return;
     }
     struct reader *r = calloc(1, sizeof(*r));
     if (r == NULL) {
-        api_reply_error(req, 503, "overloaded", "out of memory", NULL, NULL, 0);
+        done(ctx, FEED_UNAVAILABLE, NULL, 0, "out of memory");
         return;
     }
     r->f = f;
-    r->req = req;
+    r->done = done;
+    r->gone = gone;
+    r->ctx = ctx;
     snprintf(r->dest, sizeof(r->dest), "%s", d->id);
-    snprintf(r->cursor, sizeof(r->cursor), "%llu", after);
-    snprintf(r->limit, sizeof(r->limit), "%llu", limit);
-    r->deadline = wait ? uv_now(f->loop) + wait * 1000 : 0;
+    snprintf(r->after, sizeof(r->after), "%" PRId64, rq->after);
+    r->n_limit = rq->limit;
+    snprintf(r->limit, sizeof(r->limit), "%u", rq->limit);
+    unsigned wait = rq->wait_s > FEED_MAX_WAIT_S ? FEED_MAX_WAIT_S : rq->wait_s;
+    r->deadline = wait ? uv_now(f->loop) + (uint64_t)wait * 1000 : 0;
     if (uv_timer_init(f->loop, &r->timer) == 0) {
         r->timer.data = r;
         r->timer_open = true;
@@ -300,69 +248,22 @@ void feed_handle(struct feed *f, struct http_request *req, const char *dest_id)
     query(r);
 }
 
-static void on_dests(PGresult *res, const char *err, void *data)
-{
-    struct feed *f = data;
-    f->loading = false;
-    if (err != NULL || res == NULL)
-        return;
-    int n = PQntuples(res);
-    struct fdest *d = calloc((size_t)n + 1, sizeof(*d));
-    if (d == NULL)
-        return;
-    int k = 0;
-    for (; k < n; k++) {
-        d[k].id = strdup(PQgetvalue(res, k, 0));
-        d[k].token = PQgetisnull(res, k, 1) ? NULL : strdup(PQgetvalue(res, k, 1));
-        d[k].enabled = PQgetvalue(res, k, 2)[0] == 't';
-        if (d[k].id == NULL || (!PQgetisnull(res, k, 1) && d[k].token == NULL))
-            break;
-    }
-    if (k < n) {
-        for (int i = 0; i <= k; i++) {
-            free(d[i].id);
-            free(d[i].token);
-        }
-        free(d);
-        return;
-    }
-    for (unsigned i = 0; i < f->n_dests; i++) {
-        free(f->dests[i].id);
-        free(f->dests[i].token);
-    }
-    free(f->dests);
-    f->dests = d;
-    f->n_dests = (unsigned)n;
-    f->loaded = true;
-}
-
-void feed_reload(struct feed *f)
-{
-    if (f == NULL || f->loading || !db_is_ready(f->db))
-        return;
-    if (db_query(f->db, true, "feed_dests", 0, NULL, on_dests, f) == 0)
-        f->loading = true;
-}
-
 static void on_ready(struct db *db, void *data)
 {
-    struct feed *f = data;
-    f->loading = false;
-    feed_reload(f);
-    feed_wake(f);
+    feed_wake(data);
 }
 
 static const struct db_callbacks feed_cbs = {.on_ready = on_ready};
 
-int feed_new(uv_loop_t *loop, const char *conninfo, struct feed **out)
+int feed_new(uv_loop_t *loop, const char *conninfo, const struct destinations *dests,
+             struct feed **out)
 {
     struct feed *f = calloc(1, sizeof(*f));
     if (f == NULL)
         return -ENOMEM;
     f->loop = loop;
+    f->dests = dests;
     f->m_events = metrics_counter("ordersync_feed_events_total", "Events served by pull feeds", "");
-    f->m_acked = metrics_counter("ordersync_feed_acked_total",
-                                 "Feed events acknowledged by a consumer's cursor", "");
     f->m_waiting = metrics_gauge("ordersync_feed_waiting", "Long-polling feed readers", "");
     int rc = db_open(loop, conninfo, "feed", stmts, (int)(sizeof(stmts) / sizeof(stmts[0])),
                      &feed_cbs, f, &f->db);
@@ -381,17 +282,13 @@ void feed_free(struct feed **pf)
         return;
     *pf = NULL;
     f->freeing = true;
-    /* readers with a query in flight are answered (503) by db_close's failure callbacks */
+    /* readers with a query in flight are answered (unavailable) by db_close's failure callbacks */
     db_close(&f->db);
     while (f->waiting != NULL) {
         struct reader *r = f->waiting;
-        api_reply(r->req, 200, "{\"events\":[],\"next\":\"\"}", "shutdown", NULL);
-        reader_finish(r);
+        char body[64];
+        snprintf(body, sizeof(body), "{\"events\":[],\"next\":\"%s\"}", r->after);
+        reader_finish(r, FEED_OK, body, 0, NULL);
     }
-    for (unsigned i = 0; i < f->n_dests; i++) {
-        free(f->dests[i].id);
-        free(f->dests[i].token);
-    }
-    free(f->dests);
     free(f);
 }

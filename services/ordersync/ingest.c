@@ -13,7 +13,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "api.h"
 #include "buf.h"
 #include "log.h"
 #include "metrics.h"
@@ -25,7 +24,10 @@
 
 struct item {
     struct item *next;
-    struct http_request *req;
+    ingest_done_fn done;
+    void *ctx;
+    const char *body; /* borrowed until done */
+    size_t body_len;
     char *source_id;
     struct inbound_event ev;
     bool solo;   /* re-run alone after its batch failed on data */
@@ -37,8 +39,7 @@ struct batch {
     unsigned conn; /* index in ing->dbs */
     struct item *items;
     unsigned n;
-    struct buf json;
-    const char *params[1];
+    struct buf json, payloads;
     uint64_t t0;
 };
 
@@ -64,12 +65,21 @@ static void item_free(struct item *it)
     free(it);
 }
 
+static void report(struct item *it, enum ingest_result result, const char *outcome,
+                   const char *order_id, int events, const char *detail)
+{
+    struct ingest_outcome o = {.result = result,
+                               .outcome = outcome,
+                               .order_id = order_id,
+                               .events = events,
+                               .detail = detail};
+    it->done(it->ctx, &o);
+}
+
 static void reply_unavailable(struct ingest *ing, struct item *it, const char *detail)
 {
-    char ra[16];
-    snprintf(ra, sizeof(ra), "%u", ing->cfg.retry_after_s);
-    struct http_header h = {"Retry-After", ra};
-    api_reply_error(it->req, 503, "database_unavailable", detail, it->source_id, &h, 1);
+    (void)ing;
+    report(it, INGEST_UNAVAILABLE, NULL, NULL, 0, detail);
 }
 
 /* Everything queued gets 503: the database is away and the sender's retry will recover. */
@@ -86,33 +96,28 @@ static void fail_queued(struct ingest *ing, const char *detail)
     }
 }
 
-static const char *const outcome_status[] = {"applied", "accepted", "duplicate", "duplicate",
-                                             "stale",   "stale",    "ignored",   "ignored"};
+static const char *const outcomes[] = {"applied", "stale", "ignored", "duplicate"};
 
 static void reply_outcome(struct ingest *ing, struct item *it, const char *outcome,
                           const char *order_id, int emitted)
 {
-    const char *status = "accepted";
-    for (size_t i = 0; i < sizeof(outcome_status) / sizeof(*outcome_status); i += 2)
-        if (strcmp(outcome, outcome_status[i]) == 0)
-            status = outcome_status[i + 1];
-    if (strcmp(status, "accepted") == 0)
+    const char *o = NULL;
+    for (size_t i = 0; i < sizeof(outcomes) / sizeof(*outcomes); i++)
+        if (strcmp(outcome, outcomes[i]) == 0)
+            o = outcomes[i];
+    if (o == NULL) {
+        report(it, INGEST_FAILED, NULL, order_id, 0, "the database answered an unknown outcome");
+        return;
+    }
+    if (o == outcomes[0])
         metric_add(ing->m_accepted, 1);
-    else if (strcmp(status, "duplicate") == 0)
+    else if (o == outcomes[3])
         metric_add(ing->m_duplicate, 1);
-    else if (strcmp(status, "stale") == 0)
+    else if (o == outcomes[1])
         metric_add(ing->m_stale, 1);
     else
         metric_add(ing->m_ignored, 1);
-    json_t *body = json_pack("{s:s}", "status", status);
-    if (body != NULL && order_id != NULL && order_id[0] != '\0')
-        json_object_set_new(body, "order_id", json_string(order_id));
-    if (body != NULL && emitted > 0)
-        json_object_set_new(body, "events", json_integer(emitted));
-    char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
-    json_decref(body);
-    api_reply(it->req, 200, text ? text : "{\"status\":\"accepted\"}", status, it->source_id);
-    free(text);
+    report(it, INGEST_DONE, o, order_id, emitted, NULL);
 }
 
 /* SQLSTATE classes that a retry can cure: the sender should come back. */
@@ -134,8 +139,12 @@ static void batch_free(struct batch *b)
         it = next;
     }
     buf_free(&b->json);
+    buf_free(&b->payloads);
     free(b);
 }
+
+enum { RC_IDX, RC_OUTCOME, RC_ORDER, RC_EMITTED, N_RC };
+static const char *const result_cols[N_RC] = {"idx", "outcome", "order_id", "emitted"};
 
 static void on_batch_done(PGresult *res, const char *err, void *data)
 {
@@ -178,9 +187,8 @@ static void on_batch_done(PGresult *res, const char *err, void *data)
             if (transient)
                 reply_unavailable(ing, it, "the transaction failed; retry later");
             else
-                api_reply_error(it->req, 422, "rejected_by_database",
-                                "the order was refused by a database constraint", it->source_id,
-                                NULL, 0);
+                report(it, INGEST_REJECTED, NULL, NULL, 0,
+                       "the order was refused by a database constraint");
             item_free(it);
         }
         b->items = NULL;
@@ -214,13 +222,17 @@ static void on_batch_done(PGresult *res, const char *err, void *data)
     unsigned i = 0;
     for (struct item *it = b->items; it != NULL && by_idx != NULL; it = it->next)
         by_idx[i++] = it;
-    for (int r = 0; r < PQntuples(res) && by_idx != NULL; r++) {
-        long idx = atol(PQgetvalue(res, r, 0));
+    int c[N_RC];
+    bool readable = db_columns(res, "ingest_batch", result_cols, c, N_RC) == 0;
+    for (int r = 0; readable && r < PQntuples(res) && by_idx != NULL; r++) {
+        long idx = atol(PQgetvalue(res, r, c[RC_IDX]));
         if (idx < 0 || (unsigned long)idx >= b->n || by_idx[idx] == NULL)
             continue;
-        int emitted = atoi(PQgetvalue(res, r, 3));
+        int emitted = atoi(PQgetvalue(res, r, c[RC_EMITTED]));
         total_emitted += emitted;
-        reply_outcome(ing, by_idx[idx], PQgetvalue(res, r, 1), PQgetvalue(res, r, 2), emitted);
+        reply_outcome(ing, by_idx[idx], PQgetvalue(res, r, c[RC_OUTCOME]),
+                      PQgetisnull(res, r, c[RC_ORDER]) ? NULL : PQgetvalue(res, r, c[RC_ORDER]),
+                      emitted);
         by_idx[idx] = NULL;
     }
     i = 0;
@@ -228,8 +240,7 @@ static void on_batch_done(PGresult *res, const char *err, void *data)
         if (by_idx != NULL && by_idx[i] == NULL)
             continue;
         /* no row for it: a bug in ingest_batch(); never leave a sender hanging */
-        api_reply_error(it->req, 500, "internal_error",
-                        "the batch result had no row for this request", it->source_id, NULL, 0);
+        report(it, INGEST_FAILED, NULL, NULL, 0, "the batch result had no row for this request");
     }
     if (by_idx != by_idx_small)
         free(by_idx);
@@ -239,12 +250,9 @@ static void on_batch_done(PGresult *res, const char *err, void *data)
     flush(ing);
 }
 
-/* Appends one element of the ingest_batch() array; the raw body is spliced in verbatim. */
+/* Appends one element of the ingest_batch() array (the raw body goes to the payloads). */
 static int append_item(struct buf *out, const struct item *it)
 {
-    const char *body;
-    size_t body_len;
-    body = http_request_body(it->req, &body_len);
     json_t *o = json_pack("{s:s,s:s,s:s,s:s?,s:O?}", "s", it->source_id, "k", it->ev.dedupe_key,
                           "t", it->ev.topic, "e", it->ev.event_type, "o", it->ev.order);
     if (o == NULL)
@@ -253,16 +261,32 @@ static int append_item(struct buf *out, const struct item *it)
     json_decref(o);
     if (text == NULL)
         return -ENOMEM;
-    size_t n = strlen(text);
-    int rc = buf_append(out, text, n - 1); /* without the closing brace */
+    int rc = buf_append_str(out, text);
     free(text);
-    if (rc == 0)
-        rc = buf_append_str(out, ",\"p\":");
-    if (rc == 0)
-        rc = buf_append(out, body, body_len);
-    if (rc == 0)
-        rc = buf_append_str(out, "}");
     return rc;
+}
+
+/*
+ * Appends the raw body as one element of a text[] literal. It is valid JSON
+ * (inbound_parse checked), so UTF-8 without NUL; only " and \ need escaping.
+ */
+static int append_payload(struct buf *out, const struct item *it)
+{
+    int rc = buf_append_str(out, "\"");
+    const char *p = it->body, *end = it->body + it->body_len;
+    while (rc == 0 && p < end) {
+        const char *q = p;
+        while (q < end && *q != '"' && *q != '\\')
+            q++;
+        rc = buf_append(out, p, (size_t)(q - p));
+        if (rc == 0 && q < end) {
+            char esc[2] = {'\\', *q};
+            rc = buf_append(out, esc, 2);
+            q++;
+        }
+        p = q;
+    }
+    return rc == 0 ? buf_append_str(out, "\"") : rc;
 }
 
 /* Sends what is queued as one batch on connection `c`. */
@@ -276,17 +300,25 @@ static void send_batch(struct ingest *ing, unsigned c)
     b->ing = ing;
     b->conn = c;
     buf_init(&b->json, BATCH_JSON_CAP);
+    buf_init(&b->payloads, BATCH_JSON_CAP);
     int rc = buf_append_str(&b->json, "[");
+    if (rc == 0)
+        rc = buf_append_str(&b->payloads, "{");
     struct item *last = NULL;
     bool solo = ing->head->solo;
     while (rc == 0 && ing->head != NULL && b->n < ing->cfg.batch_max) {
         if (b->n > 0 && (solo || ing->head->solo))
             break;
         struct item *it = ing->head;
-        if (b->n > 0)
+        if (b->n > 0) {
             rc = buf_append_str(&b->json, ",");
+            if (rc == 0)
+                rc = buf_append_str(&b->payloads, ",");
+        }
         if (rc == 0)
             rc = append_item(&b->json, it);
+        if (rc == 0)
+            rc = append_payload(&b->payloads, it);
         ing->head = it->next;
         if (ing->head == NULL)
             ing->tail = NULL;
@@ -301,10 +333,12 @@ static void send_batch(struct ingest *ing, unsigned c)
     }
     if (rc == 0)
         rc = buf_append_str(&b->json, "]");
+    if (rc == 0)
+        rc = buf_append_str(&b->payloads, "}");
     if (rc == 0) {
-        b->params[0] = b->json.data;
+        const char *params[2] = {b->json.data, b->payloads.data};
         b->t0 = uv_hrtime();
-        rc = db_query(ing->dbs[c], true, "ingest_batch", 1, b->params, on_batch_done, b);
+        rc = db_query(ing->dbs[c], true, "ingest_batch", 2, params, on_batch_done, b);
     }
     if (rc < 0) {
         for (struct item *it = b->items; it != NULL; it = it->next)
@@ -314,8 +348,9 @@ static void send_batch(struct ingest *ing, unsigned c)
         batch_free(b);
         return;
     }
-    /* the statement holds its own copy: the JSON can go now */
+    /* the statement holds its own copy: the text can go now */
     buf_free(&b->json);
+    buf_free(&b->payloads);
     ing->busy[c] = true;
     ing->in_flight += b->n;
 }
@@ -393,8 +428,8 @@ int ingest_new(uv_loop_t *loop, struct db *const *dbs, unsigned n_dbs,
     return 0;
 }
 
-void ingest_submit(struct ingest *ing, struct http_request *req, const char *source_id,
-                   struct inbound_event *ev)
+void ingest_submit(struct ingest *ing, const char *source_id, struct inbound_event *ev,
+                   const char *body, size_t body_len, ingest_done_fn done, void *ctx)
 {
     struct item *it = calloc(1, sizeof(*it));
     char *sid = strdup(source_id);
@@ -402,10 +437,14 @@ void ingest_submit(struct ingest *ing, struct http_request *req, const char *sou
         free(it);
         free(sid);
         inbound_event_clear(ev);
-        api_reply_error(req, 503, "overloaded", "out of memory", source_id, NULL, 0);
+        struct ingest_outcome o = {.result = INGEST_UNAVAILABLE, .detail = "out of memory"};
+        done(ctx, &o);
         return;
     }
-    it->req = req;
+    it->done = done;
+    it->ctx = ctx;
+    it->body = body;
+    it->body_len = body_len;
     it->source_id = sid;
     it->ev = *ev;
     memset(ev, 0, sizeof(*ev));

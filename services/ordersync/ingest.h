@@ -1,14 +1,15 @@
 /*
  * ingest: group commit of verified webhooks.
  *
- * Requests that passed verification and normalization are queued with
+ * Webhooks that passed verification and normalization are queued with
  * ingest_submit(). After the loop's I/O phase (a uv_check handle), everything
- * queued goes to Postgres as ONE statement, `SELECT * FROM ingest_batch($1)`,
- * and so one transaction and one fsync; while a batch is in flight on every
- * connection the next one accumulates. Each request is answered only after its batch committed:
- * 200 with its outcome, or 503 + Retry-After when the database is away.
- * A batch that fails on data is re-run one request per transaction, so one
- * bad request never fails the others.
+ * queued goes to Postgres as ONE statement, `SELECT * FROM ingest_batch($1,
+ * $2)`, and so one transaction and one fsync; while a batch is in flight on
+ * every connection the next one accumulates. Each webhook's outcome is
+ * reported (the callback) only after its batch committed, or as "unavailable"
+ * when the database is away. A batch that fails on data is re-run one webhook
+ * per transaction, so one bad request never fails the others. This module
+ * does not speak HTTP: api.c turns outcomes into answers.
  */
 #ifndef OS_INGEST_H
 #define OS_INGEST_H
@@ -17,7 +18,6 @@
 #include <uv.h>
 
 #include "db.h"
-#include "http.h"
 #include "inbound.h"
 
 struct ingest;
@@ -41,12 +41,33 @@ int ingest_new(uv_loop_t *loop, struct db *const *dbs, unsigned n_dbs,
                const struct ingest_config *cfg, struct ingest **out)
     __attribute__((warn_unused_result));
 
+enum ingest_result {
+    INGEST_DONE,        /* committed: `outcome` says how */
+    INGEST_UNAVAILABLE, /* the database is away or the transaction failed: retry later */
+    INGEST_REJECTED,    /* the database refused this webhook's data (constraint) */
+    INGEST_FAILED,      /* a bug: the batch result had no row for it */
+};
+
+struct ingest_outcome {
+    enum ingest_result result;
+    /* INGEST_DONE: "applied", "stale", "ignored" or "duplicate" (static) */
+    const char *outcome;
+    const char *order_id; /* may be NULL; borrowed for the call */
+    int events;           /* events emitted */
+    const char *detail;   /* why, when not done; borrowed for the call */
+};
+
+/* Called exactly once per submitted webhook, on the loop. */
+typedef void (*ingest_done_fn)(void *ctx, const struct ingest_outcome *o);
+
 /*
- * Queues a request for the next batch. Takes ownership of the contents of `ev`
- * (left cleared) and of answering `req`. `source_id` is copied.
+ * Queues a webhook for the next batch. Takes ownership of the contents of
+ * `ev` (left cleared). `body` (the raw bytes, stored as received) is
+ * borrowed until `done` runs; `source_id` is copied. `done` runs from inside
+ * this call only when memory ran out.
  */
-void ingest_submit(struct ingest *ing, struct http_request *req, const char *source_id,
-                   struct inbound_event *ev);
+void ingest_submit(struct ingest *ing, const char *source_id, struct inbound_event *ev,
+                   const char *body, size_t body_len, ingest_done_fn done, void *ctx);
 
 /* True when at least one connection can take a batch. */
 bool ingest_ready(const struct ingest *ing);
@@ -56,8 +77,8 @@ const char *ingest_last_error(const struct ingest *ing);
 unsigned ingest_pending(const struct ingest *ing);
 
 /*
- * Answers everything still queued with 503 and frees the ingest after its
- * handle closed. Close the db first: its in-flight batch calls back into us.
+ * Reports everything still queued as unavailable and frees the ingest after
+ * its handle closed. Close the db first: its in-flight batch calls back into us.
  */
 void ingest_free(struct ingest **ing);
 

@@ -2,7 +2,8 @@
  * ordersync: entry point. Sub-commands:
  *   ordersync [serve]   run the service (ingest, relay, feeds, pollers) on one libuv loop
  *   ordersync migrate   apply pending schema migrations and exit
- *   ordersync replay    make dead (or, with --all, delivered) outbox rows pending again
+ *   ordersync replay    deliver dead (or, with --all, delivered) events again
+ *   ordersync skip      give up on dead or blocked events so the ones after them go on
  *   ordersync settings  print the settings table (--markdown for the README)
  * Start-up (config, schema check, migrations) may block; after the loop
  * starts nothing does.
@@ -17,6 +18,7 @@
 
 #include "config.h"
 #include "log.h"
+#include "maintain.h"
 #include "migrate.h"
 #include "server.h"
 
@@ -25,8 +27,10 @@ static void usage(FILE *out)
     fprintf(out, "usage: ordersync [serve | migrate | settings [--markdown] | --help | --version]\n"
                  "       ordersync replay [--destination ID] [--order ID] [--since TIME]\n"
                  "                        [--until TIME] [--all]\n"
+                 "       ordersync skip [--destination ID] [--order ID] [--since TIME]\n"
+                 "                      [--until TIME] [--pending]\n"
                  "\n"
-                 "Receives signed purchase webhooks, commits each order with its outbox rows in\n"
+                 "Receives signed purchase webhooks, commits each order with its events in\n"
                  "PostgreSQL, and delivers the events as signed webhooks to downstream systems.\n"
                  "\n"
                  "settings (environment variables):\n");
@@ -59,14 +63,19 @@ static PGconn *connect_blocking(const struct config *cfg)
 }
 
 /*
- * ordersync replay [--destination ID] [--order ID] [--since TIME] [--until TIME] [--all]
- * Makes dead rows (with --all: delivered ones too) pending again with their
- * webhook-id unchanged; the same as SELECT outbox_replay(...) in psql.
+ * ordersync replay|skip [--destination ID] [--order ID] [--since TIME] [--until TIME]
+ *                       [--all (replay) | --pending (skip)]
+ * replay: dead events (with --all: delivered ones too) are delivered again,
+ * with their webhook-id unchanged; the same as SELECT delivery_replay(...).
+ * skip: dead and blocked events (with --pending: waiting retries too) are
+ * given up, so that the events after them for the same order go on; the
+ * same as SELECT delivery_skip(...). Both are recorded in operator_actions.
  */
-static int cmd_replay(const struct config *cfg, int argc, char **argv)
+static int cmd_replay_skip(const struct config *cfg, bool skip, int argc, char **argv)
 {
+    const char *cmd = skip ? "skip" : "replay";
     const char *dest = NULL, *order = NULL, *since = NULL, *until = NULL;
-    const char *dead_only = "true";
+    bool flag = false;
     for (int i = 2; i < argc; i++) {
         const char **slot = NULL;
         if (strcmp(argv[i], "--destination") == 0)
@@ -77,15 +86,15 @@ static int cmd_replay(const struct config *cfg, int argc, char **argv)
             slot = &since;
         else if (strcmp(argv[i], "--until") == 0)
             slot = &until;
-        else if (strcmp(argv[i], "--all") == 0) {
-            dead_only = "false";
+        else if (strcmp(argv[i], skip ? "--pending" : "--all") == 0) {
+            flag = true;
             continue;
         } else {
-            fprintf(stderr, "replay: unknown option %s\n", argv[i]);
+            fprintf(stderr, "%s: unknown option %s\n", cmd, argv[i]);
             return 2;
         }
         if (i + 1 >= argc) {
-            fprintf(stderr, "replay: %s needs a value\n", argv[i]);
+            fprintf(stderr, "%s: %s needs a value\n", cmd, argv[i]);
             return 2;
         }
         *slot = argv[++i];
@@ -93,18 +102,33 @@ static int cmd_replay(const struct config *cfg, int argc, char **argv)
     PGconn *conn = connect_blocking(cfg);
     if (conn == NULL)
         return 1;
-    const char *params[5] = {dest, order, since, until, dead_only};
-    PGresult *res = PQexecParams(conn,
-                                 "SELECT outbox_replay($1, $2::bigint, $3::timestamptz,"
-                                 " $4::timestamptz, $5::boolean)",
-                                 5, NULL, params, NULL, NULL, 0);
+    char actor[300];
+    const char *user = getenv("USER");
+    snprintf(actor, sizeof(actor), "cli:%s", user && user[0] ? user : "unknown");
+    const char *params[6] = {dest, order, since, until, NULL, actor};
+    PGresult *res;
+    if (skip) {
+        params[4] = flag ? "{dead,blocked,pending}" : "{dead,blocked}";
+        res = PQexecParams(conn,
+                           "SELECT delivery_skip($1, $2::bigint, $3::timestamptz,"
+                           " $4::timestamptz, $5::text[], $6)",
+                           6, NULL, params, NULL, NULL, 0);
+    } else {
+        params[4] = flag ? "false" : "true";
+        res = PQexecParams(conn,
+                           "SELECT delivery_replay($1, $2::bigint, $3::timestamptz,"
+                           " $4::timestamptz, $5::boolean, $6)",
+                           6, NULL, params, NULL, NULL, 0);
+    }
     int rc = 0;
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-        log_error("replay failed", json_pack("{s:s}", "detail", PQresultErrorMessage(res)));
+        log_error(skip ? "skip failed" : "replay failed",
+                  json_pack("{s:s}", "detail", PQresultErrorMessage(res)));
         rc = 1;
+    } else if (skip) {
+        printf("%s delivery(ies) skipped\n", PQgetvalue(res, 0, 0));
     } else {
-        printf("%s row(s) scheduled for redelivery\n", PQgetvalue(res, 0, 0));
-        PQclear(PQexec(conn, "NOTIFY ordersync_outbox"));
+        printf("%s delivery(ies) scheduled again\n", PQgetvalue(res, 0, 0));
     }
     PQclear(res);
     PQfinish(conn);
@@ -127,8 +151,8 @@ static int cmd_migrate(const struct config *cfg)
     return 0;
 }
 
-/* Refuses to serve on a schema this binary was not built for. */
-static int check_schema(const struct config *cfg)
+/* Refuses to serve on a schema this binary was not built for; prepares the event store. */
+static int check_schema(struct config *cfg)
 {
     PGconn *conn = connect_blocking(cfg);
     if (conn == NULL)
@@ -148,6 +172,14 @@ static int check_schema(const struct config *cfg)
                                 "run `ordersync migrate` or set ORDERSYNC_MIGRATE_ON_START=1"));
             rc = -1;
         }
+    }
+    if (rc == 0 && maintain_setup(conn, cfg->retention, cfg->partition_interval,
+                                  &cfg->maintain_every_ms, detail, sizeof(detail)) < 0) {
+        log_error("could not prepare the event store",
+                  json_pack("{s:s,s:s}", "detail", detail, "hint",
+                            "ORDERSYNC_RETENTION and ORDERSYNC_PARTITION_INTERVAL take"
+                            " PostgreSQL intervals such as '30 days' or '2 minutes'"));
+        rc = -1;
     }
     PQfinish(conn);
     return rc;
@@ -189,8 +221,8 @@ int main(int argc, char **argv)
     int rc;
     if (strcmp(cmd, "migrate") == 0) {
         rc = cmd_migrate(&cfg);
-    } else if (strcmp(cmd, "replay") == 0) {
-        rc = cmd_replay(&cfg, argc, argv);
+    } else if (strcmp(cmd, "replay") == 0 || strcmp(cmd, "skip") == 0) {
+        rc = cmd_replay_skip(&cfg, strcmp(cmd, "skip") == 0, argc, argv);
     } else if (strcmp(cmd, "serve") == 0) {
         rc = check_schema(&cfg) < 0 ? 1 : server_run(&cfg);
     } else {

@@ -1,15 +1,27 @@
 /*
- * relay: claim -> deliver -> complete, see relay.h.
+ * relay: the loop of delivery, see relay.h. Decisions are relay_policy's,
+ * ordering is relay_window's; this file does the I/O and keeps the books.
  *
- * Destinations live in a list that survives reloads (their in-flight counts
- * and failure streaks are runtime state); a reload updates them in place and
- * marks the ones that vanished. Results are buffered and written in the check
- * phase of the loop, so a burst of responses costs one statement.
+ * A `struct job` is one event on its way to one destination:
+ *   - a stream job was read from a stream; a window entry points to it
+ *     until the cursor passes it (in_window) and libcurl holds it while its
+ *     request runs (in_http). When the cursor passes it still in flight, it
+ *     becomes a row job (its event got a leased row).
+ *   - a row job is a claimed `deliveries` row (a retry, or an event that
+ *     waited behind another); its result settles the row.
+ * A job is freed when neither the window nor libcurl holds it. Jobs refer to
+ * their stream by destination and generation, never by pointer: a stream is
+ * reset (its window dropped) whenever what the database holds for it is
+ * uncertain, and the results of its old jobs are then ignored (their events
+ * are delivered again: at least once).
+ *
+ * Results are written once per loop turn (uv_check), in one statement, one
+ * statement at a time: a burst of responses costs one round trip.
  */
 #include "relay.h"
 
 #include <errno.h>
-#include <math.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,54 +31,67 @@
 
 #include "buf.h"
 #include "db.h"
-#include "deliver.h"
+#include "http_client.h"
 #include "log.h"
 #include "metrics.h"
+#include "relay_window.h"
 #include "verify.h"
 
-#define MAX_SCHEDULE 32
-#define PARAM_CAP    ((size_t)64 << 20)
+#define PARAM_CAP ((size_t)64 << 20)
+/* An event in flight this long at the head of a window gets a leased row, so
+   that one slow receiver's request does not hold the cursor back. */
+#define LEASE_AFTER_MS      1000
+#define LEASE_AFTER_FULL_MS 250
+/* A row that could not even be sent (bad secret, out of memory) is offered again after this */
+#define NOT_SENT_DELAY_S 5.0
 
 enum stmt_id {
+    S_READ,
     S_CLAIM,
     S_COMPLETE,
-    S_SWEEP,
+    S_ACQUIRE,
     S_NEXT_DUE,
-    S_DESTS,
+    S_SWEEP,
+    S_RELEASE_OWN,
     S_PAUSE,
     S_RESUME,
     S_DISABLE,
-    S_RELEASE,
-    S_PRUNE
+    N_STMTS
 };
 
-static const struct db_stmt stmts[] = {
-    [S_CLAIM] = {"claim", "SELECT id, event_id, destination_id, order_id, attempts, payload, age_s"
-                          " FROM outbox_claim($1::text[], $2::integer[],"
+static const struct db_stmt stmts[N_STMTS] = {
+    /* the events after a cursor, and the end of the stream (horizon) read in the
+       same snapshot: nothing can commit at or below the horizon any more */
+    [S_READ] = {"stream_read",
+                "SELECT h.horizon, e.position, e.event_id, e.order_id, e.created_at, e.payload,"
+                " e.age_s, e.held"
+                " FROM (SELECT coalesce(max(position), 0) AS horizon FROM events) h"
+                " LEFT JOIN LATERAL ("
+                "  SELECT e.position, replace(e.id::text, '-', '') AS event_id, e.order_id,"
+                "   e.created_at::text AS created_at, e.payload,"
+                "   extract(epoch FROM now() - e.created_at)::float8 AS age_s,"
+                "   EXISTS (SELECT 1 FROM deliveries x WHERE x.destination_id = $1"
+                "    AND x.order_id = e.order_id AND x.position < e.position"
+                "    AND (x.state <> 'dead' OR $5::boolean)) AS held"
+                "  FROM events e WHERE e.position > $2::bigint"
+                "   AND ($3::text[] IS NULL OR e.type = ANY ($3::text[]))"
+                "  ORDER BY e.position LIMIT $4::integer) e ON true"},
+    [S_CLAIM] = {"claim", "SELECT destination_id, event_position, replace(event_id::text, '-', '')"
+                          " AS event_id, order_id, attempts, payload, age_s"
+                          " FROM delivery_claim($1::text[], $2::integer[],"
                           " make_interval(secs => $3::float8), $4)"},
-    [S_COMPLETE] = {"complete", "SELECT outbox_complete($1, $2::bigint[], $3::text[],"
-                                " $4::integer[], $5::text[], $6::float8[], $7::float8[],"
-                                " $8::integer[], $9::text[], $10::integer[])"},
-    [S_SWEEP] = {"sweep", "UPDATE outbox SET state = 'pending', lease_until = NULL,"
-                          " lease_owner = NULL WHERE state = 'delivering' AND lease_until < now()"},
-    /* rows due in the past but held back by an earlier event are woken by that
-       event's completion, not by this timer: hence "> now()" */
-    [S_NEXT_DUE] = {"next_due",
-                    "SELECT extract(epoch FROM min(n.next_attempt_at) - now())::float8"
-                    " FROM destinations d CROSS JOIN LATERAL ("
-                    "  SELECT o.next_attempt_at FROM outbox o WHERE o.destination_id = d.id"
-                    "   AND o.state = 'pending' AND o.next_attempt_at > now()"
-                    "   ORDER BY o.next_attempt_at LIMIT 1) n"
-                    " WHERE d.enabled AND d.mode = 'push'"},
-    [S_DESTS] = {"dests",
-                 "SELECT id, url, secret, previous_secret, timeout_ms, max_in_flight,"
-                 " array_to_string(ARRAY(SELECT extract(epoch FROM x)::float8"
-                 "   FROM unnest(retry_schedule) x), ','),"
-                 " max_attempts, extract(epoch FROM retry_window)::float8, breaker_threshold,"
-                 " extract(epoch FROM breaker_pause)::float8,"
-                 " extract(epoch FROM max_retry_after)::float8, enabled, mode = 'push',"
-                 " coalesce(extract(epoch FROM paused_until - now()), 0)::float8,"
-                 " consecutive_failures FROM destinations"},
+    [S_COMPLETE] = {"complete", "SELECT lost FROM relay_complete($1, $2::jsonb)"},
+    [S_ACQUIRE] = {"acquire", "SELECT destination_id, stream_position FROM relay_acquire($1,"
+                              " make_interval(secs => $2::float8), $3::text[])"},
+    /* rows due now but not claimed wait for room: completions wake us for those */
+    [S_NEXT_DUE] = {"next_due", "SELECT extract(epoch FROM min(n.next_at) - now())::float8 AS in_s"
+                                " FROM unnest($1::text[]) d(id) CROSS JOIN LATERAL ("
+                                "  SELECT x.next_at FROM deliveries x WHERE x.destination_id = d.id"
+                                "   AND x.state = 'pending' AND x.next_at > now()"
+                                "   ORDER BY x.next_at LIMIT 1) n"},
+    [S_SWEEP] = {"sweep", "SELECT released, unblocked FROM relay_sweep()"},
+    [S_RELEASE_OWN] = {"release_own",
+                       "SELECT relay_release_own($1, $2::text[], $3::bigint[]) AS released"},
     [S_PAUSE] = {"pause", "UPDATE destinations SET paused_until = now() + make_interval(secs =>"
                           " $2::float8), consecutive_failures = $3 WHERE id = $1"},
     [S_RESUME] = {"resume",
@@ -74,98 +99,78 @@ static const struct db_stmt stmts[] = {
                   " WHERE id = $1 AND (paused_until IS NOT NULL OR consecutive_failures <> 0)"},
     [S_DISABLE] = {"disable", "UPDATE destinations SET enabled = false, disabled_reason = $2"
                               " WHERE id = $1"},
-    [S_RELEASE] = {"release", "UPDATE outbox SET state = 'pending', lease_until = NULL,"
-                              " lease_owner = NULL, attempts = greatest(attempts - 1, 0)"
-                              " WHERE id = ANY($1::bigint[]) AND lease_owner = $2"
-                              " AND state = 'delivering'"},
-    /* delivered rows and their attempts (ON DELETE CASCADE) older than the retention */
-    [S_PRUNE] = {"prune", "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox"
-                          " WHERE state = 'delivered' AND delivered_at < now() - make_interval("
-                          " days => $1::integer) LIMIT 10000)"},
 };
 
-struct dest {
-    struct dest *next;
-    char *id, *url, *secret, *prev_secret;
-    long timeout_ms;
-    unsigned max_in_flight;
-    double schedule[MAX_SCHEDULE];
-    unsigned n_schedule;
-    int max_attempts;
-    double window_s;
-    int breaker_threshold;
-    double breaker_pause_s;
-    double max_retry_after_s;
-    bool enabled, push, present;
-
-    /* runtime */
-    unsigned in_flight;
-    int failures;          /* consecutive */
-    uint64_t paused_until; /* loop ms; 0 = not paused */
-    bool probing;          /* pause over: one delivery decides */
-
-    struct metric *m_delivered, *m_retry, *m_client_error, *m_dead, *m_gone, *m_attempts,
-        *m_in_flight, *m_seconds, *m_lag, *m_paused;
-};
+enum job_result { JOB_NONE, JOB_OK, JOB_RETRY, JOB_DEAD, JOB_RELEASED };
 
 struct job {
+    struct job *prev, *next; /* requests running (relay.in_http) */
     struct relay *r;
     struct dest *d;
-    long long id;
+    uint64_t stream_gen; /* stream jobs: the stream generation it was read in */
+    bool in_window, in_http, row;
+    int64_t position, order_id;
+    char created_at[48]; /* the event's partition key, as the database printed it */
+    char msg_id[40];     /* "msg_" + event uuid hex: the webhook-id */
     int attempt;
-    double age_s;
+    double age_s;   /* of the event when read */
     double started; /* wall clock, epoch s */
     char *payload;
     size_t payload_len;
-    char *url; /* copy: the destination may be reloaded meanwhile */
-    char hdr_id[64], hdr_ts[48], hdr_sig[2 * VERIFY_STANDARD_SIG_SIZE + 32];
+    /* the outcome, once known */
+    enum job_result result;
+    int status, ms;
+    double delay_s;
+    char *error, *excerpt;
 };
 
-struct result {
-    long long id;
-    const char *state; /* static */
-    int status;        /* 0: NULL */
-    char *error;       /* may be NULL */
-    double delay;
-    double started;
-    int duration_ms;
-    char *excerpt;
-    int attempt;
+struct stream {
+    struct stream *next;
+    struct dest *d;
+    uint64_t gen;
+    int64_t cursor;   /* as written (or being written) to the database */
+    int64_t read_pos; /* every event up to here was read into the window or skipped */
+    struct relay_window win;
+    uint64_t dest_gen; /* the destination settings the window was made with */
+    bool reading, reread;
+    bool in_complete; /* part of the statement in flight */
+    bool unsure;      /* a statement about it failed: wait for the database's cursor */
+    int64_t complete_from, complete_to;
 };
 
 struct relay {
     uv_loop_t *loop;
     struct relay_config cfg;
     char *conninfo, *instance;
+    struct destinations *dests;
     struct db *db;
-    struct deliver *http;
-    struct dest *dests;
-    uv_timer_t due_timer, sweep_timer;
+    struct http_client *http;
+    struct stream *streams;
+    struct job *in_http; /* every job whose request runs */
+    uint64_t next_gen;
+    uv_timer_t due_timer, sweep_timer, acquire_timer;
     uv_check_t check;
 
-    bool claiming, rewake, loading, completing, stopping;
-    unsigned busy_jobs;
-    struct result *results;
+    bool claiming, reclaim, acquiring, reacquire, completing, stopping, aborting;
+    unsigned jobs_in_http;
+    unsigned bad_results; /* row results waiting to be written */
+    struct job **results;
     unsigned n_results, cap_results;
-    /* reusable buffers for statement parameters (db_query copies them) */
-    struct buf params[16]; /* 0-3 claim, 4-13 complete, 14-15 release */
-    const char *pv[16];
-    long long *released;
-    unsigned n_released;
+    struct buf doc, params[4];
+    char lease_text[32];
 
     void (*stop_done)(void *);
     void *stop_data;
     unsigned open_handles;
-    bool freeing;
 
-    char retention[16];
-    unsigned sweeps;
-
-    struct metric *m_claims, *m_db_errors;
+    struct metric *m_claims, *m_db_errors, *m_reads;
 };
 
 static void claim(struct relay *r);
+static void read_stream(struct relay *r, struct stream *s);
+static void dispatch(struct relay *r, struct stream *s);
 static void maybe_stop_done(struct relay *r);
+static void acquire(struct relay *r);
 
 static uint64_t now_ms(struct relay *r)
 {
@@ -179,24 +184,24 @@ static double wall_now(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+static double jitter(void)
+{
+    unsigned short v = 0;
+    if (RAND_bytes((unsigned char *)&v, sizeof(v)) != 1)
+        v = (unsigned short)rand();
+    return 1.0 + 0.2 * ((double)v / 65535.0);
+}
+
+static unsigned lease_s(struct relay *r)
+{
+    unsigned lease = r->cfg.lease_s;
+    for (struct dest *d = destinations_first(r->dests); d != NULL; d = d->next)
+        if (d->present && d->push && (unsigned)(d->timeout_ms / 1000) + 30 > lease)
+            lease = (unsigned)(d->timeout_ms / 1000) + 30; /* a lease must outlive the request */
+    return lease;
+}
+
 /* ---------------------------------------------------------------- destinations */
-
-static void dest_free(struct dest *d)
-{
-    free(d->id);
-    free(d->url);
-    free(d->secret);
-    free(d->prev_secret);
-    free(d);
-}
-
-static struct dest *dest_find(struct relay *r, const char *id)
-{
-    for (struct dest *d = r->dests; d != NULL; d = d->next)
-        if (strcmp(d->id, id) == 0)
-            return d;
-    return NULL;
-}
 
 static struct metric *dest_metric(const char *name, const char *help, const char *dest,
                                   const char *extra, enum metric_type type)
@@ -210,6 +215,8 @@ static struct metric *dest_metric(const char *name, const char *help, const char
 
 static void dest_metrics(struct dest *d)
 {
+    if (d->metrics_ready)
+        return;
     const char *dn = "ordersync_deliveries_total";
     const char *dh = "Delivery attempts by destination and outcome";
     d->m_delivered = dest_metric(dn, dh, d->id, "outcome=\"delivered\"", METRIC_COUNTER);
@@ -229,97 +236,30 @@ static void dest_metrics(struct dest *d)
     d->m_paused =
         dest_metric("ordersync_destination_paused",
                     "1 while the circuit breaker holds the destination", d->id, "", METRIC_GAUGE);
+    d->metrics_ready = true;
 }
 
-static int set_str(char **field, const PGresult *res, int row, int col)
+/* Is d a destination to deliver to now (not paused, not disabled)? */
+static bool dest_usable(struct relay *r, const struct dest *d)
 {
-    char *v = NULL;
-    if (!PQgetisnull(res, row, col)) {
-        v = strdup(PQgetvalue(res, row, col));
-        if (v == NULL)
-            return -ENOMEM;
-    }
-    free(*field);
-    *field = v;
-    return 0;
+    return d->present && d->enabled && d->push && !r->stopping &&
+           (d->breaker.paused_until == 0 || d->breaker.paused_until <= now_ms(r));
 }
 
-static void load_dests(struct relay *r, const PGresult *res)
+/* Can the relay deliver to d now, and how many more requests may it start? */
+static bool dest_room(struct relay *r, struct dest *d, unsigned *room)
 {
-    for (struct dest *d = r->dests; d != NULL; d = d->next)
-        d->present = false;
-    for (int row = 0; row < PQntuples(res); row++) {
-        const char *id = PQgetvalue(res, row, 0);
-        struct dest *d = dest_find(r, id);
-        if (d == NULL) {
-            d = calloc(1, sizeof(*d));
-            if (d == NULL || (d->id = strdup(id)) == NULL) {
-                free(d);
-                log_error("out of memory loading destinations", NULL);
-                continue;
-            }
-            dest_metrics(d);
-            d->failures = atoi(PQgetvalue(res, row, 15));
-            d->next = r->dests;
-            r->dests = d;
-        }
-        if (set_str(&d->url, res, row, 1) < 0 || set_str(&d->secret, res, row, 2) < 0 ||
-            set_str(&d->prev_secret, res, row, 3) < 0) {
-            log_error("out of memory loading destinations", NULL);
-            continue;
-        }
-        d->timeout_ms = atol(PQgetvalue(res, row, 4));
-        d->max_in_flight = (unsigned)atoi(PQgetvalue(res, row, 5));
-        d->n_schedule = 0;
-        const char *p = PQgetvalue(res, row, 6);
-        while (*p != '\0' && d->n_schedule < MAX_SCHEDULE) {
-            char *end;
-            d->schedule[d->n_schedule++] = strtod(p, &end);
-            p = *end == ',' ? end + 1 : end;
-            if (end == p && *p != '\0')
-                break;
-        }
-        if (d->n_schedule == 0)
-            d->schedule[d->n_schedule++] = 5;
-        d->max_attempts = atoi(PQgetvalue(res, row, 7));
-        d->window_s = atof(PQgetvalue(res, row, 8));
-        d->breaker_threshold = atoi(PQgetvalue(res, row, 9));
-        d->breaker_pause_s = atof(PQgetvalue(res, row, 10));
-        d->max_retry_after_s = atof(PQgetvalue(res, row, 11));
-        d->enabled = PQgetvalue(res, row, 12)[0] == 't';
-        d->push = PQgetvalue(res, row, 13)[0] == 't';
-        double paused_for = atof(PQgetvalue(res, row, 14));
-        /* another instance (or an operator) may have paused or resumed it */
-        if (paused_for > 0)
-            d->paused_until = now_ms(r) + (uint64_t)(paused_for * 1000);
-        else if (d->paused_until != 0 && !d->probing && PQgetisnull(res, row, 14) == 0)
-            d->paused_until = 0;
-        metric_set(d->m_paused, d->paused_until > now_ms(r) ? 1 : 0);
-        d->present = d->secret != NULL && d->url != NULL;
-    }
+    if (!d->present || !d->enabled || !d->push || r->stopping)
+        return false;
+    unsigned cap;
+    if (!relay_breaker_allows(&d->breaker, now_ms(r), d->max_in_flight, &cap))
+        return false;
+    metric_set(d->m_paused, 0);
+    if (d->in_flight >= cap)
+        return false;
+    *room = cap - d->in_flight;
+    return true;
 }
-
-static void on_dests(PGresult *res, const char *err, void *data)
-{
-    struct relay *r = data;
-    r->loading = false;
-    if (err != NULL || res == NULL) {
-        log_warn("could not load destinations", json_pack("{s:s}", "detail", err ? err : "?"));
-        return;
-    }
-    load_dests(r, res);
-    relay_wake(r);
-}
-
-void relay_reload(struct relay *r)
-{
-    if (r->loading || !db_is_ready(r->db))
-        return;
-    if (db_query(r->db, true, "dests", 0, NULL, on_dests, r) == 0)
-        r->loading = true;
-}
-
-/* ---------------------------------------------------------------- results */
 
 static void on_dest_stmt(PGresult *res, const char *err, void *data)
 {
@@ -335,325 +275,727 @@ static void dest_exec(struct relay *r, const char *stmt, int n, const char *cons
         log_warn("relay statement not sent", json_pack("{s:s}", "statement", stmt));
 }
 
-/* Array literal element: quoted, with " and \ escaped, non-ASCII replaced (excerpts are bytes). */
-static int append_elem(struct buf *b, const char *s)
+/* ---------------------------------------------------------------- jobs */
+
+static void job_free(struct job *j)
+{
+    free(j->payload);
+    free(j->error);
+    free(j->excerpt);
+    free(j);
+}
+
+/* Frees a job nobody holds any more. */
+static void job_release(struct job *j)
+{
+    if (!j->in_window && !j->in_http)
+        job_free(j);
+}
+
+static struct job *job_new(struct relay *r, struct dest *d, const PGresult *res, int row, int c_pos,
+                           int c_id, int c_order, int c_payload, int c_age)
+{
+    struct job *j = calloc(1, sizeof(*j));
+    if (j == NULL)
+        return NULL;
+    j->r = r;
+    j->d = d;
+    j->position = strtoll(PQgetvalue(res, row, c_pos), NULL, 10);
+    j->order_id = strtoll(PQgetvalue(res, row, c_order), NULL, 10);
+    j->age_s = atof(PQgetvalue(res, row, c_age));
+    snprintf(j->msg_id, sizeof(j->msg_id), "msg_%s", PQgetvalue(res, row, c_id));
+    j->payload_len = (size_t)PQgetlength(res, row, c_payload);
+    j->payload = malloc(j->payload_len + 1);
+    if (j->payload == NULL) {
+        free(j);
+        return NULL;
+    }
+    memcpy(j->payload, PQgetvalue(res, row, c_payload), j->payload_len + 1);
+    j->attempt = 1;
+    return j;
+}
+
+static struct stream *find_stream(struct relay *r, const struct dest *d)
+{
+    for (struct stream *s = r->streams; s != NULL; s = s->next)
+        if (s->d == d)
+            return s;
+    return NULL;
+}
+
+/* The stream the job was read in, if it still exists as it was. */
+static struct stream *job_stream(struct job *j)
+{
+    struct stream *s = find_stream(j->r, j->d);
+    return s != NULL && s->gen == j->stream_gen ? s : NULL;
+}
+
+static int add_result(struct relay *r, struct job *j)
+{
+    if (r->n_results == r->cap_results) {
+        unsigned cap = r->cap_results ? r->cap_results * 2 : 64;
+        struct job **n = realloc(r->results, cap * sizeof(*n));
+        if (n == NULL)
+            return -ENOMEM;
+        r->results = n;
+        r->cap_results = cap;
+    }
+    r->results[r->n_results++] = j;
+    return 0;
+}
+
+/* A row job is done: its result goes to the next completion statement. */
+static void row_result(struct relay *r, struct job *j)
+{
+    if (add_result(r, j) < 0) {
+        log_error(
+            "out of memory recording a delivery result; its lease will expire",
+            json_pack("{s:s,s:I}", "destination", j->d->id, "position", (json_int_t)j->position));
+        job_free(j);
+    }
+}
+
+static void set_outcome(struct job *j, enum job_result result, int status, int ms, double delay,
+                        const char *error, const char *excerpt)
+{
+    j->result = result;
+    j->status = status;
+    j->ms = ms;
+    j->delay_s = delay;
+    free(j->error);
+    free(j->excerpt);
+    j->error = error && error[0] ? strdup(error) : NULL;
+    j->excerpt = excerpt && excerpt[0] ? strdup(excerpt) : NULL;
+}
+
+static void pause_dest(struct relay *r, struct dest *d)
+{
+    metric_set(d->m_paused, 1);
+    char secs[32], fails[16];
+    snprintf(secs, sizeof(secs), "%.3f", d->policy.breaker_pause_s);
+    snprintf(fails, sizeof(fails), "%d", d->breaker.failures);
+    const char *v[3] = {d->id, secs, fails};
+    log_warn("destination paused",
+             json_pack("{s:s,s:i,s:f}", "destination", d->id, "consecutive_failures",
+                       d->breaker.failures, "pause_s", d->policy.breaker_pause_s));
+    dest_exec(r, "pause", 3, v);
+}
+
+static void on_http_done(const struct http_client_result *res, void *data)
+{
+    struct job *j = data;
+    struct relay *r = j->r;
+    struct dest *d = j->d;
+    j->in_http = false;
+    if (j->prev != NULL)
+        j->prev->next = j->next;
+    else
+        r->in_http = j->next;
+    if (j->next != NULL)
+        j->next->prev = j->prev;
+    j->prev = j->next = NULL;
+    d->in_flight--;
+    r->jobs_in_http--;
+    metric_set(d->m_in_flight, d->in_flight);
+
+    if (res->aborted) {
+        /* cut short by a shutdown: not an attempt; a leased row is released at once */
+        if (j->row) {
+            set_outcome(j, JOB_RELEASED, 0, 0, 0, "not sent: ordersync stopped", NULL);
+            row_result(r, j);
+        } else {
+            job_release(j);
+        }
+        return;
+    }
+
+    metric_add(d->m_attempts, 1);
+    metric_observe(d->m_seconds, res->seconds);
+    int ms = (int)(res->seconds * 1000);
+    long st = res->http_status;
+    struct relay_decision dec =
+        relay_policy_decide(&d->policy, j->attempt, st, res->retry_after_s, j->age_s, jitter());
+    char err[200] = "";
+    enum relay_breaker_change bc =
+        relay_breaker_record(&d->breaker, &d->policy, dec.verdict == RELAY_DELIVERED, now_ms(r));
+    if (dec.verdict == RELAY_DELIVERED) {
+        metric_add(d->m_delivered, 1);
+        metric_observe(d->m_lag, j->age_s + res->seconds);
+    } else {
+        if (st == 0)
+            snprintf(err, sizeof(err), "%s", res->error ? res->error : "transport error");
+        else
+            snprintf(err, sizeof(err), "HTTP %ld", st);
+        if (dec.gone) {
+            metric_add(d->m_gone, 1);
+            d->enabled = false;
+            char reason[96];
+            snprintf(reason, sizeof(reason), "answered 410 Gone to event %" PRId64, j->position);
+            const char *v[2] = {d->id, reason};
+            log_warn("destination disabled",
+                     json_pack("{s:s,s:s}", "destination", d->id, "reason", reason));
+            dest_exec(r, "disable", 2, v);
+        } else if (dec.client_error) {
+            metric_add(d->m_client_error, 1);
+        }
+        if (dec.verdict == RELAY_DEAD) {
+            metric_add(d->m_dead, 1);
+            log_warn("delivery dead",
+                     json_pack("{s:s,s:I,s:s,s:i,s:s}", "destination", d->id, "position",
+                               (json_int_t)j->position, "webhook_id", j->msg_id, "attempts",
+                               j->attempt, "last_error", err));
+        } else {
+            metric_add(d->m_retry, 1);
+            log_info("delivery failed, will retry",
+                     json_pack("{s:s,s:I,s:s,s:i,s:s,s:f}", "destination", d->id, "position",
+                               (json_int_t)j->position, "webhook_id", j->msg_id, "attempt",
+                               j->attempt, "error", err, "retry_in_s", dec.delay_s));
+        }
+    }
+    if (bc == RELAY_BREAKER_PAUSED) {
+        pause_dest(r, d);
+    } else if (bc == RELAY_BREAKER_RESUMED) {
+        log_info("destination resumed", json_pack("{s:s}", "destination", d->id));
+        metric_set(d->m_paused, 0);
+        const char *v[1] = {d->id};
+        dest_exec(r, "resume", 1, v);
+    }
+    enum job_result result = dec.verdict == RELAY_DELIVERED ? JOB_OK
+                             : dec.verdict == RELAY_DEAD    ? JOB_DEAD
+                                                            : JOB_RETRY;
+    set_outcome(j, result, (int)st, ms, dec.delay_s, err, res->excerpt);
+
+    if (j->row) {
+        row_result(r, j);
+    } else {
+        struct stream *s = job_stream(j);
+        struct wev *e = s && j->in_window ? relay_window_find(&s->win, j->position) : NULL;
+        if (e != NULL && e->data == j)
+            relay_window_settle(&s->win, e,
+                                result == JOB_OK     ? WEV_OK
+                                : result == JOB_DEAD ? WEV_DEAD
+                                                     : WEV_FAILED);
+        else
+            job_release(j); /* its stream was reset: the event will be read again */
+    }
+    if (r->stopping) {
+        maybe_stop_done(r);
+        return;
+    }
+    /* room was freed: more of this destination can go */
+    struct stream *s = find_stream(r, d);
+    if (s != NULL)
+        dispatch(r, s);
+}
+
+/* Signs and sends; false (nothing started) when it cannot, with the reason in err. */
+static bool start_http(struct relay *r, struct job *j, char *err, size_t errlen)
+{
+    struct dest *d = j->d;
+    char hdr_id[80], hdr_ts[48], hdr_sig[2 * VERIFY_STANDARD_SIG_SIZE + 32];
+    snprintf(hdr_id, sizeof(hdr_id), "webhook-id: %s", j->msg_id);
+    j->started = wall_now();
+    int64_t ts = (int64_t)j->started;
+    snprintf(hdr_ts, sizeof(hdr_ts), "webhook-timestamp: %lld", (long long)ts);
+    /* during a rotation, one signature per active secret, space-separated */
+    char sig1[VERIFY_STANDARD_SIG_SIZE], sig2[VERIFY_STANDARD_SIG_SIZE];
+    if (verify_sign_standard(j->msg_id, ts, j->payload, j->payload_len, d->secret, sig1,
+                             sizeof(sig1)) < 0 ||
+        (d->prev_secret != NULL && verify_sign_standard(j->msg_id, ts, j->payload, j->payload_len,
+                                                        d->prev_secret, sig2, sizeof(sig2)) < 0)) {
+        snprintf(err, errlen, "not sent: the destination's secret is not a valid whsec_ key");
+        return false;
+    }
+    if (d->prev_secret != NULL)
+        snprintf(hdr_sig, sizeof(hdr_sig), "webhook-signature: %s %s", sig1, sig2);
+    else
+        snprintf(hdr_sig, sizeof(hdr_sig), "webhook-signature: %s", sig1);
+    const char *headers[] = {"Content-Type: application/json", hdr_id, hdr_ts, hdr_sig, NULL};
+    struct http_client_request req = {.url = d->url,
+                                      .body = j->payload,
+                                      .body_len = j->payload_len,
+                                      .headers = headers,
+                                      .timeout_ms = d->timeout_ms};
+    int rc = http_client_start(r->http, &req, on_http_done, j);
+    if (rc < 0) {
+        snprintf(err, errlen, "not sent: %s", rc == -ENOMEM ? "out of memory" : uv_strerror(rc));
+        return false;
+    }
+    j->in_http = true;
+    j->prev = NULL;
+    j->next = r->in_http;
+    if (r->in_http != NULL)
+        r->in_http->prev = j;
+    r->in_http = j;
+    d->in_flight++;
+    r->jobs_in_http++;
+    metric_set(d->m_in_flight, d->in_flight);
+    return true;
+}
+
+/* Starts what the window lets go, as far as the destination has room. */
+static void dispatch(struct relay *r, struct stream *s)
+{
+    unsigned room;
+    while (dest_room(r, s->d, &room)) {
+        struct wev *e = relay_window_next(&s->win, now_ms(r));
+        if (e == NULL)
+            return;
+        struct job *j = e->data;
+        char err[160];
+        if (!start_http(r, j, err, sizeof(err))) {
+            log_error("delivery not sent",
+                      json_pack("{s:s,s:I,s:s}", "destination", s->d->id, "position",
+                                (json_int_t)j->position, "detail", err));
+            /* a row: it is retried after a while, with the reason in last_error */
+            set_outcome(j, JOB_RETRY, 0, 0, NOT_SENT_DELAY_S, err, NULL);
+            relay_window_settle(&s->win, e, WEV_FAILED);
+        }
+    }
+}
+
+/* ---------------------------------------------------------------- streams */
+
+static void drop_job_in_window(struct wev *e, void *ctx)
+{
+    (void)ctx;
+    struct job *j = e->data;
+    if (j == NULL)
+        return;
+    j->in_window = false;
+    job_release(j); /* one in flight lives on until its answer, which is then ignored */
+}
+
+/* Forgets what is in memory for a stream: the database is the truth again. */
+static void stream_reset(struct relay *r, struct stream *s, int64_t position)
+{
+    relay_window_clear(&s->win, drop_job_in_window, NULL);
+    s->gen = ++r->next_gen;
+    s->cursor = s->read_pos = position;
+    s->reading = s->reread = s->in_complete = s->unsure = false;
+}
+
+static void stream_free(struct stream *s)
+{
+    relay_window_clear(&s->win, drop_job_in_window, NULL);
+    relay_window_free(&s->win);
+    free(s);
+}
+
+static void stream_drop(struct relay *r, struct stream *s)
+{
+    struct stream **p = &r->streams;
+    while (*p != NULL && *p != s)
+        p = &(*p)->next;
+    if (*p == s)
+        *p = s->next;
+    stream_free(s);
+}
+
+static int stream_new(struct relay *r, struct dest *d, int64_t position)
+{
+    struct stream *s = calloc(1, sizeof(*s));
+    if (s == NULL)
+        return -ENOMEM;
+    unsigned cap = 2 * (d->max_in_flight ? d->max_in_flight : 64);
+    if (cap < r->cfg.claim_batch)
+        cap = r->cfg.claim_batch;
+    if (relay_window_init(&s->win, cap, d->dead_blocks) < 0) {
+        free(s);
+        return -ENOMEM;
+    }
+    s->d = d;
+    s->dest_gen = d->generation;
+    s->gen = ++r->next_gen;
+    s->cursor = s->read_pos = position;
+    s->next = r->streams;
+    r->streams = s;
+    dest_metrics(d);
+    log_info("delivering a stream",
+             json_pack("{s:s,s:I}", "destination", d->id, "position", (json_int_t)position));
+    return 0;
+}
+
+static void on_read(PGresult *res, const char *err, void *data);
+
+struct read_ctx {
+    struct relay *r;
+    struct dest *d;
+    uint64_t gen;
+    unsigned limit;
+};
+
+static void read_stream(struct relay *r, struct stream *s)
+{
+    if (r->stopping || !db_is_ready(r->db))
+        return;
+    if (s->reading) {
+        s->reread = true;
+        return;
+    }
+    if (s->unsure || !dest_usable(r, s->d))
+        return; /* paused or disabled: the window waits too */
+    unsigned limit = relay_window_room(&s->win);
+    if (limit > r->cfg.claim_batch)
+        limit = r->cfg.claim_batch;
+    /* a few free places are not worth a query: results free more soon */
+    if (limit == 0 || (limit < relay_window_len(&s->win) / 4 && limit < 16))
+        return;
+    struct read_ctx *ctx = malloc(sizeof(*ctx));
+    if (ctx == NULL)
+        return;
+    *ctx = (struct read_ctx){.r = r, .d = s->d, .gen = s->gen, .limit = limit};
+    char after[24], lim[16];
+    snprintf(after, sizeof(after), "%" PRId64, s->read_pos);
+    snprintf(lim, sizeof(lim), "%u", limit);
+    const char *v[5] = {s->d->id, after, s->d->types, lim, s->d->dead_blocks ? "true" : "false"};
+    if (db_query(r->db, true, "stream_read", 5, v, on_read, ctx) < 0) {
+        free(ctx);
+        return;
+    }
+    s->reading = true;
+    s->reread = false;
+    metric_add(r->m_reads, 1);
+}
+
+enum { RC_HORIZON, RC_POS, RC_ID, RC_ORDER, RC_CREATED, RC_PAYLOAD, RC_AGE, RC_HELD, N_RC };
+static const char *const read_cols[N_RC] = {"horizon",    "position", "event_id", "order_id",
+                                            "created_at", "payload",  "age_s",    "held"};
+
+static void on_read(PGresult *res, const char *err, void *data)
+{
+    struct read_ctx *ctx = data;
+    struct relay *r = ctx->r;
+    struct stream *s = find_stream(r, ctx->d);
+    unsigned limit = ctx->limit;
+    bool current = s != NULL && s->gen == ctx->gen;
+    free(ctx);
+    if (!current)
+        return; /* the stream was reset or dropped meanwhile */
+    s->reading = false;
+    int c[N_RC];
+    if (err != NULL || res == NULL || db_columns(res, "stream_read", read_cols, c, N_RC) < 0) {
+        if (err != NULL && res != NULL) {
+            metric_add(r->m_db_errors, 1);
+            log_warn("stream read failed",
+                     json_pack("{s:s,s:s}", "destination", s->d->id, "detail", err));
+        }
+        return;
+    }
+    int rows = 0, n = 0;
+    bool whole = true; /* every event returned went into the window */
+    int64_t last = s->read_pos;
+    for (int row = 0; row < PQntuples(res); row++) {
+        if (PQgetisnull(res, row, c[RC_POS]))
+            continue; /* nothing after the cursor: the one row carries the horizon alone */
+        rows++;
+        struct job *j =
+            job_new(r, s->d, res, row, c[RC_POS], c[RC_ID], c[RC_ORDER], c[RC_PAYLOAD], c[RC_AGE]);
+        if (j == NULL) {
+            whole = false; /* out of memory: read again from the last one kept */
+            break;
+        }
+        snprintf(j->created_at, sizeof(j->created_at), "%s", PQgetvalue(res, row, c[RC_CREATED]));
+        j->stream_gen = s->gen;
+        bool held = PQgetvalue(res, row, c[RC_HELD])[0] == 't';
+        if (relay_window_push(&s->win, j->position, j->order_id, held, j) == NULL) {
+            job_free(j);
+            whole = false;
+            break;
+        }
+        j->in_window = true;
+        last = j->position;
+        n++;
+    }
+    if (whole && (unsigned)rows < limit && PQntuples(res) > 0) {
+        /* a short page: every event up to the horizon was read or is not for it */
+        int64_t horizon = strtoll(PQgetvalue(res, 0, c[RC_HORIZON]), NULL, 10);
+        if (horizon > last)
+            last = horizon;
+    }
+    if (last > s->read_pos)
+        s->read_pos = last;
+    if (whole && (unsigned)rows == limit)
+        s->reread = true; /* a full page: there may be more */
+    dispatch(r, s);
+    if (s->reread)
+        read_stream(r, s);
+}
+
+/* ---------------------------------------------------------------- completion */
+
+/* JSON string of arbitrary bytes: escaped, and non-ASCII bytes replaced (excerpts are not UTF-8).
+ */
+static int append_json_str(struct buf *b, const char *s)
 {
     if (s == NULL)
-        return buf_append_str(b, "NULL");
+        return buf_append_str(b, "null");
     int rc = buf_append_str(b, "\"");
     for (const unsigned char *p = (const unsigned char *)s; rc == 0 && *p; p++) {
         if (*p == '"' || *p == '\\') {
             char esc[2] = {'\\', (char)*p};
             rc = buf_append(b, esc, 2);
+        } else if (*p < 0x20) {
+            rc = buf_printf(b, "\\u%04x", *p);
         } else {
-            char c = (*p >= 0x20 && *p < 0x7f) ? (char)*p : '?';
-            rc = buf_append(b, &c, 1);
+            char ch = *p < 0x7f ? (char)*p : '?';
+            rc = buf_append(b, &ch, 1);
         }
     }
     return rc == 0 ? buf_append_str(b, "\"") : rc;
+}
+
+static int append_outcome(struct buf *b, const struct job *j)
+{
+    int rc = buf_printf(b, ",\"n\":%d,\"t0\":%.6f,\"ms\":%d,\"dl\":%.3f", j->attempt, j->started,
+                        j->ms, j->delay_s);
+    if (rc == 0 && j->status > 0)
+        rc = buf_printf(b, ",\"st\":%d", j->status);
+    if (rc == 0)
+        rc = buf_append_str(b, ",\"er\":");
+    if (rc == 0)
+        rc = append_json_str(b, j->error);
+    if (rc == 0)
+        rc = buf_append_str(b, ",\"ex\":");
+    if (rc == 0)
+        rc = append_json_str(b, j->excerpt);
+    return rc;
+}
+
+struct emit_ctx {
+    struct relay *r;
+    struct buf ok, rows;
+    int rc;
+};
+
+/* An entry leaves the window: into "ok" or "rows" of its stream's part of the statement. */
+static void emit_entry(struct wev *e, void *data)
+{
+    struct emit_ctx *x = data;
+    struct job *j = e->data;
+    e->data = NULL;
+    j->in_window = false;
+    int rc = x->rc;
+    if (e->state == WEV_OK) {
+        if (rc == 0)
+            rc = buf_printf(&x->ok, "%s[%" PRId64 ",%d,%d]", x->ok.len ? "," : "", j->position,
+                            j->status, j->ms);
+        x->rc = rc;
+        job_release(j);
+        return;
+    }
+    const char *kind = e->state == WEV_FAILED   ? "failed"
+                       : e->state == WEV_DEAD   ? "dead"
+                       : e->state == WEV_LEASED ? "leased"
+                                                : "blocked";
+    if (rc == 0)
+        rc = buf_printf(&x->rows,
+                        "%s{\"p\":%" PRId64 ",\"o\":%" PRId64 ",\"c\":", x->rows.len ? "," : "",
+                        j->position, j->order_id);
+    if (rc == 0)
+        rc = append_json_str(&x->rows, j->created_at);
+    if (rc == 0)
+        rc = buf_printf(&x->rows, ",\"k\":\"%s\"", kind);
+    if (rc == 0 && (e->state == WEV_FAILED || e->state == WEV_DEAD))
+        rc = append_outcome(&x->rows, j);
+    if (rc == 0 && e->state == WEV_LEASED)
+        rc = buf_printf(&x->rows, ",\"lease\":%u", lease_s(x->r));
+    if (rc == 0)
+        rc = buf_append_str(&x->rows, "}");
+    x->rc = rc;
+    if (e->state == WEV_LEASED)
+        j->row = true; /* still in flight; its answer settles the row */
+    else
+        job_release(j);
+}
+
+static void on_complete(PGresult *res, const char *err, void *data);
+
+/* Writes everything settled since the last statement, if there is anything. */
+static void flush(struct relay *r)
+{
+    if (r->completing || !db_is_ready(r->db))
+        return;
+    struct buf *doc = &r->doc;
+    buf_reset(doc);
+    int rc = buf_append_str(doc, "{\"streams\":[");
+    unsigned n_streams = 0;
+    struct emit_ctx x = {.r = r};
+    buf_init(&x.ok, PARAM_CAP);
+    buf_init(&x.rows, PARAM_CAP);
+    for (struct stream *s = r->streams; s != NULL && rc == 0; s = s->next) {
+        if (relay_window_len(&s->win) == 0 && s->read_pos == s->cursor)
+            continue;
+        buf_reset(&x.ok);
+        buf_reset(&x.rows);
+        x.rc = 0;
+        /* when the window is nearly full, hand slow requests over sooner */
+        uint64_t lease_after =
+            relay_window_room(&s->win) < s->win.cap / 4 ? LEASE_AFTER_FULL_MS : LEASE_AFTER_MS;
+        relay_window_advance(&s->win, now_ms(r), lease_after, emit_entry, &x);
+        int64_t to = relay_window_len(&s->win) == 0 ? s->read_pos
+                                                    : relay_window_at(&s->win, 0)->position - 1;
+        if (x.rc < 0) {
+            rc = x.rc;
+            break;
+        }
+        if (to <= s->cursor && x.rows.len == 0)
+            continue;
+        if (to < s->cursor)
+            to = s->cursor;
+        rc = buf_printf(doc, "%s{\"d\":", n_streams ? "," : "");
+        if (rc == 0)
+            rc = append_json_str(doc, s->d->id);
+        if (rc == 0)
+            rc = buf_printf(
+                doc, ",\"from\":%" PRId64 ",\"to\":%" PRId64 ",\"ok\":[%s],\"rows\":[%s]}",
+                s->cursor, to, x.ok.data ? x.ok.data : "", x.rows.data ? x.rows.data : "");
+        s->in_complete = true;
+        s->complete_from = s->cursor;
+        s->complete_to = to;
+        s->cursor = to;
+        n_streams++;
+    }
+    buf_free(&x.ok);
+    buf_free(&x.rows);
+    if (rc == 0)
+        rc = buf_append_str(doc, "],\"results\":[");
+    for (unsigned i = 0; i < r->n_results && rc == 0; i++) {
+        struct job *j = r->results[i];
+        static const char *const names[] = {"", "ok", "retry", "dead", "released"};
+        rc = buf_printf(doc, "%s{\"d\":", i ? "," : "");
+        if (rc == 0)
+            rc = append_json_str(doc, j->d->id);
+        if (rc == 0)
+            rc = buf_printf(doc, ",\"p\":%" PRId64 ",\"r\":\"%s\"", j->position, names[j->result]);
+        if (rc == 0)
+            rc = append_outcome(doc, j);
+        if (rc == 0)
+            rc = buf_append_str(doc, "}");
+    }
+    if (rc == 0)
+        rc = buf_append_str(doc, "]}");
+    unsigned n_results = r->n_results;
+    for (unsigned i = 0; i < r->n_results; i++)
+        job_free(r->results[i]);
+    r->n_results = 0;
+    if (rc < 0) {
+        log_error("could not build delivery results; streams are read again",
+                  json_pack("{s:i}", "errno", -rc));
+        for (struct stream *s = r->streams; s != NULL; s = s->next)
+            if (s->in_complete)
+                stream_reset(r, s, s->complete_from);
+        return;
+    }
+    if (n_streams == 0 && n_results == 0)
+        return;
+    const char *v[2] = {r->instance, doc->data};
+    if (db_query(r->db, true, "complete", 2, v, on_complete, r) < 0) {
+        for (struct stream *s = r->streams; s != NULL; s = s->next)
+            if (s->in_complete)
+                stream_reset(r, s, s->complete_from);
+        return;
+    }
+    r->completing = true;
 }
 
 static void on_complete(PGresult *res, const char *err, void *data)
 {
     struct relay *r = data;
     r->completing = false;
-    if (err != NULL) {
-        /* the rows stay 'delivering' and come back when their lease expires:
-           at-least-once holds, at the cost of a redelivery */
+    if (err != NULL || res == NULL) {
+        /* did it commit? Unknown: every stream in it starts over from what the
+           database says (acquire), and the rows it settled keep their leases
+           (released at the next reconnect, or when the lease runs out) */
         metric_add(r->m_db_errors, 1);
-        log_warn("could not record delivery results",
+        log_warn("could not record delivery results; they are redone",
                  json_pack("{s:s}", "detail", err ? err : "connection lost"));
+        for (struct stream *s = r->streams; s != NULL; s = s->next)
+            if (s->in_complete) {
+                stream_reset(r, s, s->complete_from);
+                s->unsure = true;
+            }
+        acquire(r);
+        maybe_stop_done(r);
+        return;
+    }
+    for (int row = 0; row < PQntuples(res); row++) {
+        struct dest *d = destinations_find(r->dests, PQgetvalue(res, row, 0));
+        struct stream *s = d ? find_stream(r, d) : NULL;
+        if (s != NULL) {
+            log_warn("stream taken over by another instance",
+                     json_pack("{s:s}", "destination", d->id));
+            stream_drop(r, s);
+        }
+    }
+    for (struct stream *s = r->streams; s != NULL; s = s->next) {
+        if (!s->in_complete)
+            continue;
+        s->in_complete = false;
+        relay_window_untaint(&s->win);
+    }
+    if (r->stopping) {
+        maybe_stop_done(r);
+        return;
     }
     relay_wake(r);
-    maybe_stop_done(r);
 }
 
-static void free_results(struct relay *r)
+static void on_check(uv_check_t *h)
 {
-    for (unsigned i = 0; i < r->n_results; i++) {
-        free(r->results[i].error);
-        free(r->results[i].excerpt);
-    }
-    r->n_results = 0;
+    flush(h->data);
 }
 
-static void flush_results(struct relay *r)
+/* ---------------------------------------------------------------- rows (claims) */
+
+static void on_due_timer(uv_timer_t *t)
 {
-    if (r->completing || r->n_results == 0 || !db_is_ready(r->db))
+    relay_wake(t->data);
+}
+
+static void schedule_due(struct relay *r, double secs)
+{
+    if (r->stopping)
         return;
-    for (int i = 4; i < 14; i++)
-        buf_reset(&r->params[i]);
-    int rc = buf_append_str(&r->params[4], r->instance);
-    for (int i = 5; i < 14 && rc == 0; i++)
-        rc = buf_append_str(&r->params[i], "{");
-    for (unsigned i = 0; i < r->n_results && rc == 0; i++) {
-        struct result *x = &r->results[i];
-        const char *sep = i ? "," : "";
-        rc = buf_printf(&r->params[5], "%s%lld", sep, x->id);
-        if (rc == 0)
-            rc = buf_printf(&r->params[6], "%s%s", sep, x->state);
-        if (rc == 0)
-            rc = x->status ? buf_printf(&r->params[7], "%s%d", sep, x->status)
-                           : buf_printf(&r->params[7], "%sNULL", sep);
-        if (rc == 0)
-            rc = buf_append_str(&r->params[8], sep);
-        if (rc == 0)
-            rc = append_elem(&r->params[8], x->error);
-        if (rc == 0)
-            rc = buf_printf(&r->params[9], "%s%.3f", sep, x->delay);
-        if (rc == 0)
-            rc = buf_printf(&r->params[10], "%s%.6f", sep, x->started);
-        if (rc == 0)
-            rc = buf_printf(&r->params[11], "%s%d", sep, x->duration_ms);
-        if (rc == 0)
-            rc = buf_append_str(&r->params[12], sep);
-        if (rc == 0)
-            rc = append_elem(&r->params[12], x->excerpt);
-        if (rc == 0)
-            rc = buf_printf(&r->params[13], "%s%d", sep, x->attempt);
-    }
-    for (int i = 5; i < 14 && rc == 0; i++)
-        rc = buf_append_str(&r->params[i], "}");
-    free_results(r);
-    if (rc < 0) {
-        log_error("could not build delivery results", json_pack("{s:i}", "errno", -rc));
-        return;
-    }
-    for (int i = 4; i < 14; i++)
-        r->pv[i] = r->params[i].data;
-    if (db_query(r->db, true, "complete", 10, &r->pv[4], on_complete, r) == 0)
-        r->completing = true;
+    if (secs > r->cfg.sweep_interval_s)
+        secs = r->cfg.sweep_interval_s;
+    uint64_t ms = secs > 0 ? (uint64_t)(secs * 1000) + 1 : 1;
+    uint64_t now = now_ms(r);
+    for (struct dest *d = destinations_first(r->dests); d != NULL; d = d->next)
+        if (d->breaker.paused_until > now && d->breaker.paused_until - now < ms)
+            ms = d->breaker.paused_until - now + 1;
+    uv_timer_start(&r->due_timer, on_due_timer, ms, 0);
 }
 
-static int add_result(struct relay *r, const struct result *x)
+/* The owned destinations as a text[] literal (and, with room, their limits). */
+static int dest_arrays(struct relay *r, struct buf *ids, struct buf *lims, unsigned *n_out)
 {
-    if (r->n_results == r->cap_results) {
-        unsigned cap = r->cap_results ? r->cap_results * 2 : 64;
-        struct result *n = realloc(r->results, cap * sizeof(*n));
-        if (n == NULL)
-            return -ENOMEM;
-        r->results = n;
-        r->cap_results = cap;
+    buf_reset(ids);
+    int rc = buf_append_str(ids, "{");
+    if (lims != NULL) {
+        buf_reset(lims);
+        if (rc == 0)
+            rc = buf_append_str(lims, "{");
     }
-    r->results[r->n_results++] = *x;
-    return 0;
+    unsigned n = 0;
+    for (struct stream *s = r->streams; s != NULL && rc == 0; s = s->next) {
+        unsigned room = 0;
+        if (lims != NULL && !dest_room(r, s->d, &room))
+            continue;
+        rc = buf_append_str(ids, n ? "," : "");
+        if (rc == 0)
+            rc = append_json_str(ids, s->d->id);
+        if (rc == 0 && lims != NULL)
+            rc = buf_printf(lims, "%s%u", n ? "," : "", room);
+        n++;
+    }
+    if (rc == 0)
+        rc = buf_append_str(ids, "}");
+    if (rc == 0 && lims != NULL)
+        rc = buf_append_str(lims, "}");
+    *n_out = n;
+    return rc;
 }
-
-/* ---------------------------------------------------------------- outcomes */
-
-static double jitter(void)
-{
-    unsigned short v = 0;
-    if (RAND_bytes((unsigned char *)&v, sizeof(v)) != 1)
-        v = (unsigned short)rand();
-    return 1.0 + 0.2 * ((double)v / 65535.0); /* positive: never earlier than the schedule */
-}
-
-static void pause_dest(struct relay *r, struct dest *d)
-{
-    d->paused_until = now_ms(r) + (uint64_t)(d->breaker_pause_s * 1000);
-    d->probing = false;
-    metric_set(d->m_paused, 1);
-    char secs[32], fails[16];
-    snprintf(secs, sizeof(secs), "%.3f", d->breaker_pause_s);
-    snprintf(fails, sizeof(fails), "%d", d->failures);
-    const char *v[3] = {d->id, secs, fails};
-    log_warn("destination paused",
-             json_pack("{s:s,s:i,s:f}", "destination", d->id, "consecutive_failures", d->failures,
-                       "pause_s", d->breaker_pause_s));
-    dest_exec(r, "pause", 3, v);
-}
-
-static void on_delivered(const struct deliver_result *res, void *data)
-{
-    struct job *j = data;
-    struct relay *r = j->r;
-    struct dest *d = j->d;
-    d->in_flight--;
-    r->busy_jobs--;
-    metric_set(d->m_in_flight, d->in_flight);
-
-    if (res->aborted) {
-        /* aborted by shutdown: not an attempt; its lease is released */
-        long long *n = realloc(r->released, (r->n_released + 1) * sizeof(*n));
-        if (n != NULL) {
-            r->released = n;
-            r->released[r->n_released++] = j->id;
-        }
-        goto done;
-    }
-
-    metric_add(d->m_attempts, 1);
-    metric_observe(d->m_seconds, res->seconds);
-    long st = res->http_status;
-    struct result x = {.id = j->id,
-                       .status = (int)st,
-                       .started = j->started,
-                       .duration_ms = (int)(res->seconds * 1000),
-                       .attempt = j->attempt};
-    char err[160] = "";
-    if (st >= 200 && st < 300) {
-        x.state = "delivered";
-        metric_add(d->m_delivered, 1);
-        metric_observe(d->m_lag, j->age_s + res->seconds);
-        bool was = d->failures > 0 || d->probing || d->paused_until != 0;
-        d->failures = 0;
-        if (was) {
-            if (d->probing)
-                log_info("destination resumed", json_pack("{s:s}", "destination", d->id));
-            d->probing = false;
-            d->paused_until = 0;
-            metric_set(d->m_paused, 0);
-            const char *v[1] = {d->id};
-            dest_exec(r, "resume", 1, v);
-        }
-    } else {
-        bool retryable = st == 0 || st == 408 || st == 425 || st == 429 || st >= 500;
-        if (st == 0)
-            snprintf(err, sizeof(err), "%s", res->error ? res->error : "transport error");
-        else
-            snprintf(err, sizeof(err), "HTTP %ld", st);
-        d->failures++;
-        if (st == 410) {
-            metric_add(d->m_gone, 1);
-            d->enabled = false;
-            char reason[96];
-            snprintf(reason, sizeof(reason), "answered 410 Gone to delivery %lld", j->id);
-            const char *v[2] = {d->id, reason};
-            log_warn("destination disabled",
-                     json_pack("{s:s,s:s}", "destination", d->id, "reason", reason));
-            dest_exec(r, "disable", 2, v);
-        } else if (!retryable) {
-            metric_add(d->m_client_error, 1);
-        }
-        unsigned k = (unsigned)(j->attempt - 1) < d->n_schedule ? (unsigned)(j->attempt - 1)
-                                                                : d->n_schedule - 1;
-        double delay = d->schedule[k] * jitter();
-        if (retryable && res->retry_after_s >= 0) {
-            double hint = res->retry_after_s < d->max_retry_after_s ? res->retry_after_s
-                                                                    : d->max_retry_after_s;
-            if (hint > delay)
-                delay = hint;
-        }
-        if (j->attempt >= d->max_attempts || j->age_s + delay > d->window_s) {
-            x.state = "dead";
-            metric_add(d->m_dead, 1);
-            log_warn("delivery dead",
-                     json_pack("{s:s,s:I,s:i,s:s}", "destination", d->id, "outbox_id",
-                               (json_int_t)j->id, "attempts", j->attempt, "last_error", err));
-        } else {
-            x.state = "pending";
-            x.delay = delay;
-            metric_add(d->m_retry, 1);
-            log_info("delivery failed, will retry",
-                     json_pack("{s:s,s:I,s:i,s:s,s:f}", "destination", d->id, "outbox_id",
-                               (json_int_t)j->id, "attempt", j->attempt, "error", err, "retry_in_s",
-                               delay));
-        }
-        if (d->probing || (d->failures >= d->breaker_threshold && d->paused_until == 0))
-            pause_dest(r, d);
-    }
-    x.error = err[0] ? strdup(err) : NULL;
-    x.excerpt = res->excerpt[0] ? strdup(res->excerpt) : NULL;
-    if (add_result(r, &x) < 0) {
-        free(x.error);
-        free(x.excerpt);
-        log_error("out of memory recording a delivery result; its lease will expire", NULL);
-    }
-done:
-    free(j->payload);
-    free(j->url);
-    free(j);
-}
-
-/* ---------------------------------------------------------------- claims */
-
-static void start_job(struct relay *r, struct dest *d, const PGresult *res, int row)
-{
-    struct job *j = calloc(1, sizeof(*j));
-    if (j == NULL)
-        return; /* its lease expires and the row comes back */
-    j->r = r;
-    j->d = d;
-    j->id = atoll(PQgetvalue(res, row, 0));
-    j->attempt = atoi(PQgetvalue(res, row, 4));
-    j->age_s = atof(PQgetvalue(res, row, 6));
-    j->payload_len = (size_t)PQgetlength(res, row, 5);
-    j->payload = malloc(j->payload_len + 1);
-    j->url = strdup(d->url);
-    if (j->payload == NULL || j->url == NULL)
-        goto fail;
-    memcpy(j->payload, PQgetvalue(res, row, 5), j->payload_len + 1);
-
-    /* webhook-id: "msg_" + the event uuid without dashes; stable across retries */
-    const char *uuid = PQgetvalue(res, row, 1);
-    char *o = j->hdr_id + snprintf(j->hdr_id, sizeof(j->hdr_id), "webhook-id: msg_");
-    for (const char *p = uuid; *p && o < j->hdr_id + sizeof(j->hdr_id) - 1; p++)
-        if (*p != '-')
-            *o++ = *p;
-    *o = '\0';
-    const char *msg_id = j->hdr_id + strlen("webhook-id: ");
-    j->started = wall_now();
-    int64_t ts = (int64_t)j->started;
-    snprintf(j->hdr_ts, sizeof(j->hdr_ts), "webhook-timestamp: %lld", (long long)ts);
-    /* during a rotation, one signature per active secret, space-separated */
-    char sig1[VERIFY_STANDARD_SIG_SIZE], sig2[VERIFY_STANDARD_SIG_SIZE];
-    if (verify_sign_standard(msg_id, ts, j->payload, j->payload_len, d->secret, sig1,
-                             sizeof(sig1)) < 0)
-        goto bad_secret;
-    if (d->prev_secret != NULL) {
-        if (verify_sign_standard(msg_id, ts, j->payload, j->payload_len, d->prev_secret, sig2,
-                                 sizeof(sig2)) < 0)
-            goto bad_secret;
-        snprintf(j->hdr_sig, sizeof(j->hdr_sig), "webhook-signature: %s %s", sig1, sig2);
-    } else {
-        snprintf(j->hdr_sig, sizeof(j->hdr_sig), "webhook-signature: %s", sig1);
-    }
-    const char *headers[] = {"Content-Type: application/json", j->hdr_id, j->hdr_ts, j->hdr_sig,
-                             NULL};
-    struct deliver_request req = {.url = j->url,
-                                  .body = j->payload,
-                                  .body_len = j->payload_len,
-                                  .headers = headers,
-                                  .timeout_ms = d->timeout_ms};
-    d->in_flight++;
-    r->busy_jobs++;
-    if (deliver_start(r->http, &req, on_delivered, j) < 0) {
-        d->in_flight--;
-        r->busy_jobs--;
-        goto fail;
-    }
-    metric_set(d->m_in_flight, d->in_flight);
-    return;
-bad_secret:
-    log_error("destination secret is not a valid whsec_ key",
-              json_pack("{s:s}", "destination", d->id));
-fail:
-    free(j->payload);
-    free(j->url);
-    free(j);
-}
-
-static bool dest_claimable(struct relay *r, struct dest *d, unsigned *room)
-{
-    if (!d->present || !d->enabled || !d->push)
-        return false;
-    if (d->paused_until != 0) {
-        if (d->paused_until > now_ms(r))
-            return false;
-        d->probing = true; /* the pause is over: one delivery decides */
-        metric_set(d->m_paused, 0);
-    }
-    unsigned cap = d->probing ? 1 : d->max_in_flight;
-    if (d->in_flight >= cap)
-        return false;
-    *room = cap - d->in_flight;
-    if (*room > r->cfg.claim_batch)
-        *room = r->cfg.claim_batch;
-    return true;
-}
-
-static void schedule_due(struct relay *r, double secs);
 
 static void on_next_due(PGresult *res, const char *err, void *data)
 {
@@ -664,57 +1006,53 @@ static void on_next_due(PGresult *res, const char *err, void *data)
     schedule_due(r, secs);
 }
 
-static void on_due_timer(uv_timer_t *t)
-{
-    claim(t->data);
-}
-
-/* Arms the timer for the earliest of: the next due retry, the end of a pause, the sweep. */
-static void schedule_due(struct relay *r, double secs)
-{
-    if (r->stopping)
-        return;
-    log_debug("next claim", json_pack("{s:f}", "in_s", secs));
-    if (secs > r->cfg.sweep_interval_s)
-        secs = r->cfg.sweep_interval_s;
-    uint64_t ms = secs > 0 ? (uint64_t)(secs * 1000) + 1 : 1;
-    uint64_t now = now_ms(r);
-    for (struct dest *d = r->dests; d != NULL; d = d->next)
-        if (d->paused_until > now && d->paused_until - now < ms)
-            ms = d->paused_until - now + 1;
-    uv_timer_start(&r->due_timer, on_due_timer, ms, 0);
-}
+enum { CC_DEST, CC_POS, CC_ID, CC_ORDER, CC_ATTEMPTS, CC_PAYLOAD, CC_AGE, N_CC };
+static const char *const claim_cols[N_CC] = {
+    "destination_id", "event_position", "event_id", "order_id", "attempts", "payload", "age_s"};
 
 static void on_claim(PGresult *res, const char *err, void *data)
 {
     struct relay *r = data;
     r->claiming = false;
-    if (err != NULL || res == NULL) {
+    int c[N_CC];
+    if (err != NULL || res == NULL || db_columns(res, "claim", claim_cols, c, N_CC) < 0) {
         metric_add(r->m_db_errors, 1);
         if (res != NULL)
-            log_warn("claim failed", json_pack("{s:s}", "detail", err));
+            log_warn("claim failed", json_pack("{s:s}", "detail", err ? err : "bad result"));
         schedule_due(r, 1);
         return;
     }
     int n = PQntuples(res);
     metric_add(r->m_claims, 1);
-    log_debug("claimed", json_pack("{s:i}", "rows", n));
     for (int row = 0; row < n; row++) {
-        struct dest *d = dest_find(r, PQgetvalue(res, row, 2));
-        if (d == NULL || r->stopping) {
-            /* should not happen (we named the destinations); leave it to the lease */
-            continue;
+        struct dest *d = destinations_find(r->dests, PQgetvalue(res, row, c[CC_DEST]));
+        struct job *j =
+            d ? job_new(r, d, res, row, c[CC_POS], c[CC_ID], c[CC_ORDER], c[CC_PAYLOAD], c[CC_AGE])
+              : NULL;
+        if (j == NULL)
+            continue; /* its lease runs out and it comes back */
+        j->row = true;
+        j->attempt = atoi(PQgetvalue(res, row, c[CC_ATTEMPTS]));
+        char why[160];
+        if (r->stopping || !start_http(r, j, why, sizeof(why))) {
+            set_outcome(j, JOB_RELEASED, 0, 0, r->stopping ? 0 : NOT_SENT_DELAY_S,
+                        r->stopping ? "not sent: ordersync stopped" : why, NULL);
+            row_result(r, j);
         }
-        start_job(r, d, res, row);
     }
-    if (r->rewake) {
-        r->rewake = false;
+    if (r->reclaim || n > 0) {
+        /* a full claim may have left more due rows; a new wake may have come */
+        r->reclaim = false;
         claim(r);
         return;
     }
-    if (n == 0 && !r->stopping && db_is_ready(r->db))
-        if (db_query(r->db, true, "next_due", 0, NULL, on_next_due, r) < 0)
-            schedule_due(r, 1);
+    unsigned nd;
+    if (dest_arrays(r, &r->params[2], NULL, &nd) == 0 && nd > 0) {
+        const char *v[1] = {r->params[2].data};
+        if (db_query(r->db, true, "next_due", 1, v, on_next_due, r) == 0)
+            return;
+    }
+    schedule_due(r, r->cfg.sweep_interval_s);
 }
 
 static void claim(struct relay *r)
@@ -722,59 +1060,129 @@ static void claim(struct relay *r)
     if (r->stopping || !db_is_ready(r->db))
         return;
     if (r->claiming) {
-        r->rewake = true;
+        r->reclaim = true;
         return;
     }
-    struct buf *ids = &r->params[0], *lims = &r->params[1];
-    buf_reset(ids);
-    buf_reset(lims);
-    int rc = buf_append_str(ids, "{");
-    if (rc == 0)
-        rc = buf_append_str(lims, "{");
-    unsigned n = 0;
-    for (struct dest *d = r->dests; d != NULL && rc == 0; d = d->next) {
-        unsigned room;
-        if (!dest_claimable(r, d, &room))
+    unsigned n;
+    if (dest_arrays(r, &r->params[0], &r->params[1], &n) < 0 || n == 0)
+        return; /* nothing has room: completions wake us */
+    snprintf(r->lease_text, sizeof(r->lease_text), "%u", lease_s(r));
+    const char *v[4] = {r->params[0].data, r->params[1].data, r->lease_text, r->instance};
+    if (db_query(r->db, true, "claim", 4, v, on_claim, r) == 0)
+        r->claiming = true;
+}
+
+/* ---------------------------------------------------------------- leases of streams */
+
+static void on_acquired(PGresult *res, const char *err, void *data)
+{
+    struct relay *r = data;
+    r->acquiring = false;
+    if (err != NULL || res == NULL) {
+        if (res != NULL)
+            log_warn("could not take streams", json_pack("{s:s}", "detail", err));
+        return;
+    }
+    /* streams still ours stay; new ones start at the database's cursor */
+    for (int row = 0; row < PQntuples(res); row++) {
+        struct dest *d = destinations_find(r->dests, PQgetvalue(res, row, 0));
+        if (d == NULL)
             continue;
-        rc = buf_append_str(ids, n ? "," : "");
+        int64_t pos = strtoll(PQgetvalue(res, row, 1), NULL, 10);
+        struct stream *s = find_stream(r, d);
+        if (s == NULL) {
+            if (stream_new(r, d, pos) < 0)
+                log_error("out of memory taking a stream",
+                          json_pack("{s:s}", "destination", d->id));
+            continue;
+        }
+        if (!s->in_complete && !r->completing && (pos != s->cursor || s->unsure)) {
+            /* moved by someone else (we lost it for a while): start from the database */
+            log_warn("stream moved meanwhile: reading it again",
+                     json_pack("{s:s,s:I,s:I}", "destination", d->id, "ours", (json_int_t)s->cursor,
+                               "database", (json_int_t)pos));
+            stream_reset(r, s, pos);
+        }
+        if (s->dest_gen != d->generation) {
+            /* settings changed (types, on_dead, max_in_flight): a new window */
+            s->dest_gen = d->generation;
+            if (!s->in_complete) {
+                unsigned cap = 2 * (d->max_in_flight ? d->max_in_flight : 64);
+                if (cap < r->cfg.claim_batch)
+                    cap = r->cfg.claim_batch;
+                stream_reset(r, s, s->cursor);
+                relay_window_free(&s->win);
+                if (relay_window_init(&s->win, cap, d->dead_blocks) < 0)
+                    log_error("out of memory resizing a window", NULL);
+            }
+        }
+    }
+    /* streams not returned are no longer ours */
+    for (struct stream *s = r->streams, *next; s != NULL; s = next) {
+        next = s->next;
+        bool mine = false;
+        for (int row = 0; row < PQntuples(res) && !mine; row++)
+            mine = strcmp(PQgetvalue(res, row, 0), s->d->id) == 0;
+        if (!mine) {
+            log_info("stream let go", json_pack("{s:s}", "destination", s->d->id));
+            stream_drop(r, s);
+        }
+    }
+    if (r->reacquire) {
+        r->reacquire = false;
+        acquire(r);
+    }
+    relay_wake(r);
+}
+
+static void acquire(struct relay *r)
+{
+    if (r->stopping || !db_is_ready(r->db) || !destinations_loaded(r->dests))
+        return;
+    if (r->acquiring) {
+        r->reacquire = true;
+        return;
+    }
+    struct buf *ids = &r->params[3];
+    buf_reset(ids);
+    int rc = buf_append_str(ids, "{");
+    unsigned n = 0;
+    for (struct dest *d = destinations_first(r->dests); d != NULL && rc == 0; d = d->next) {
+        if (!d->present || !d->push || !d->enabled)
+            continue;
+        rc = buf_append_str(ids, n++ ? "," : "");
         if (rc == 0)
-            rc = append_elem(ids, d->id);
-        if (rc == 0)
-            rc = buf_printf(lims, "%s%u", n ? "," : "", room);
-        n++;
+            rc = append_json_str(ids, d->id);
     }
     if (rc == 0)
         rc = buf_append_str(ids, "}");
-    if (rc == 0)
-        rc = buf_append_str(lims, "}");
-    if (rc < 0 || n == 0) {
-        /* nothing has room (or nothing to deliver to): completions or timers wake us */
-        schedule_due(r, r->cfg.sweep_interval_s);
+    if (rc < 0)
         return;
-    }
-    buf_reset(&r->params[2]);
-    buf_reset(&r->params[3]);
-    unsigned lease = r->cfg.lease_s;
-    for (struct dest *d = r->dests; d != NULL; d = d->next)
-        if (d->present && (unsigned)(d->timeout_ms / 1000) + 30 > lease)
-            lease = (unsigned)(d->timeout_ms / 1000) + 30; /* a lease must outlive the request */
-    if (buf_printf(&r->params[2], "%u", lease) < 0 ||
-        buf_append_str(&r->params[3], r->instance) < 0)
-        return;
-    r->pv[0] = ids->data;
-    r->pv[1] = lims->data;
-    r->pv[2] = r->params[2].data;
-    r->pv[3] = r->params[3].data;
-    if (db_query(r->db, true, "claim", 4, r->pv, on_claim, r) == 0)
-        r->claiming = true;
+    char lease[32];
+    snprintf(lease, sizeof(lease), "%u", r->cfg.lease_s);
+    const char *v[3] = {r->instance, lease, ids->data};
+    if (db_query(r->db, true, "acquire", 3, v, on_acquired, r) == 0)
+        r->acquiring = true;
+}
+
+static void on_acquire_timer(uv_timer_t *t)
+{
+    acquire(t->data);
+}
+
+void relay_reload(struct relay *r)
+{
+    /* settings are applied where they are read; stream ownership may change */
+    acquire(r);
 }
 
 void relay_wake(struct relay *r)
 {
-    if (r->completing) {
-        /* rows just delivered are still 'delivering' in the database until the
-           results are written; claiming now could skip their successors */
+    if (r->stopping)
         return;
+    for (struct stream *s = r->streams; s != NULL; s = s->next) {
+        dispatch(r, s);
+        read_stream(r, s);
     }
     claim(r);
 }
@@ -784,18 +1192,13 @@ void relay_wake(struct relay *r)
 static void on_sweep(PGresult *res, const char *err, void *data)
 {
     struct relay *r = data;
-    if (err == NULL && res != NULL) {
-        const char *n = PQcmdTuples(res);
-        if (n[0] != '\0' && strcmp(n, "0") != 0)
-            log_info("expired leases released", json_pack("{s:s}", "rows", n));
+    if (err == NULL && res != NULL && PQntuples(res) == 1) {
+        int released = atoi(PQgetvalue(res, 0, 0)), unblocked = atoi(PQgetvalue(res, 0, 1));
+        if (released > 0 || unblocked > 0)
+            log_info("sweep", json_pack("{s:i,s:i}", "expired_leases_released", released,
+                                        "blocked_rows_freed", unblocked));
     }
-    relay_wake(r);
-}
-
-static void on_prune(PGresult *res, const char *err, void *data)
-{
-    if (err == NULL && res != NULL && strcmp(PQcmdTuples(res), "0") != 0)
-        log_info("pruned delivered outbox rows", json_pack("{s:s}", "rows", PQcmdTuples(res)));
+    claim(r);
 }
 
 static void on_sweep_timer(uv_timer_t *t)
@@ -804,46 +1207,81 @@ static void on_sweep_timer(uv_timer_t *t)
     if (r->stopping || !db_is_ready(r->db))
         return;
     if (db_query(r->db, true, "sweep", 0, NULL, on_sweep, r) < 0)
-        return;
-    /* pruning is slow work: every 20th sweep, 10k rows at a time */
-    if (r->cfg.retention_days > 0 && ++r->sweeps % 20 == 1) {
-        snprintf(r->retention, sizeof(r->retention), "%u", r->cfg.retention_days);
-        const char *v[1] = {r->retention};
-        if (db_query(r->db, true, "prune", 1, v, on_prune, r) < 0)
-            log_debug("prune not sent", NULL);
-    }
+        log_debug("sweep not sent", NULL);
 }
 
-static void on_check(uv_check_t *h)
+static void on_released_own(PGresult *res, const char *err, void *data)
 {
-    flush_results(h->data);
+    if (err != NULL)
+        log_warn("could not release this process's leases; they expire by themselves",
+                 json_pack("{s:s}", "detail", err));
+    else if (res != NULL && PQntuples(res) == 1 && atoi(PQgetvalue(res, 0, 0)) > 0)
+        log_info("own leases released after reconnecting",
+                 json_pack("{s:i}", "rows", atoi(PQgetvalue(res, 0, 0))));
 }
 
+/*
+ * (Re)connected. Whatever was in flight on the old connection is unknown:
+ * every stream is read again from the database's cursor, and rows leased to
+ * this process that no request of it is working on any more are released
+ * at once rather than waiting out their lease.
+ */
 static void on_ready(struct db *db, void *data)
 {
     struct relay *r = data;
-    r->claiming = r->completing = r->loading = false;
-    relay_reload(r);
-    if (db_query(db, true, "sweep", 0, NULL, on_sweep, r) < 0)
-        return;
+    r->claiming = r->completing = r->acquiring = false;
+    for (struct stream *s = r->streams, *next; s != NULL; s = next) {
+        next = s->next;
+        stream_drop(r, s);
+    }
+    struct buf *ds = &r->params[0], *ps = &r->params[1];
+    buf_reset(ds);
+    buf_reset(ps);
+    int rc = buf_append_str(ds, "{");
+    if (rc == 0)
+        rc = buf_append_str(ps, "{");
+    /* rows whose request is still running here keep their lease */
+    unsigned n = 0;
+    for (struct job *j = r->in_http; j != NULL && rc == 0; j = j->next) {
+        if (!j->row)
+            continue;
+        rc = buf_append_str(ds, n ? "," : "");
+        if (rc == 0)
+            rc = append_json_str(ds, j->d->id);
+        if (rc == 0)
+            rc = buf_printf(ps, "%s%" PRId64, n ? "," : "", j->position);
+        n++;
+    }
+    if (rc == 0)
+        rc = buf_append_str(ds, "}");
+    if (rc == 0)
+        rc = buf_append_str(ps, "}");
+    const char *v[3] = {r->instance, ds->data, ps->data};
+    if (rc == 0 && db_query(db, true, "release_own", 3, v, on_released_own, r) < 0)
+        log_debug("release_own not sent", NULL);
+    acquire(r);
+    on_sweep_timer(&r->sweep_timer);
 }
 
 static const struct db_callbacks relay_cbs = {.on_ready = on_ready};
 
-int relay_new(uv_loop_t *loop, const struct relay_config *cfg, struct relay **out)
+int relay_new(uv_loop_t *loop, const struct relay_config *cfg, struct destinations *dests,
+              struct relay **out)
 {
     struct relay *r = calloc(1, sizeof(*r));
     if (r == NULL)
         return -ENOMEM;
     r->loop = loop;
     r->cfg = *cfg;
+    r->dests = dests;
     if (r->cfg.claim_batch == 0)
         r->cfg.claim_batch = 256;
     if (r->cfg.sweep_interval_s == 0)
         r->cfg.sweep_interval_s = 30;
     if (r->cfg.lease_s == 0)
         r->cfg.lease_s = 60;
-    for (int i = 0; i < 16; i++)
+    buf_init(&r->doc, PARAM_CAP);
+    for (int i = 0; i < 4; i++)
         buf_init(&r->params[i], PARAM_CAP);
     r->instance = strdup(cfg->instance ? cfg->instance : "ordersync");
     r->conninfo = cfg->conninfo ? strdup(cfg->conninfo) : NULL;
@@ -853,23 +1291,27 @@ int relay_new(uv_loop_t *loop, const struct relay_config *cfg, struct relay **ou
     r->cfg.conninfo = r->conninfo;
     char ua[64];
     snprintf(ua, sizeof(ua), "ordersync/%s", ORDERSYNC_VERSION);
-    int rc = deliver_new(loop, ua, 1024, &r->http);
+    int rc = http_client_new(loop, ua, 1024, &r->http);
     if (rc < 0)
         goto fail;
     uv_timer_init(loop, &r->due_timer);
     uv_timer_init(loop, &r->sweep_timer);
+    uv_timer_init(loop, &r->acquire_timer);
     uv_check_init(loop, &r->check);
-    r->due_timer.data = r->sweep_timer.data = r->check.data = r;
-    r->open_handles = 3;
+    r->due_timer.data = r->sweep_timer.data = r->acquire_timer.data = r->check.data = r;
+    r->open_handles = 4;
     uv_check_start(&r->check, on_check);
     uv_unref((uv_handle_t *)&r->check);
     uv_timer_start(&r->sweep_timer, on_sweep_timer, (uint64_t)r->cfg.sweep_interval_s * 1000,
                    (uint64_t)r->cfg.sweep_interval_s * 1000);
+    /* renewed at a quarter of the lease: three renewals can fail before it runs out */
+    uint64_t every = (uint64_t)r->cfg.lease_s * 1000 / 4;
+    uv_timer_start(&r->acquire_timer, on_acquire_timer, every, every);
     r->m_claims = metrics_counter("ordersync_relay_claims_total", "Claim statements run", "");
+    r->m_reads = metrics_counter("ordersync_relay_reads_total", "Stream reads run", "");
     r->m_db_errors = metrics_counter("ordersync_db_errors_total", "Failed database operations",
                                      "component=\"relay\"");
-    rc = db_open(loop, r->conninfo, "relay", stmts, (int)(sizeof(stmts) / sizeof(stmts[0])),
-                 &relay_cbs, r, &r->db);
+    rc = db_open(loop, r->conninfo, "relay", stmts, N_STMTS, &relay_cbs, r, &r->db);
     if (rc < 0) {
         relay_free(&r);
         return rc;
@@ -877,9 +1319,11 @@ int relay_new(uv_loop_t *loop, const struct relay_config *cfg, struct relay **ou
     *out = r;
     return 0;
 fail:
+    http_client_free(&r->http);
     free(r->instance);
     free(r->conninfo);
-    for (int i = 0; i < 16; i++)
+    buf_free(&r->doc);
+    for (int i = 0; i < 4; i++)
         buf_free(&r->params[i]);
     free(r);
     return -ENOMEM;
@@ -887,48 +1331,32 @@ fail:
 
 unsigned relay_busy(const struct relay *r)
 {
-    return r->busy_jobs + r->n_results + (r->completing ? 1 : 0);
+    return r->jobs_in_http + r->n_results + (r->completing ? 1 : 0);
 }
 
-static void on_released(PGresult *res, const char *err, void *data)
+static bool settled_to_write(struct relay *r)
 {
-    struct relay *r = data;
-    if (err != NULL)
-        log_warn("could not release leases; they expire by themselves",
-                 json_pack("{s:s}", "detail", err));
-    else
-        log_info("leases released", json_pack("{s:s}", "rows", PQcmdTuples(res)));
-    r->n_released = 0;
-    maybe_stop_done(r);
+    if (r->n_results > 0)
+        return true;
+    for (struct stream *s = r->streams; s != NULL; s = s->next)
+        if (relay_window_len(&s->win) > 0) {
+            struct wev *e = relay_window_at(&s->win, 0);
+            if (e->state != WEV_WAITING && e->state != WEV_IN_FLIGHT)
+                return true;
+        }
+    return false;
 }
 
 static void maybe_stop_done(struct relay *r)
 {
     if (!r->stopping || r->stop_done == NULL)
         return;
-    if (r->busy_jobs > 0 || r->completing)
+    if (r->jobs_in_http > 0 || r->completing)
         return;
-    if (r->n_results > 0 && db_is_ready(r->db)) {
-        flush_results(r);
+    if (db_is_ready(r->db) && settled_to_write(r)) {
+        flush(r);
         if (r->completing)
             return;
-    }
-    if (r->n_released > 0 && db_is_ready(r->db)) {
-        buf_reset(&r->params[14]);
-        buf_reset(&r->params[15]);
-        int rc = buf_append_str(&r->params[14], "{");
-        for (unsigned i = 0; i < r->n_released && rc == 0; i++)
-            rc = buf_printf(&r->params[14], "%s%lld", i ? "," : "", r->released[i]);
-        if (rc == 0)
-            rc = buf_append_str(&r->params[14], "}");
-        if (rc == 0)
-            rc = buf_append_str(&r->params[15], r->instance);
-        r->pv[14] = r->params[14].data;
-        r->pv[15] = r->params[15].data;
-        if (rc == 0 && db_query(r->db, true, "release", 2, &r->pv[14], on_released, r) == 0) {
-            r->completing = true; /* reuse the flag: one statement in flight */
-            return;
-        }
     }
     void (*done)(void *) = r->stop_done;
     r->stop_done = NULL;
@@ -942,15 +1370,16 @@ void relay_stop(struct relay *r, void (*done)(void *data), void *data)
     r->stop_data = data;
     uv_timer_stop(&r->due_timer);
     uv_timer_stop(&r->sweep_timer);
+    uv_timer_stop(&r->acquire_timer);
     maybe_stop_done(r);
 }
 
 void relay_abort(struct relay *r)
 {
     r->stopping = true;
-    /* callbacks run now with "aborted": their ids go to r->released */
-    deliver_free(&r->http);
-    r->completing = false;
+    r->aborting = true;
+    /* callbacks run now with `aborted`: leased rows become "released" results */
+    http_client_free(&r->http);
     maybe_stop_done(r);
 }
 
@@ -959,16 +1388,17 @@ static void on_handle_closed(uv_handle_t *h)
     struct relay *r = h->data;
     if (--r->open_handles > 0)
         return;
-    free_results(r);
+    for (unsigned i = 0; i < r->n_results; i++)
+        job_free(r->results[i]);
     free(r->results);
-    free(r->released);
-    for (int i = 0; i < 16; i++)
-        buf_free(&r->params[i]);
-    while (r->dests != NULL) {
-        struct dest *d = r->dests;
-        r->dests = d->next;
-        dest_free(d);
+    while (r->streams != NULL) {
+        struct stream *s = r->streams;
+        r->streams = s->next;
+        stream_free(s);
     }
+    buf_free(&r->doc);
+    for (int i = 0; i < 4; i++)
+        buf_free(&r->params[i]);
     free(r->instance);
     free(r->conninfo);
     free(r);
@@ -982,9 +1412,10 @@ void relay_free(struct relay **pr)
     *pr = NULL;
     r->stopping = true;
     r->stop_done = NULL;
-    deliver_free(&r->http); /* aborts anything left; callbacks only record */
-    db_close(&r->db);       /* fails queued statements: their callbacks see stopping */
+    http_client_free(&r->http); /* aborts anything left; callbacks only record */
+    db_close(&r->db);           /* fails queued statements: their callbacks see stopping */
     uv_close((uv_handle_t *)&r->due_timer, on_handle_closed);
     uv_close((uv_handle_t *)&r->sweep_timer, on_handle_closed);
+    uv_close((uv_handle_t *)&r->acquire_timer, on_handle_closed);
     uv_close((uv_handle_t *)&r->check, on_handle_closed);
 }

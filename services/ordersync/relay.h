@@ -1,21 +1,30 @@
 /*
- * relay: delivers outbox rows to push destinations, on the same loop as ingest.
+ * relay: delivers events to push destinations, on the same loop as ingest.
  *
- *   wake (ingest commit in-process | NOTIFY ordersync_outbox | retry timer | sweep)
- *     -> claim due rows in one statement (outbox_claim: FOR UPDATE SKIP LOCKED,
- *        lease, per-destination room, ordering per order and destination)
- *     -> POST each with deliver.c (libcurl multi on libuv), Standard Webhooks signed
- *     -> results written back in one statement per loop turn (outbox_complete)
- *     -> claim again
- * No transaction is open while an HTTP request is: a claim commits before the
- * first byte goes out. A process that dies leaves leases that expire; the
- * sweep (any instance) makes those rows claimable again.
+ * Each push destination's stream (its cursor over the events, see
+ * 007_delivery.sql) is delivered by one instance at a time, which holds the
+ * stream's lease (relay_acquire shares the streams out between the live
+ * instances). For the streams it holds, the relay:
+ *
+ *   wake (ingest commit in-process | NOTIFY ordersync_events | timers)
+ *     -> reads events after the cursor (stream_read) into a window
+ *        (relay_window.h: ordering per order, blocking)
+ *     -> POSTs them with lib/http_client, Standard Webhooks signed
+ *     -> claims due rows of `deliveries` (retries, unblocked events)
+ *     -> once per loop turn writes everything settled in one statement
+ *        (relay_complete): the cursor moves, failures become rows, rows
+ *        settle
+ *
+ * No transaction is open while an HTTP request is. What a result means is
+ * decided by relay_policy.h.
  */
 #ifndef OS_RELAY_H
 #define OS_RELAY_H
 
 #include <stdbool.h>
 #include <uv.h>
+
+#include "destinations.h"
 
 struct relay;
 
@@ -25,26 +34,29 @@ struct relay_config {
     unsigned lease_s;
     unsigned claim_batch;
     unsigned sweep_interval_s;
-    unsigned retention_days; /* 0 keeps everything */
 };
 
-/* Starts the relay (its own database connection). Returns 0 or a negative errno. */
-int relay_new(uv_loop_t *loop, const struct relay_config *cfg, struct relay **out)
-    __attribute__((warn_unused_result));
-/* New rows may be due: claim as soon as possible. Cheap; call freely. */
+/*
+ * Starts the relay (its own database connection). `dests` is borrowed and
+ * must outlive the relay; call relay_reload() whenever it was reloaded.
+ * Returns 0 or a negative errno.
+ */
+int relay_new(uv_loop_t *loop, const struct relay_config *cfg, struct destinations *dests,
+              struct relay **out) __attribute__((warn_unused_result));
+/* New events may have been committed: read and claim as soon as possible. Cheap. */
 void relay_wake(struct relay *r);
-/* Destinations changed (NOTIFY ordersync_config): reload them. */
+/* The destinations were reloaded: take or let go of streams accordingly. */
 void relay_reload(struct relay *r);
 /* Deliveries in flight plus results not yet written. */
 unsigned relay_busy(const struct relay *r);
 /*
- * Graceful stop: no new claims; deliveries in flight finish and their results
- * are written. `done` runs once that is over (or after relay_abort).
+ * Graceful stop: nothing new starts; deliveries in flight finish and their
+ * results are written. `done` runs once that is over (or after relay_abort).
  */
 void relay_stop(struct relay *r, void (*done)(void *data), void *data);
 /* Stops now: aborts deliveries in flight and releases their leases (best effort). */
 void relay_abort(struct relay *r);
-/* Frees everything (after relay_stop's done or relay_abort). */
+/* Frees everything (after relay_stop's done or relay_abort). Sets *r to NULL. */
 void relay_free(struct relay **r);
 
 #endif

@@ -17,13 +17,15 @@
 #include "api.h"
 #include "app.h"
 #include "log.h"
+#include "maintain.h"
 #include "metrics.h"
 #include "migrate.h"
 #include "poller.h"
 #include "relay.h"
 
 static const struct db_stmt ingest_stmts[] = {
-    {"ingest_batch", "SELECT idx, outcome, order_id, emitted FROM ingest_batch($1::jsonb)"},
+    {"ingest_batch",
+     "SELECT idx, outcome, order_id, emitted FROM ingest_batch($1::jsonb, $2::text[])"},
 };
 
 struct server {
@@ -33,7 +35,8 @@ struct server {
     uv_timer_t reload_timer, stop_timer, backlog_timer;
     struct relay *relay;
     struct poller *poller;
-    bool reload_in_flight, backlog_in_flight, relay_stopped;
+    struct maintain *maintain;
+    bool reload_in_flight, dests_in_flight, backlog_in_flight, relay_stopped;
     uint64_t stop_started_ms;
     int exit_code;
 };
@@ -56,12 +59,31 @@ static void on_sources(PGresult *res, const char *err, void *data)
                   json_pack("{s:i}", "count", (int)store_source_count(s->app.store)));
 }
 
+static void on_dests(PGresult *res, const char *err, void *data)
+{
+    struct server *s = data;
+    s->dests_in_flight = false;
+    if (err != NULL || res == NULL) {
+        log_warn("could not reload destinations", json_pack("{s:s}", "detail", err ? err : "?"));
+        return;
+    }
+    if (destinations_load(s->app.dests, res) < 0)
+        return;
+    if (s->relay != NULL)
+        relay_reload(s->relay);
+}
+
+/* Sources and destinations: the copies ingest, relay and feeds work from. */
 static void reload_sources(struct server *s)
 {
-    if (s->reload_in_flight || s->app.db_aux == NULL || !db_is_ready(s->app.db_aux))
+    if (s->app.db_aux == NULL || !db_is_ready(s->app.db_aux))
         return;
-    if (db_query(s->app.db_aux, false, store_sources_sql, 0, NULL, on_sources, s) == 0)
+    if (!s->reload_in_flight &&
+        db_query(s->app.db_aux, false, store_sources_sql, 0, NULL, on_sources, s) == 0)
         s->reload_in_flight = true;
+    if (!s->dests_in_flight &&
+        db_query(s->app.db_aux, false, destinations_sql, 0, NULL, on_dests, s) == 0)
+        s->dests_in_flight = true;
 }
 
 static void on_schema(PGresult *res, const char *err, void *data)
@@ -90,17 +112,21 @@ static void aux_ready(struct db *db, void *data)
     struct server *s = data;
     /* order matters only for readability: each runs in turn on the one connection */
     if (db_query(db, false, "LISTEN ordersync_config", 0, NULL, on_listen, s) < 0 ||
-        db_query(db, false, "LISTEN ordersync_outbox", 0, NULL, on_listen, s) < 0 ||
+        db_query(db, false, "LISTEN ordersync_events", 0, NULL, on_listen, s) < 0 ||
         db_query(db, false, "SELECT coalesce(max(version), 0) FROM schema_migrations", 0, NULL,
                  on_schema, s) < 0)
         return;
     s->reload_in_flight = false;
+    s->dests_in_flight = false;
     s->backlog_in_flight = false;
     reload_sources(s);
     /* a NOTIFY may have been missed while we were away */
     if (s->relay != NULL)
         relay_wake(s->relay);
+    feed_wake(s->app.feed);
     poller_reload(s->poller);
+    if (s->maintain != NULL)
+        maintain_run(s->maintain);
 }
 
 static void aux_notify(struct db *db, const char *channel, const char *payload, void *data)
@@ -109,11 +135,8 @@ static void aux_notify(struct db *db, const char *channel, const char *payload, 
     if (strcmp(channel, "ordersync_config") == 0) {
         log_info("configuration changed", json_pack("{s:s}", "table", payload));
         reload_sources(s);
-        if (s->relay != NULL)
-            relay_reload(s->relay);
-        feed_reload(s->app.feed);
         poller_reload(s->poller);
-    } else if (strcmp(channel, "ordersync_outbox") == 0) {
+    } else if (strcmp(channel, "ordersync_events") == 0) {
         /* another instance committed events */
         if (s->relay != NULL)
             relay_wake(s->relay);
@@ -128,9 +151,6 @@ static void on_reload_timer(uv_timer_t *t)
 {
     struct server *s = t->data;
     reload_sources(s);
-    if (s->relay != NULL)
-        relay_reload(s->relay);
-    feed_reload(s->app.feed);
     poller_reload(s->poller);
 }
 
@@ -142,23 +162,33 @@ static void on_committed(void *data)
     feed_wake(s->app.feed);
 }
 
-/* Backlog gauges for /metrics: counts on the partial indexes. */
+/*
+ * Backlog gauges for /metrics, per destination: events after its stream's
+ * cursor (positions, so gaps and events of types it does not take count
+ * too: an upper bound that costs one index probe) and its open rows by
+ * state (the small `deliveries` table). Not the sync_backlog view: that one
+ * counts exactly, which reads every pending event.
+ */
 static void on_backlog(PGresult *res, const char *err, void *data)
 {
     struct server *s = data;
     s->backlog_in_flight = false;
     if (err != NULL || res == NULL)
         return;
-    static const char *const states[] = {"pending", "delivering", "dead"};
+    static const char *const states[] = {"pending", "delivering", "blocked", "dead"};
     for (int r = 0; r < PQntuples(res); r++) {
-        for (int c = 0; c < 3; c++) {
-            char labels[160];
+        char labels[160];
+        snprintf(labels, sizeof(labels), "destination=\"%s\"", PQgetvalue(res, r, 0));
+        metric_set(metrics_gauge("ordersync_stream_lag_positions",
+                                 "Positions between a destination's cursor and the last event",
+                                 labels),
+                   atof(PQgetvalue(res, r, 1)));
+        for (int c = 0; c < 4; c++) {
             snprintf(labels, sizeof(labels), "destination=\"%s\",state=\"%s\"",
                      PQgetvalue(res, r, 0), states[c]);
-            metric_set(metrics_gauge("ordersync_outbox_rows",
-                                     "Outbox rows not yet delivered, by destination and state",
-                                     labels),
-                       atof(PQgetvalue(res, r, c + 1)));
+            metric_set(metrics_gauge("ordersync_deliveries_open",
+                                     "Events not delivered at the first attempt, by state", labels),
+                       atof(PQgetvalue(res, r, c + 2)));
         }
     }
 }
@@ -169,16 +199,15 @@ static void on_backlog_timer(uv_timer_t *t)
     if (s->backlog_in_flight || !db_is_ready(s->app.db_aux))
         return;
     if (db_query(s->app.db_aux, false,
-                 /* not the sync_backlog view: its oldest-age and retrying figures
-                    read the heap of every pending row; these are index-only counts */
-                 "SELECT d.id,"
-                 " (SELECT count(*) FROM outbox o WHERE o.destination_id = d.id"
-                 "   AND o.state = 'pending'),"
-                 " (SELECT count(*) FROM outbox o WHERE o.destination_id = d.id"
-                 "   AND o.state = 'delivering'),"
-                 " (SELECT count(*) FROM outbox o WHERE o.destination_id = d.id"
-                 "   AND o.state = 'dead')"
-                 " FROM destinations d",
+                 "SELECT st.destination_id,"
+                 " greatest((SELECT coalesce(max(position), 0) FROM events) - st.position, 0),"
+                 " count(x.*) FILTER (WHERE x.state = 'pending'),"
+                 " count(x.*) FILTER (WHERE x.state = 'delivering'),"
+                 " count(x.*) FILTER (WHERE x.state = 'blocked'),"
+                 " count(x.*) FILTER (WHERE x.state = 'dead')"
+                 " FROM delivery_streams st"
+                 " LEFT JOIN deliveries x ON x.destination_id = st.destination_id"
+                 " GROUP BY st.destination_id, st.position",
                  0, NULL, on_backlog, s) == 0)
         s->backlog_in_flight = true;
 }
@@ -196,6 +225,7 @@ static void close_all(struct server *s)
         db_close(&s->app.db_ingest[i]);
     db_close(&s->app.db_aux); /* before the poller: its statements call back into it */
     poller_free(&s->poller);
+    maintain_free(&s->maintain);
     ingest_free(&s->app.ingest);
     feed_free(&s->app.feed);
     http_server_close(&s->app.http, NULL, NULL);
@@ -268,7 +298,8 @@ int server_run(const struct config *cfg)
     signal(SIGPIPE, SIG_IGN);
 
     app->store = store_new();
-    if (app->store == NULL)
+    app->dests = destinations_new();
+    if (app->store == NULL || app->dests == NULL)
         goto fail;
     for (unsigned i = 0; i < (unsigned)cfg->ingest_connections; i++) {
         char name[24];
@@ -290,7 +321,7 @@ int server_run(const struct config *cfg)
     rc = ingest_new(app->loop, app->db_ingest, app->n_ingest, &icfg, &app->ingest);
     if (rc < 0)
         goto fail;
-    rc = feed_new(app->loop, cfg->database_url, &app->feed);
+    rc = feed_new(app->loop, cfg->database_url, app->dests, &app->feed);
     if (rc < 0)
         goto fail;
 
@@ -322,15 +353,17 @@ int server_run(const struct config *cfg)
                                     .instance = cfg->instance,
                                     .lease_s = (unsigned)cfg->lease_s,
                                     .claim_batch = (unsigned)cfg->claim_batch,
-                                    .sweep_interval_s = (unsigned)cfg->sweep_interval_s,
-                                    .retention_days = (unsigned)cfg->retention_days};
-        rc = relay_new(app->loop, &rcfg, &s->relay);
+                                    .sweep_interval_s = (unsigned)cfg->sweep_interval_s};
+        rc = relay_new(app->loop, &rcfg, app->dests, &s->relay);
         if (rc < 0) {
             log_error("could not start the relay", json_pack("{s:s}", "detail", uv_strerror(rc)));
             goto fail;
         }
     }
     rc = poller_new(app->loop, app->db_aux, cfg->instance, &s->poller);
+    if (rc < 0)
+        goto fail;
+    rc = maintain_new(app->loop, app->db_aux, cfg->maintain_every_ms, &s->maintain);
     if (rc < 0)
         goto fail;
     uv_timer_init(app->loop, &s->backlog_timer);
@@ -354,6 +387,7 @@ int server_run(const struct config *cfg)
     }
     int code = s->exit_code;
     store_free(&app->store);
+    destinations_free(&app->dests);
     uv_loop_close(app->loop);
     metrics_reset();
     free(s);
@@ -370,8 +404,10 @@ fail:
         db_close(&app->db_ingest[i]);
     db_close(&app->db_aux);
     ingest_free(&app->ingest);
+    maintain_free(&s->maintain);
     uv_run(app->loop, UV_RUN_DEFAULT);
     store_free(&app->store);
+    destinations_free(&app->dests);
     uv_loop_close(app->loop);
     metrics_reset();
     free(s);

@@ -9,7 +9,7 @@ against ordersync's orders.
 - scripts/simulate-orders sends 1000 orders from four kinds of shops with edits,
   payments, cancellations, refunds, duplicate deliveries and out-of-order updates,
   and checks every answer;
-- once every outbox row is delivered, scripts/check-consistency compares each
+- once every event is delivered, scripts/check-consistency compares each
   downstream's GET /state with ordersync's orders (and ordersync's orders with
   what the simulator meant), and must find nothing.
 """
@@ -88,7 +88,7 @@ def run_script(name, *args, timeout=300):
 
 
 def undelivered(db):
-    return db.query("SELECT destination_id, state, count(*) FROM outbox"
+    return db.query("SELECT destination_id, state, count(*) FROM event_deliveries"
                     " WHERE state <> 'delivered' GROUP BY 1, 2 ORDER BY 1, 2")
 
 
@@ -167,8 +167,8 @@ def test_thousand_orders_reach_every_system_consistently(stack, db, tmp_path):
                       " WHERE destination_id = 'shipping'")
     if first < downs["shipping"].started + 3.5:
         assert fails.get("shipping", 0) > 0, "shipping was never down"
-    assert db.scalar("SELECT count(*) FROM outbox WHERE state = 'dead'") == 0
-    events = db.scalar("SELECT count(*) FROM outbox")
+    assert db.scalar("SELECT count(*) FROM deliveries WHERE state = 'dead'") == 0
+    events = db.scalar("SELECT count(*) FROM event_deliveries")
     assert events >= 3 * 1000
 
     check = run_script("check-consistency", "--database-url", db.url,

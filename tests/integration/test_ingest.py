@@ -46,7 +46,7 @@ def post(svc, source, body, headers):
 
 def counts(db):
     return db.query("SELECT (SELECT count(*) FROM inbound_events), (SELECT count(*) FROM orders),"
-                    " (SELECT count(*) FROM order_lines), (SELECT count(*) FROM outbox)")[0]
+                    " (SELECT count(*) FROM order_lines), (SELECT count(*) FROM events)")[0]
 
 
 # ---------------------------------------------------------------------------
@@ -57,7 +57,7 @@ def test_shopify_order_create_writes_exact_rows(svc, db):
     src = json.loads(body)
     st, _, resp = post(svc, "shop", body, wh.shopify(body, "orders/create", webhook_id="wh-1"))
     assert st == 200, resp
-    assert resp["status"] == "accepted" and resp["events"] == 3
+    assert resp["status"] == "accepted" and resp["events"] == 1
     row = db.query("SELECT external_id, number, currency, total, subtotal, tax, customer_email,"
                    " financial_status, status FROM orders")[0]
     assert row[0] == str(src["id"]) == "5678901234567890123"  # beyond 2^53, exact
@@ -73,12 +73,16 @@ def test_shopify_order_create_writes_exact_rows(svc, db):
     assert lines == [(l["sku"], l["title"], l["quantity"], l["price"]) for l in src["line_items"]]
     ev = db.query("SELECT source_id, dedupe_key, topic, event_type, outcome FROM inbound_events")
     assert ev == [("shop", "wh-1", "orders/create", "order.created", "applied")]
-    out = db.query("SELECT destination_id, event_type, state, payload->>'type',"
-                   " payload->'data'->>'external_id' FROM outbox ORDER BY destination_id")
-    assert out == [(d, "order.created", "pending", "order.created", "5678901234567890123")
-                   for d in ("inventory", "invoicing", "shipping")]
-    # one event id per event, shared by its destinations
-    assert db.scalar("SELECT count(DISTINCT event_id) FROM outbox") == 1
+    # one event, its envelope stored once, for every destination
+    out = db.query("SELECT type, payload::jsonb->>'type', payload::jsonb->'data'->>'external_id'"
+                   " FROM events")
+    assert out == [("order.created", "order.created", "5678901234567890123")]
+    per_dest = db.query("SELECT destination_id, event_type, state FROM event_deliveries"
+                        " ORDER BY destination_id")
+    assert per_dest == [(d, "order.created", "pending")
+                        for d in ("inventory", "invoicing", "shipping")]
+    # the raw body is kept exactly as received
+    assert db.scalar("SELECT payload FROM inbound_events").encode() == body
 
 
 def test_woocommerce_order_created(svc, db):
@@ -248,11 +252,11 @@ def test_out_of_order_update_is_recorded_and_emits_nothing(svc, db):
     older["financial_status"] = "paid"
     b1, b2 = wh.dumps(newer), wh.dumps(older)
     assert post(svc, "shop", b1, wh.shopify(b1, "orders/updated"))[0] == 200
-    outbox = db.scalar("SELECT count(*) FROM outbox")
+    events = db.scalar("SELECT count(*) FROM events")
     st, _, resp = post(svc, "shop", b2, wh.shopify(b2, "orders/updated"))
     assert st == 200 and resp["status"] == "stale"
     assert db.scalar("SELECT financial_status FROM orders") == "refunded"
-    assert db.scalar("SELECT count(*) FROM outbox") == outbox
+    assert db.scalar("SELECT count(*) FROM events") == events
     assert db.scalar("SELECT outcome FROM inbound_events ORDER BY id DESC LIMIT 1") == "stale"
 
 
@@ -261,7 +265,7 @@ def test_cancel_for_unknown_order_creates_it_cancelled(svc, db):
     st, _, resp = post(svc, "woo", body, wh.woocommerce(body, "order.updated"))
     assert st == 200, resp
     assert db.scalar("SELECT status FROM orders") == "cancelled"
-    assert {r[0] for r in db.query("SELECT event_type FROM outbox")} == {"order.cancelled"}
+    assert {r[0] for r in db.query("SELECT type FROM events")} == {"order.cancelled"}
 
 
 # ---------------------------------------------------------------------------
@@ -386,7 +390,7 @@ def test_500_concurrent_webhooks_over_50_keepalive_connections(svc, db):
     assert len(results) == 500
     assert all(r == (200, "accepted") for r in results), [r for r in results if r[0] != 200][:5]
     assert db.scalar("SELECT count(*) FROM orders") == 500
-    assert db.scalar("SELECT count(*) FROM outbox") == 1500
+    assert db.scalar("SELECT count(*) FROM events") == 500
     assert db.scalar("SELECT count(*) FROM inbound_events") == 500
     # they were grouped: fewer transactions than requests
     st, _, text = request(svc.port, "GET", "/metrics")

@@ -18,9 +18,10 @@ def test_fresh_apply_creates_schema(empty_db):
     assert all(len(r[2]) == 64 for r in rows)
     tables = {r[0] for r in empty_db.query(
         "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'")}
-    for t in ("sources", "destinations", "subscriptions", "inbound_events", "orders",
-              "order_lines", "outbox", "delivery_attempts", "sync_state", "sync_backlog",
-              "order_sync", "schema_migrations"):
+    for t in ("sources", "destinations", "subscriptions", "inbound_events", "inbound_keys",
+              "orders", "order_lines", "events", "delivery_streams", "deliveries",
+              "delivery_attempts", "delivery_log", "event_deliveries", "sync_state",
+              "sync_backlog", "order_sync", "schema_migrations"):
         assert t in tables
 
 
@@ -100,20 +101,26 @@ def seed(db):
 def test_views_for_a_hand_inserted_order(db):
     seed(db)
     oid = db.scalar("INSERT INTO orders (source_id, external_id, status, currency, total,"
-                    " sender_updated_at, doc) VALUES ('shop', '1001', 'open', 'EUR',"
-                    " 25.00, now(), '{}') RETURNING id")
-    db.query("INSERT INTO order_lines VALUES (%s, 1, 'SKU-1', 'Mug', 2, 12.50)", (oid,))
-    # inventory: delivered; invoicing: pending after a failed attempt; shipping: dead
-    db.query("""INSERT INTO outbox (event_id, order_id, destination_id, event_type, payload, state,
-                attempts, delivered_at, last_status, last_error) VALUES
-        (gen_random_uuid(), %(o)s, 'inventory', 'order.created', '{}', 'delivered', 1, now(), 200, NULL),
-        (gen_random_uuid(), %(o)s, 'invoicing', 'order.created', '{}', 'pending', 2, NULL, 503, 'HTTP 503'),
-        (gen_random_uuid(), %(o)s, 'shipping', 'order.created', '{}', 'dead', 8, NULL, 400, 'HTTP 400')
-    """, {"o": oid})
+                    " sender_updated_at, doc) VALUES ('shop', '1001', 'open', 'EUR', 25.00, now(),"
+                    " '{\"lines\": [{\"sku\": \"SKU-1\", \"title\": \"Mug\", \"quantity\": 2,"
+                    " \"unit_price\": \"12.50\"}]}') RETURNING id")
+    assert db.query("SELECT order_id, line_no, sku, title, quantity, unit_price::text"
+                    " FROM order_lines") == [(oid, 1, "SKU-1", "Mug", 2, "12.50")]
+    pos = db.scalar("INSERT INTO events (position, id, order_id, type, created_at, payload)"
+                    " VALUES (nextval('event_position'), gen_random_uuid(), %s, 'order.created',"
+                    " now(), '{}') RETURNING position", (oid,))
+    # inventory: delivered (its stream passed the event); invoicing: pending after
+    # a failed attempt; shipping: dead
+    db.query("UPDATE delivery_streams SET position = %s", (pos,))
+    db.query("""INSERT INTO deliveries (destination_id, position, order_id, event_created_at,
+                state, attempts, last_status, last_error)
+        SELECT 'invoicing', %(p)s, %(o)s, now(), 'pending', 2, 503, 'HTTP 503'
+        UNION ALL SELECT 'shipping', %(p)s, %(o)s, now(), 'dead', 8, 400, 'HTTP 400'
+    """, {"o": oid, "p": pos})
     rows = db.query("SELECT destination_id, state, events, delivered, pending, dead, attempts,"
                     " last_status, last_error FROM sync_state ORDER BY destination_id")
     assert rows == [
-        ("inventory", "synced", 1, 1, 0, 0, 1, 200, None),
+        ("inventory", "synced", 1, 1, 0, 0, 1, None, None),
         ("invoicing", "retrying", 1, 0, 1, 0, 2, 503, "HTTP 503"),
         ("shipping", "dead", 1, 0, 0, 1, 8, 400, "HTTP 400"),
     ]
@@ -123,7 +130,7 @@ def test_views_for_a_hand_inserted_order(db):
                        ("shipping", 0, 0, 0, 1, False)]
     assert db.query("SELECT external_id, events, delivered, pending, dead, fully_synced"
                     " FROM order_sync") == [("1001", 3, 1, 1, 1, False)]
-    db.query("UPDATE outbox SET state = 'delivered', delivered_at = now()")
+    db.query("DELETE FROM deliveries")
     assert db.scalar("SELECT fully_synced FROM order_sync") is True
     assert {r[0] for r in db.query("SELECT state FROM sync_state")} == {"synced"}
 
@@ -132,6 +139,11 @@ def ingest(db, elements):
     import json as _json
     return db.query("SELECT idx, outcome, emitted FROM ingest_batch(%s::jsonb)",
                     (_json.dumps(elements),))
+
+
+def per_destination(db):
+    return db.query("SELECT destination_id, array_agg(event_type ORDER BY position)"
+                    " FROM event_deliveries GROUP BY 1 ORDER BY 1")
 
 
 def order(ext, updated, **kw):
@@ -151,10 +163,8 @@ def test_destination_without_subscriptions_gets_every_type(db):
         {"s": "shop", "k": "e2", "t": "orders/paid", "e": "order.paid",
          "o": order("1", "2026-01-01T00:01:00Z", financial_status="paid"), "p": {}},
     ])
-    assert res == [(0, "applied", 2), (1, "applied", 3)]
-    per_dest = db.query("SELECT destination_id, array_agg(event_type ORDER BY id) FROM outbox"
-                        " GROUP BY 1 ORDER BY 1")
-    assert per_dest == [("inventory", ["order.created", "order.paid"]),
+    assert res == [(0, "applied", 1), (1, "applied", 1)]
+    assert per_destination(db) == [("inventory", ["order.created", "order.paid"]),
                         ("invoicing", ["order.paid"]),
                         ("shipping", ["order.created", "order.paid"])]
     # a new destination starts syncing with one INSERT
@@ -162,4 +172,4 @@ def test_destination_without_subscriptions_gets_every_type(db):
              (SECRET,))
     ingest(db, [{"s": "shop", "k": "e3", "t": "orders/updated", "e": "order.updated",
                  "o": order("1", "2026-01-01T00:02:00Z"), "p": {}}])
-    assert db.scalar("SELECT count(*) FROM outbox WHERE destination_id = 'crm'") == 1
+    assert db.scalar("SELECT count(*) FROM event_deliveries WHERE destination_id = 'crm'") == 1

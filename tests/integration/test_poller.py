@@ -55,8 +55,8 @@ def setup(db, shop):
 
 
 def events(db):
-    return db.query("SELECT o.external_id, x.event_type FROM outbox x JOIN orders o"
-                    " ON o.id = x.order_id ORDER BY x.id")
+    return db.query("SELECT o.external_id, e.type FROM events e JOIN orders o"
+                    " ON o.id = e.order_id ORDER BY e.position")
 
 
 def test_imports_new_orders_following_pagination(setup, db, shop):

@@ -1,0 +1,232 @@
+/*
+ * destinations: see destinations.h. A reload parses every row into a fresh
+ * settings record before it touches the entry, so a row that cannot be
+ * loaded (out of memory) leaves that entry as it was.
+ */
+#include "destinations.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "db.h"
+#include "log.h"
+
+struct destinations {
+    struct dest *head;
+    bool loaded;
+};
+
+const char destinations_sql[] =
+    "SELECT d.id, d.mode = 'push' AS push, d.enabled, d.url, d.secret, d.previous_secret,"
+    " d.feed_token, d.timeout_ms, d.max_in_flight,"
+    " array_to_string(ARRAY(SELECT extract(epoch FROM x)::float8"
+    "   FROM unnest(d.retry_schedule) x), ',') AS schedule,"
+    " d.max_attempts, extract(epoch FROM d.retry_window)::float8 AS window_s,"
+    " d.breaker_threshold, extract(epoch FROM d.breaker_pause)::float8 AS breaker_pause_s,"
+    " extract(epoch FROM d.max_retry_after)::float8 AS max_retry_after_s,"
+    " d.on_dead = 'block' AS dead_blocks,"
+    " greatest(coalesce(extract(epoch FROM d.paused_until - now()), 0), 0)::float8"
+    "   AS paused_for_s,"
+    " d.consecutive_failures,"
+    " (SELECT array_agg(s.event_type ORDER BY s.event_type) FROM subscriptions s"
+    "   WHERE s.destination_id = d.id)::text AS types"
+    " FROM destinations d ORDER BY d.id";
+
+enum col {
+    C_ID,
+    C_PUSH,
+    C_ENABLED,
+    C_URL,
+    C_SECRET,
+    C_PREV_SECRET,
+    C_FEED_TOKEN,
+    C_TIMEOUT,
+    C_MAX_IN_FLIGHT,
+    C_SCHEDULE,
+    C_MAX_ATTEMPTS,
+    C_WINDOW,
+    C_BREAKER_THRESHOLD,
+    C_BREAKER_PAUSE,
+    C_MAX_RETRY_AFTER,
+    C_DEAD_BLOCKS,
+    C_PAUSED_FOR,
+    C_FAILURES,
+    C_TYPES,
+    N_COLS
+};
+
+static const char *const col_names[N_COLS] = {
+    "id",          "push",     "enabled",           "url",
+    "secret",      "previous_secret",   "feed_token",   "timeout_ms",
+    "max_in_flight", "schedule", "max_attempts",    "window_s",
+    "breaker_threshold", "breaker_pause_s", "max_retry_after_s", "dead_blocks",
+    "paused_for_s", "consecutive_failures", "types"};
+
+struct destinations *destinations_new(void)
+{
+    return calloc(1, sizeof(struct destinations));
+}
+
+static void dest_strings_free(struct dest *d)
+{
+    free(d->url);
+    free(d->secret);
+    free(d->prev_secret);
+    free(d->feed_token);
+    free(d->types);
+}
+
+void destinations_free(struct destinations **pdests)
+{
+    struct destinations *ds = *pdests;
+    if (ds == NULL)
+        return;
+    *pdests = NULL;
+    while (ds->head != NULL) {
+        struct dest *d = ds->head;
+        ds->head = d->next;
+        dest_strings_free(d);
+        free(d->id);
+        free(d);
+    }
+    free(ds);
+}
+
+struct dest *destinations_find(const struct destinations *ds, const char *id)
+{
+    for (struct dest *d = ds->head; d != NULL; d = d->next)
+        if (strcmp(d->id, id) == 0)
+            return d;
+    return NULL;
+}
+
+struct dest *destinations_first(const struct destinations *ds)
+{
+    return ds->head;
+}
+
+bool destinations_loaded(const struct destinations *ds)
+{
+    return ds->loaded;
+}
+
+static char *text_or_null(const PGresult *res, int row, int col, bool *oom)
+{
+    if (PQgetisnull(res, row, col))
+        return NULL;
+    char *s = strdup(PQgetvalue(res, row, col));
+    if (s == NULL)
+        *oom = true;
+    return s;
+}
+
+static bool same_str(const char *a, const char *b)
+{
+    return (a == NULL && b == NULL) || (a != NULL && b != NULL && strcmp(a, b) == 0);
+}
+
+/* Fills the settings of `n` from one row; strings are new allocations. */
+static int parse_row(const PGresult *res, int row, const int *c, struct dest *n)
+{
+    bool oom = false;
+    n->push = PQgetvalue(res, row, c[C_PUSH])[0] == 't';
+    n->enabled = PQgetvalue(res, row, c[C_ENABLED])[0] == 't';
+    n->url = text_or_null(res, row, c[C_URL], &oom);
+    n->secret = text_or_null(res, row, c[C_SECRET], &oom);
+    n->prev_secret = text_or_null(res, row, c[C_PREV_SECRET], &oom);
+    n->feed_token = text_or_null(res, row, c[C_FEED_TOKEN], &oom);
+    n->types = text_or_null(res, row, c[C_TYPES], &oom);
+    if (oom) {
+        dest_strings_free(n);
+        return -ENOMEM;
+    }
+    n->timeout_ms = atol(PQgetvalue(res, row, c[C_TIMEOUT]));
+    n->max_in_flight = (unsigned)atoi(PQgetvalue(res, row, c[C_MAX_IN_FLIGHT]));
+    struct relay_policy *p = &n->policy;
+    p->n_schedule = 0;
+    const char *s = PQgetvalue(res, row, c[C_SCHEDULE]);
+    while (*s != '\0' && p->n_schedule < RELAY_POLICY_MAX_SCHEDULE) {
+        char *end;
+        double v = strtod(s, &end);
+        if (end == s)
+            break;
+        p->schedule[p->n_schedule++] = v;
+        s = *end == ',' ? end + 1 : end;
+    }
+    if (p->n_schedule == 0)
+        p->schedule[p->n_schedule++] = 5;
+    p->max_attempts = atoi(PQgetvalue(res, row, c[C_MAX_ATTEMPTS]));
+    p->window_s = atof(PQgetvalue(res, row, c[C_WINDOW]));
+    p->breaker_threshold = atoi(PQgetvalue(res, row, c[C_BREAKER_THRESHOLD]));
+    p->breaker_pause_s = atof(PQgetvalue(res, row, c[C_BREAKER_PAUSE]));
+    p->max_retry_after_s = atof(PQgetvalue(res, row, c[C_MAX_RETRY_AFTER]));
+    n->dead_blocks = PQgetvalue(res, row, c[C_DEAD_BLOCKS])[0] == 't';
+    n->paused_for_s = atof(PQgetvalue(res, row, c[C_PAUSED_FOR]));
+    n->failures = atoi(PQgetvalue(res, row, c[C_FAILURES]));
+    return 0;
+}
+
+static bool settings_differ(const struct dest *a, const struct dest *b)
+{
+    return a->push != b->push || a->enabled != b->enabled || !same_str(a->url, b->url) ||
+           !same_str(a->secret, b->secret) || !same_str(a->prev_secret, b->prev_secret) ||
+           !same_str(a->feed_token, b->feed_token) || !same_str(a->types, b->types) ||
+           a->timeout_ms != b->timeout_ms || a->max_in_flight != b->max_in_flight ||
+           a->dead_blocks != b->dead_blocks ||
+           memcmp(&a->policy, &b->policy, sizeof(a->policy)) != 0;
+}
+
+int destinations_load(struct destinations *ds, const PGresult *res)
+{
+    int c[N_COLS];
+    if (db_columns(res, "destinations", col_names, c, N_COLS) < 0)
+        return -EINVAL;
+    for (struct dest *d = ds->head; d != NULL; d = d->next)
+        d->present = false;
+    int rc = 0;
+    for (int row = 0; row < PQntuples(res); row++) {
+        const char *id = PQgetvalue(res, row, c[C_ID]);
+        struct dest *d = destinations_find(ds, id);
+        if (d == NULL) {
+            d = calloc(1, sizeof(*d));
+            if (d == NULL || (d->id = strdup(id)) == NULL) {
+                free(d);
+                rc = -ENOMEM;
+                continue;
+            }
+            d->next = ds->head;
+            ds->head = d;
+        }
+        struct dest n = {0};
+        memcpy(&n.policy, &d->policy, sizeof(n.policy));
+        if (parse_row(res, row, c, &n) < 0) {
+            d->present = true; /* keep the old settings rather than lose the destination */
+            rc = -ENOMEM;
+            continue;
+        }
+        if (settings_differ(d, &n))
+            d->generation++;
+        dest_strings_free(d);
+        d->push = n.push;
+        d->enabled = n.enabled;
+        d->url = n.url;
+        d->secret = n.secret;
+        d->prev_secret = n.prev_secret;
+        d->feed_token = n.feed_token;
+        d->types = n.types;
+        d->timeout_ms = n.timeout_ms;
+        d->max_in_flight = n.max_in_flight;
+        d->dead_blocks = n.dead_blocks;
+        d->policy = n.policy;
+        d->paused_for_s = n.paused_for_s;
+        d->failures = n.failures;
+        /* a push destination without a URL or secret cannot be delivered to */
+        d->present = !d->push || (d->url != NULL && d->secret != NULL);
+    }
+    if (rc == 0)
+        ds->loaded = true;
+    if (rc < 0)
+        log_error("destinations not fully reloaded", json_pack("{s:i}", "errno", -rc));
+    return rc;
+}

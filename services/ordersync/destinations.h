@@ -1,0 +1,75 @@
+/*
+ * destinations: the in-memory copy of the `destinations` table and each
+ * one's subscriptions, shared by the relay (push destinations) and the feeds
+ * (poll destinations). Operators edit destinations with SQL; a trigger
+ * NOTIFYs `ordersync_config` and server.c reloads this copy (and on a timer
+ * as a backstop), so no restart is needed.
+ *
+ * Entries survive reloads, keeping the runtime state the relay hangs on them
+ * (in-flight count, breaker, metrics): a `struct dest *` stays valid for the
+ * registry's life. One that vanished from the table is marked !present.
+ */
+#ifndef OS_DESTINATIONS_H
+#define OS_DESTINATIONS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <libpq-fe.h>
+
+#include "relay_policy.h"
+
+struct metric;
+
+struct dest {
+    struct dest *next;
+    char *id;
+    bool present; /* still in the table */
+    bool enabled;
+    bool push;   /* mode 'push' (else 'poll': read through a feed) */
+    char *url;   /* push; NULL otherwise */
+    char *secret, *prev_secret;
+    char *feed_token; /* poll; NULL otherwise */
+    /* the event types it takes as a text[] literal ("{order.created,...}"), NULL: every type */
+    char *types;
+    long timeout_ms;
+    unsigned max_in_flight;
+    bool dead_blocks; /* on_dead = 'block' */
+    struct relay_policy policy;
+    double paused_for_s; /* as loaded: the breaker pause left (any instance's) */
+    int failures;        /* as loaded: consecutive_failures */
+    uint64_t generation; /* bumped by every reload that changed this entry's settings */
+
+    /* runtime state of this process's relay */
+    unsigned in_flight;
+    struct relay_breaker breaker;
+    bool metrics_ready;
+    struct metric *m_delivered, *m_retry, *m_client_error, *m_dead, *m_gone, *m_attempts,
+        *m_in_flight, *m_seconds, *m_lag, *m_paused;
+};
+
+struct destinations;
+
+/* Returns a new empty registry, or NULL when out of memory. */
+struct destinations *destinations_new(void);
+/* Frees every entry. Sets *dests to NULL. */
+void destinations_free(struct destinations **dests);
+
+/* SQL whose result destinations_load() takes. */
+extern const char destinations_sql[];
+
+/*
+ * Updates the registry from the rows of `res` (borrowed; columns found by
+ * name). Returns 0, or -EINVAL (a column is missing) / -ENOMEM, leaving what
+ * was not updated as it was.
+ */
+int destinations_load(struct destinations *dests, const PGresult *res)
+    __attribute__((warn_unused_result));
+
+bool destinations_loaded(const struct destinations *dests);
+/* The entry with this id (present or not), or NULL. Borrowed. */
+struct dest *destinations_find(const struct destinations *dests, const char *id);
+/* The first entry; iterate with ->next. */
+struct dest *destinations_first(const struct destinations *dests);
+
+#endif
