@@ -15,6 +15,7 @@
 #include "role.h"
 
 struct hook;
+struct record;
 
 /*
  * What arrived and what became of it, since start (in memory: the database
@@ -39,7 +40,8 @@ struct downstream {
     struct db *db; /* NULL for the sink */
     struct http_server *http;
     struct ds_counters counters;
-    struct hook *hooks; /* webhooks being delayed or applied; see hook_abort_all */
+    struct hook *hooks;    /* webhooks being delayed or applied; see hook_abort_all */
+    struct record *record; /* sink: what it accepted, when asked (--record) */
     bool stopping;
 };
 

@@ -17,6 +17,7 @@
 #include <jansson.h>
 
 #include "log.h"
+#include "record.h"
 #include "verify.h"
 
 /* db.c reconnects within ~0.5 s (its backoff cap): one second is enough. */
@@ -167,9 +168,10 @@ static bool is_nonempty_string(const json_t *v)
 
 /*
  * Checks the envelope the SQL relies on. Returns NULL when fine, else a static
- * explanation for the 400.
+ * explanation for the 400. When fine and `line` is not NULL, writes the
+ * record line of the event there ("<type>\t<source>:<external_id>").
  */
-static const char *check_event(const char *body, size_t len)
+static const char *check_event(const char *body, size_t len, char *line, size_t line_size)
 {
     json_error_t jerr;
     json_t *ev = json_loadb(body, len, 0, &jerr);
@@ -193,6 +195,10 @@ static const char *check_event(const char *body, size_t len)
             if (strcmp(json_string_value(type), event_types[i]) == 0)
                 why = NULL;
     }
+    if (why == NULL && line != NULL)
+        snprintf(line, line_size, "%s\t%s:%s", json_string_value(type),
+                 json_string_value(json_object_get(data, "source")),
+                 json_string_value(json_object_get(data, "external_id")));
     json_decref(ev);
     return why;
 }
@@ -269,13 +275,22 @@ static void hook_run(struct hook *h)
         answer_error(h, 415, "unsupported_media_type", "the body must be application/json", NULL);
         return;
     }
-    const char *why = check_event(body, len);
+    char what[400];
+    const char *why = check_event(body, len, what, sizeof(what));
     if (why != NULL) {
         ds->counters.malformed++;
         answer_error(h, 400, "malformed_event", why, NULL);
         return;
     }
     if (!role_has_db(ds->role)) {
+        if (ds->record != NULL) {
+            char line[512];
+            int n = snprintf(line, sizeof(line), "%s\t%s",
+                             http_request_header(h->req, "webhook-id"), what);
+            if (n > 0)
+                record_line(ds->record, line,
+                            (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1);
+        }
         answer_applied(h, "applied");
         return;
     }

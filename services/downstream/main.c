@@ -43,6 +43,7 @@
 
 #include "downstream.h"
 #include "log.h"
+#include "record.h"
 #include "options.h"
 #include "role.h"
 #include "routes.h"
@@ -141,6 +142,7 @@ static void close_all(struct service *s)
     db_close(&ds->db);
     hook_abort_all(ds);
     http_server_close(&ds->http, NULL, NULL);
+    record_close(&ds->record);
 }
 
 static void on_stop_tick(uv_timer_t *t)
@@ -206,6 +208,11 @@ static int run(const struct options *o, const struct role *role)
         .max_write_queue = MAX_WRITE_QUEUE,
     };
     http_server_config_defaults(&hcfg);
+    if (o->record != NULL && (rc = record_open(ds->loop, o->record, &ds->record)) < 0) {
+        log_error("could not open the record file",
+                  json_pack("{s:s,s:s}", "path", o->record, "detail", uv_strerror(rc)));
+        goto fail;
+    }
     rc = http_server_start(ds->loop, &hcfg, routes_handle, ds, &ds->http);
     if (rc < 0) {
         log_error("could not listen", json_pack("{s:s,s:i,s:s}", "host", o->listen_host, "port",
@@ -234,6 +241,7 @@ static int run(const struct options *o, const struct role *role)
 fail:
     http_server_close(&ds->http, NULL, NULL);
     db_close(&ds->db);
+    record_close(&ds->record);
     uv_run(ds->loop, UV_RUN_DEFAULT);
     uv_loop_close(ds->loop);
     free(s);

@@ -20,6 +20,7 @@ struct options {
     char *secret;       /* required whsec_... */
     char *previous_secret;
     char *log_level;
+    char *record; /* sink: file to append accepted events to */
     int64_t seed; /* fault generator; 0 = from the clock */
     struct fault_knobs knobs;
 };
