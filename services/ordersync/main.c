@@ -3,7 +3,7 @@
  *   ordersync [serve]   run the service (ingest, relay, feeds, pollers) on one libuv loop
  *   ordersync migrate   apply pending schema migrations and exit
  *   ordersync replay    deliver dead (or, with --all, delivered) events again
- *   ordersync skip      give up on dead or blocked events so the ones after them go on
+ *   ordersync skip      give up on dead events so that the ones after them go on
  *   ordersync settings  print the settings table (--markdown for the README)
  * Start-up (config, schema check, migrations) may block; after the loop
  * starts nothing does.
@@ -24,11 +24,12 @@
 
 static void usage(FILE *out)
 {
-    fprintf(out, "usage: ordersync [serve | migrate | settings [--markdown] | --help | --version]\n"
+    fprintf(out, "usage: ordersync [serve | settings [--markdown] | --help | --version]\n"
+                 "       ordersync migrate [--to VERSION]\n"
                  "       ordersync replay [--destination ID] [--order ID] [--since TIME]\n"
                  "                        [--until TIME] [--all]\n"
                  "       ordersync skip [--destination ID] [--order ID] [--since TIME]\n"
-                 "                      [--until TIME] [--pending]\n"
+                 "                      [--until TIME] [--blocked] [--pending]\n"
                  "\n"
                  "Receives signed purchase webhooks, commits each order with its events in\n"
                  "PostgreSQL, and delivers the events as signed webhooks to downstream systems.\n"
@@ -64,18 +65,19 @@ static PGconn *connect_blocking(const struct config *cfg)
 
 /*
  * ordersync replay|skip [--destination ID] [--order ID] [--since TIME] [--until TIME]
- *                       [--all (replay) | --pending (skip)]
+ *                       [--all (replay) | --blocked --pending (skip)]
  * replay: dead events (with --all: delivered ones too) are delivered again,
  * with their webhook-id unchanged; the same as SELECT delivery_replay(...).
- * skip: dead and blocked events (with --pending: waiting retries too) are
- * given up, so that the events after them for the same order go on; the
- * same as SELECT delivery_skip(...). Both are recorded in operator_actions.
+ * skip: dead events (with --blocked and --pending: the ones waiting behind
+ * them, or for a retry, too) are given up, so that the events after them for
+ * the same order go on; the same as SELECT delivery_skip(...). Both are
+ * recorded in operator_actions.
  */
 static int cmd_replay_skip(const struct config *cfg, bool skip, int argc, char **argv)
 {
     const char *cmd = skip ? "skip" : "replay";
     const char *dest = NULL, *order = NULL, *since = NULL, *until = NULL;
-    bool flag = false;
+    bool flag = false, blocked = false;
     for (int i = 2; i < argc; i++) {
         const char **slot = NULL;
         if (strcmp(argv[i], "--destination") == 0)
@@ -88,6 +90,9 @@ static int cmd_replay_skip(const struct config *cfg, bool skip, int argc, char *
             slot = &until;
         else if (strcmp(argv[i], skip ? "--pending" : "--all") == 0) {
             flag = true;
+            continue;
+        } else if (skip && strcmp(argv[i], "--blocked") == 0) {
+            blocked = true;
             continue;
         } else {
             fprintf(stderr, "%s: unknown option %s\n", cmd, argv[i]);
@@ -108,7 +113,9 @@ static int cmd_replay_skip(const struct config *cfg, bool skip, int argc, char *
     const char *params[6] = {dest, order, since, until, NULL, actor};
     PGresult *res;
     if (skip) {
-        params[4] = flag ? "{dead,blocked,pending}" : "{dead,blocked}";
+        static const char *const sets[2][2] = {{"{dead}", "{dead,pending}"},
+                                               {"{dead,blocked}", "{dead,blocked,pending}"}};
+        params[4] = sets[blocked][flag];
         res = PQexecParams(conn,
                            "SELECT delivery_skip($1, $2::bigint, $3::timestamptz,"
                            " $4::timestamptz, $5::text[], $6)",
@@ -135,13 +142,21 @@ static int cmd_replay_skip(const struct config *cfg, bool skip, int argc, char *
     return rc;
 }
 
-static int cmd_migrate(const struct config *cfg)
+/* ordersync migrate [--to VERSION] */
+static int cmd_migrate(const struct config *cfg, int argc, char **argv)
 {
+    int upto = 0;
+    if (argc == 4 && strcmp(argv[2], "--to") == 0 && atoi(argv[3]) > 0) {
+        upto = atoi(argv[3]);
+    } else if (argc != 2) {
+        fprintf(stderr, "usage: ordersync migrate [--to VERSION]\n");
+        return 2;
+    }
     PGconn *conn = connect_blocking(cfg);
     if (conn == NULL)
         return 1;
     char detail[512];
-    int n = migrate_apply(conn, detail, sizeof(detail));
+    int n = migrate_apply(conn, upto, detail, sizeof(detail));
     PQfinish(conn);
     if (n < 0) {
         log_error("migration failed", json_pack("{s:s}", "detail", detail));
@@ -160,7 +175,7 @@ static int check_schema(struct config *cfg)
     char detail[512];
     int rc = 0;
     if (cfg->migrate_on_start) {
-        if (migrate_apply(conn, detail, sizeof(detail)) < 0) {
+        if (migrate_apply(conn, 0, detail, sizeof(detail)) < 0) {
             log_error("migration failed", json_pack("{s:s}", "detail", detail));
             rc = -1;
         }
@@ -220,7 +235,7 @@ int main(int argc, char **argv)
     }
     int rc;
     if (strcmp(cmd, "migrate") == 0) {
-        rc = cmd_migrate(&cfg);
+        rc = cmd_migrate(&cfg, argc, argv);
     } else if (strcmp(cmd, "replay") == 0 || strcmp(cmd, "skip") == 0) {
         rc = cmd_replay_skip(&cfg, strcmp(cmd, "skip") == 0, argc, argv);
     } else if (strcmp(cmd, "serve") == 0) {

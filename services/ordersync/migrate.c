@@ -169,8 +169,9 @@ fail:
     return -1;
 }
 
-int migrate_apply(PGconn *conn, char *detail, size_t dl)
+int migrate_apply(PGconn *conn, int upto, char *detail, size_t dl)
 {
+    int at = 0;
     int applied = 0;
     /* quiet the NOTICEs of CREATE ... IF NOT EXISTS */
     PQclear(PQexec(conn, "SET client_min_messages = warning"));
@@ -184,8 +185,12 @@ int migrate_apply(PGconn *conn, char *detail, size_t dl)
     if (st == SCHEMA_CHANGED || st == SCHEMA_NEWER || st == SCHEMA_ERROR)
         goto fail;
     for (size_t i = 0; i < n_migrations; i++) {
+        int version = version_of(migrations[i].name);
+        if (upto > 0 && version > upto)
+            break;
+        at = version;
         bool done;
-        if (!is_applied(conn, version_of(migrations[i].name), &done, detail, dl))
+        if (!is_applied(conn, version, &done, detail, dl))
             goto fail;
         if (done)
             continue;
@@ -193,8 +198,7 @@ int migrate_apply(PGconn *conn, char *detail, size_t dl)
             goto fail;
         applied++;
     }
-    snprintf(detail, dl, "%d migration(s) applied; schema at version %d", applied,
-             migrate_latest_version());
+    snprintf(detail, dl, "%d migration(s) applied; schema at version %d", applied, at);
     PQclear(PQexec(conn, "SELECT pg_advisory_unlock(" MIGRATE_LOCK_KEY ")"));
     return applied;
 fail:

@@ -38,10 +38,11 @@ enum schema_status {
 enum schema_status migrate_check(PGconn *conn, char *detail, size_t detail_len);
 
 /*
- * Applies pending migrations. Returns the number applied (>= 0), or -1 with
- * `detail` set (checksum changed, SQL error, ...).
+ * Applies pending migrations up to version `upto` (<= 0: all of them: a
+ * staged upgrade, or a test of one, stops earlier). Returns the number
+ * applied (>= 0), or -1 with `detail` set (checksum changed, SQL error, ...).
  */
-int migrate_apply(PGconn *conn, char *detail, size_t detail_len);
+int migrate_apply(PGconn *conn, int upto, char *detail, size_t detail_len);
 
 /* The version (number prefix) of the newest embedded migration. */
 int migrate_latest_version(void);
