@@ -413,11 +413,13 @@ END;
 $$;
 
 -- An event is the set of outbox rows sharing an event_id; its position is
--- the smallest of their ids, so a feed consumer's cursor (an outbox id it was
--- given as "next") keeps its meaning: every event it had read has a position
--- at or below it, every later one above.
+-- the largest of their ids, so a feed consumer's cursor (an outbox id it was
+-- given as "next") keeps its meaning: an event whose row it had not read has
+-- a row id above the cursor, hence a position above it too; one it had read
+-- may come again (its other destinations' rows came after: at least once,
+-- never skipped). The smallest id would put unread events below the cursor.
 INSERT INTO events (position, id, order_id, type, created_at, payload)
-SELECT min(o.id), o.event_id, min(o.order_id), min(o.event_type), min(o.created_at),
+SELECT max(o.id), o.event_id, min(o.order_id), min(o.event_type), min(o.created_at),
        (array_agg(o.payload::text))[1]
   FROM outbox o
  GROUP BY o.event_id;

@@ -220,11 +220,14 @@ BEGIN
         -- Never backwards: an older state is recorded, not applied. At the same
         -- sender time (Shopify's has 1-second resolution) the content decides:
         -- different content is a newer state (last received wins); the same
-        -- content is the same state again, unless it comes as another event
-        -- type (orders/paid and orders/updated share one updated_at).
+        -- content is the same state again, whatever topic it comes under (an
+        -- unsigned topic header must not make a replayed body emit again).
+        -- Orders written before content hashes existed fall back to the event type.
         IF NOT fresh AND (cur.sender_updated_at > ev_at
-           OR (cur.sender_updated_at = ev_at AND cur.content_hash IS NOT DISTINCT FROM hash
-               AND (derived OR cur.last_event_type IS NOT DISTINCT FROM typ))) THEN
+           OR (cur.sender_updated_at = ev_at
+               AND (cur.content_hash = hash
+                    OR (cur.content_hash IS NULL
+                        AND (derived OR cur.last_event_type IS NOT DISTINCT FROM typ))))) THEN
             INSERT INTO inbound_events (source_id, dedupe_key, topic, event_type, outcome,
                                         order_id, payload)
             VALUES (el.s, el.v->>'k', el.v->>'t', typ, 'stale', cur.id,

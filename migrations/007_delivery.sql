@@ -20,9 +20,11 @@ LANGUAGE sql IMMUTABLE AS $$
 $$;
 
 -- Makes the earliest blocked row of (dest, ord) pending when nothing before it
--- holds it back any more.
+-- holds it back any more. (PL/pgSQL, like every function on a hot path here:
+-- its plans are cached per session; a SQL function is planned at every call.)
 CREATE FUNCTION deliveries_promote(dest text, ord bigint) RETURNS void
-LANGUAGE sql AS $$
+LANGUAGE plpgsql AS $$
+BEGIN
     UPDATE deliveries x
        SET state = 'pending', next_at = now(), blocked_by = NULL, updated_at = now()
      WHERE x.destination_id = dest
@@ -32,7 +34,8 @@ LANGUAGE sql AS $$
                           ORDER BY b.position LIMIT 1)
        AND NOT EXISTS (SELECT 1 FROM deliveries p JOIN destinations d ON d.id = p.destination_id
                         WHERE p.destination_id = dest AND p.order_id = ord
-                          AND p.position < x.position AND delivery_holds(p.state, d.on_dead))
+                          AND p.position < x.position AND delivery_holds(p.state, d.on_dead));
+END;
 $$;
 
 -- Restores the rule "only the earliest open row of (dest, ord) goes out"
@@ -116,16 +119,21 @@ $$;
 -- ---------------------------------------------------------------- claims and completion
 
 -- Due rows of each destination, oldest due first, as many as it has room
--- for; leased to `owner`. Reads only the partial index of due rows.
+-- for; leased to `owner`. Reads only the partial index of due rows: rows in
+-- backoff or blocked cost nothing, however many there are. The locked rows
+-- are updated by ctid: joined on the CTE instead, the planner guesses its
+-- size and may hash the whole table.
 CREATE FUNCTION delivery_claim(dest_ids text[], limits integer[], lease interval, owner text)
 RETURNS TABLE (destination_id text, event_position bigint, event_id uuid, order_id bigint,
                attempts integer, payload text, age_s double precision)
-LANGUAGE sql AS $$
+LANGUAGE plpgsql AS $$
+BEGIN
+    RETURN QUERY
     WITH due AS (
-        SELECT c.destination_id, c.position
+        SELECT c.ctid
           FROM unnest(dest_ids, limits) AS d(id, lim)
           CROSS JOIN LATERAL (
-              SELECT x.destination_id, x.position FROM deliveries x
+              SELECT x.ctid FROM deliveries x
                WHERE x.destination_id = d.id AND x.state = 'pending' AND x.next_at <= now()
                ORDER BY x.next_at
                LIMIT d.lim
@@ -134,14 +142,14 @@ LANGUAGE sql AS $$
         UPDATE deliveries x
            SET state = 'delivering', lease_owner = owner, lease_until = now() + lease,
                attempts = x.attempts + 1, updated_at = now()
-          FROM due
-         WHERE x.destination_id = due.destination_id AND x.position = due.position
+         WHERE x.ctid = ANY (ARRAY(SELECT due.ctid FROM due))
         RETURNING x.destination_id, x.position, x.order_id, x.attempts, x.event_created_at
     )
     SELECT upd.destination_id, upd.position, e.id, upd.order_id, upd.attempts, e.payload,
            extract(epoch FROM now() - e.created_at)::double precision
       FROM upd
-      JOIN events e ON e.position = upd.position AND e.created_at = upd.event_created_at
+      JOIN events e ON e.position = upd.position AND e.created_at = upd.event_created_at;
+END;
 $$;
 
 -- Everything a round of deliveries settled, in one transaction. `doc`:
@@ -380,11 +388,12 @@ BEGIN
 END;
 $$;
 
--- Gives up on undelivered events (dead, blocked or waiting for a retry): they
--- will not be delivered, and the events after them for the same order go on.
+-- Gives up on undelivered events (by default the dead ones; `states` may
+-- add 'blocked' and 'pending'): they will not be delivered, and the events
+-- after them for the same order go on.
 CREATE FUNCTION delivery_skip(dest text DEFAULT NULL, ord bigint DEFAULT NULL,
                               since timestamptz DEFAULT NULL, until timestamptz DEFAULT NULL,
-                              states text[] DEFAULT '{dead,blocked}',
+                              states text[] DEFAULT '{dead}',
                               actor text DEFAULT session_user)
 RETURNS integer
 LANGUAGE plpgsql AS $$
@@ -453,9 +462,11 @@ SELECT o.id AS order_id,
        o.source_id,
        o.external_id,
        ed.destination_id,
+       -- blocked first: the order cannot progress, and blocked_reason says
+       -- which event (dead, or still failing) holds it
        CASE
-           WHEN bool_or(ed.state = 'dead') THEN 'dead'
            WHEN bool_or(ed.state = 'blocked') THEN 'blocked'
+           WHEN bool_or(ed.state = 'dead') THEN 'dead'
            WHEN bool_or(ed.state = 'delivering') THEN 'delivering'
            WHEN bool_or(ed.state = 'pending' AND ed.attempts > 0) THEN 'retrying'
            WHEN bool_or(ed.state = 'pending') THEN 'pending'

@@ -91,8 +91,7 @@ static void dead_after_max_attempts_or_past_the_window(void **state)
     assert_int_equal(relay_policy_decide(&p, 4, 500, -1, 0, 1.0).verdict, RELAY_RETRY);
     assert_int_equal(relay_policy_decide(&p, 5, 500, -1, 0, 1.0).verdict, RELAY_DEAD);
     /* 3 days minus 1 s old: the next try (5 s) would be past the window */
-    assert_int_equal(relay_policy_decide(&p, 1, 500, -1, 3 * 86400 - 1, 1.0).verdict,
-                     RELAY_DEAD);
+    assert_int_equal(relay_policy_decide(&p, 1, 500, -1, 3 * 86400 - 1, 1.0).verdict, RELAY_DEAD);
     p.max_attempts = 1;
     assert_int_equal(relay_policy_decide(&p, 1, 500, -1, 0, 1.0).verdict, RELAY_DEAD);
 }

@@ -168,7 +168,7 @@ static void untaint_holds_what_was_read_before(void **state)
     relay_window_settle(&w, a, WEV_FAILED);
     struct out o = {""};
     relay_window_advance(&w, 0, 1000, emit, &o); /* 1 leaves; 2 may go: it stays */
-    relay_window_push(&w, 3, 7, false, NULL);       /* read before the row committed */
+    relay_window_push(&w, 3, 7, false, NULL);    /* read before the row committed */
     relay_window_untaint(&w);
     assert_true(relay_window_find(&w, 3)->held);
     assert_false(relay_window_find(&w, 2)->held);
