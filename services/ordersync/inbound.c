@@ -17,8 +17,6 @@
 #include <string.h>
 #include <strings.h>
 
-#include <openssl/evp.h>
-
 #include "normalize.h"
 #include "verify.h"
 
@@ -122,11 +120,11 @@ static bool is_json_content_type(const char *ct)
 static char *sha256_key(const char *body, size_t len)
 {
     static const char digits[] = "0123456789abcdef";
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned int n = 0;
+    unsigned char md[VERIFY_SHA256_LEN];
+    unsigned int n = VERIFY_SHA256_LEN;
     char *key;
 
-    if (EVP_Digest(body, len, md, &n, EVP_sha256(), NULL) != 1)
+    if (verify_sha256(body, len, md) < 0)
         return NULL;
     key = malloc(7 + 2 * n + 1);
     if (key == NULL)
