@@ -123,6 +123,17 @@ static bool transient_sqlstate(const char *st)
             strncmp(st, "08", 2) == 0 || strncmp(st, "55", 2) == 0);
 }
 
+/*
+ * SQLSTATE classes 22 (data exception) and 23 (integrity constraint) are the
+ * only ones a request's content can cause; any other failure (a bug, a full
+ * disk, a trigger gone wrong: XX, 53, P0, 42...) is ours, and the sender must
+ * keep its event and retry rather than be told it is wrong.
+ */
+static bool senders_sqlstate(const char *st)
+{
+    return st != NULL && (strncmp(st, "22", 2) == 0 || strncmp(st, "23", 2) == 0);
+}
+
 static void flush(struct ingest *ing);
 
 static void batch_free(struct batch *b)
@@ -158,35 +169,36 @@ static void on_batch_done(PGresult *res, const char *err, void *data)
     }
     if (err != NULL) {
         const char *sqlstate = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+        bool transient = transient_sqlstate(sqlstate);
+        bool senders = senders_sqlstate(sqlstate);
         metric_add(ing->m_tx_failed, 1);
         metric_add(ing->m_db_errors, 1);
-        log_warn("ingest transaction failed",
+        log_json(transient || senders ? LOG_WARN : LOG_ERROR, "ingest transaction failed",
                  json_pack("{s:s,s:s,s:i}", "sqlstate", sqlstate ? sqlstate : "", "detail", err,
                            "batch", (int)b->n));
-        bool transient = transient_sqlstate(sqlstate);
         struct item *retry = NULL, **tailp = &retry;
         for (struct item *it = b->items, *next; it != NULL; it = next) {
             next = it->next;
             it->next = NULL;
-            if ((transient && ++it->retries < MAX_TRANSIENT_TRIES) || (!transient && b->n > 1)) {
+            if ((transient && ++it->retries < MAX_TRANSIENT_TRIES) || (senders && b->n > 1)) {
                 /* a lost race is run again as is; a data error alone, to find the culprit */
-                it->solo = it->solo || !transient;
+                it->solo = it->solo || senders;
                 *tailp = it;
                 tailp = &it->next;
                 continue;
             }
-            if (transient)
-                reply_unavailable(ing, it, "the transaction failed; retry later");
-            else
+            if (senders)
                 api_reply_error(it->req, 422, "rejected_by_database",
                                 "the order was refused by a database constraint", it->source_id,
                                 NULL, 0);
+            else
+                reply_unavailable(ing, it, "the transaction failed; retry later");
             item_free(it);
         }
         b->items = NULL;
         if (retry != NULL) {
             /* ahead of what is queued: these were received first */
-            if (!transient)
+            if (senders)
                 metric_add(ing->m_tx_split, 1);
             unsigned n = 0;
             struct item *last = retry;

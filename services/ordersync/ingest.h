@@ -7,8 +7,10 @@
  * and so one transaction and one fsync; while a batch is in flight on every
  * connection the next one accumulates. Each request is answered only after its batch committed:
  * 200 with its outcome, or 503 + Retry-After when the database is away.
- * A batch that fails on data is re-run one request per transaction, so one
- * bad request never fails the others.
+ * A batch that fails on data (SQLSTATE classes 22 and 23) is re-run one
+ * request per transaction, so one bad request never fails the others and only
+ * it gets 422; any other database error is ours, not the sender's: the whole
+ * batch gets 503 + Retry-After.
  */
 #ifndef OS_INGEST_H
 #define OS_INGEST_H

@@ -1,0 +1,101 @@
+"""Hostile and broken clients against the real binary, a real PostgreSQL and
+real sockets: forged topics, failures that are ours and not the sender's,
+drip-fed requests, connection floods."""
+import copy
+import json
+import os
+
+import pytest
+
+import webhooks as wh
+from conftest import FIXTURES, pipeline, request
+
+
+def fixture(name):
+    with open(os.path.join(FIXTURES, name), "rb") as f:
+        return f.read()
+
+
+def seed(db):
+    db.query("""INSERT INTO sources (id, kind, secret) VALUES
+        ('shop', 'shopify', %(shop)s), ('woo', 'woocommerce', %(woo)s)""",
+             {"shop": wh.SHOPIFY_SECRET, "woo": wh.WOO_SECRET})
+    db.query("""INSERT INTO destinations (id, url, secret) VALUES
+        ('inventory', 'http://127.0.0.1:9/inventory', %(s)s),
+        ('invoicing', 'http://127.0.0.1:9/invoicing', %(s)s)""", {"s": wh.DEST_SECRET})
+
+
+@pytest.fixture
+def svc(db, ordersync):
+    seed(db)
+    # no relay: the outbox rows stay where ingest wrote them
+    return ordersync(env={"ORDERSYNC_RELAY": "0"})
+
+
+def post(svc, source, body, headers):
+    st, h, b = request(svc.port, "POST", f"/webhooks/{source}", body=body, headers=headers)
+    return st, h, json.loads(b) if b else None
+
+
+def counts(db):
+    return db.query("SELECT (SELECT count(*) FROM inbound_events), (SELECT count(*) FROM orders),"
+                    " (SELECT count(*) FROM order_lines), (SELECT count(*) FROM outbox)")[0]
+
+
+def metric(svc, series):
+    text = request(svc.port, "GET", "/metrics")[2].decode()
+    for line in text.splitlines():
+        if line.startswith(series + " "):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def shopify_orders(n, first_id=7000):
+    template = json.loads(fixture("shopify_order_create.json"))
+    out = []
+    for i in range(n):
+        o = copy.deepcopy(template)
+        o["id"] = first_id + i
+        out.append(wh.dumps(o))
+    return out
+
+
+# ---------------------------------------------------------------------------
+# database errors: only a data error is the sender's fault
+
+def refuse_orders(db, errcode, when="true"):
+    db.query(f"""CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$
+                 BEGIN RAISE EXCEPTION 'refused by test' USING ERRCODE = '{errcode}'; END $$""")
+    db.query(f"""CREATE TRIGGER refuse BEFORE INSERT ON orders FOR EACH ROW
+                 WHEN ({when}) EXECUTE FUNCTION refuse()""")
+
+
+def test_internal_database_error_is_503_for_the_whole_batch(svc, db):
+    refuse_orders(db, "XX000")
+    bodies = shopify_orders(6)
+    # pipelined: one loop turn, one batch
+    res = pipeline(svc.port, [("POST", "/webhooks/shop", wh.shopify(b), b) for b in bodies])
+    for st, h, body in res:
+        assert st == 503, body
+        assert int(h["retry-after"]) > 0
+        assert json.loads(body)["error"] == "database_unavailable"
+    assert counts(db) == (0, 0, 0, 0)
+    # not split to hunt for a culprit: there is none
+    assert metric(svc, 'ordersync_ingest_transactions_total{result="split"}') == 0
+    errors = [l for l in svc.log_lines("ingest transaction failed") if l.get("sqlstate") == "XX000"]
+    assert errors and all(l["level"] == "error" for l in errors), svc.logs[-10:]
+    # the sender's retry succeeds once the database is fixed
+    db.query("DROP TRIGGER refuse ON orders")
+    st, _, resp = post(svc, "shop", bodies[0], wh.shopify(bodies[0]))
+    assert st == 200 and resp["status"] == "accepted", resp
+
+
+def test_constraint_violation_is_422_for_the_culprit_only(svc, db):
+    refuse_orders(db, "23505", "NEW.external_id = '7002'")
+    bodies = shopify_orders(5)
+    res = pipeline(svc.port, [("POST", "/webhooks/shop", wh.shopify(b), b) for b in bodies])
+    assert [r[0] for r in res] == [200, 200, 422, 200, 200]
+    assert json.loads(res[2][2])["error"] == "rejected_by_database"
+    assert db.scalar("SELECT count(*) FROM orders WHERE external_id = '7002'") == 0
+    assert db.scalar("SELECT count(*) FROM inbound_events") == 4
+    assert db.scalar("SELECT count(*) FROM orders") == 4
