@@ -171,6 +171,12 @@ static void handle_webhook(struct app *app, struct http_request *req, const char
         api_reply_error(req, err.http_status, err.error, err.detail, src->id, NULL, 0);
         return;
     }
+    if (ev.ignored_reason != NULL)
+        /* a forged replay or a confused sender: recorded and acknowledged, emits nothing */
+        log_warn("webhook topic contradicts its signed body",
+                 json_pack("{s:I,s:s,s:s,s:s,s:s}", "request_id", (json_int_t)http_request_id(req),
+                           "source", src->id, "topic", ev.topic, "reason", ev.ignored_reason,
+                           "detail", ev.ignored_detail));
     ingest_submit(app->ingest, req, src->id, &ev);
 }
 

@@ -89,6 +89,15 @@ static void fail_queued(struct ingest *ing, const char *detail)
 static const char *const outcome_status[] = {"applied", "accepted", "duplicate", "duplicate",
                                              "stale",   "stale",    "ignored",   "ignored"};
 
+/* Ignored webhooks that carry a reason (inbound_event.ignored_reason) are counted apart. */
+static struct metric *ignored_counter(const char *reason)
+{
+    char labels[96];
+    snprintf(labels, sizeof(labels), "outcome=\"ignored\",reason=\"%s\"", reason);
+    return metrics_counter("ordersync_webhooks_total",
+                           "Webhooks by outcome (rejected ones by reason)", labels);
+}
+
 static void reply_outcome(struct ingest *ing, struct item *it, const char *outcome,
                           const char *order_id, int emitted)
 {
@@ -102,9 +111,14 @@ static void reply_outcome(struct ingest *ing, struct item *it, const char *outco
         metric_add(ing->m_duplicate, 1);
     else if (strcmp(status, "stale") == 0)
         metric_add(ing->m_stale, 1);
-    else
+    else if (it->ev.ignored_reason == NULL)
         metric_add(ing->m_ignored, 1);
+    else
+        metric_add(ignored_counter(it->ev.ignored_reason), 1);
     json_t *body = json_pack("{s:s}", "status", status);
+    /* the sender (or whoever forged its topic) learns why nothing happened */
+    if (body != NULL && strcmp(status, "ignored") == 0 && it->ev.ignored_reason != NULL)
+        json_object_set_new(body, "reason", json_string(it->ev.ignored_reason));
     if (body != NULL && order_id != NULL && order_id[0] != '\0')
         json_object_set_new(body, "order_id", json_string(order_id));
     if (body != NULL && emitted > 0)

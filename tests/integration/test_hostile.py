@@ -99,3 +99,57 @@ def test_constraint_violation_is_422_for_the_culprit_only(svc, db):
     assert db.scalar("SELECT count(*) FROM orders WHERE external_id = '7002'") == 0
     assert db.scalar("SELECT count(*) FROM inbound_events") == 4
     assert db.scalar("SELECT count(*) FROM orders") == 4
+
+
+# ---------------------------------------------------------------------------
+# forged topics: Shopify and WooCommerce do not sign their topic headers
+
+def test_replayed_body_with_forged_topic_cannot_cancel(svc, db):
+    body = fixture("shopify_order_create.json")
+    assert json.loads(body)["cancelled_at"] is None
+    st, _, resp = post(svc, "shop", body, wh.shopify(body, "orders/create", webhook_id="wh-1"))
+    assert st == 200 and resp["status"] == "accepted", resp
+    before = db.scalar("SELECT count(*) FROM outbox")
+
+    # the attacker's replay: the same signed bytes, a new webhook id, another topic
+    st, _, resp = post(svc, "shop", body, wh.shopify(body, "orders/cancelled", webhook_id="wh-2"))
+    assert st == 200, resp
+    assert resp == {"status": "ignored", "reason": "topic_mismatch"}
+    assert db.scalar("SELECT status FROM orders") == "open"
+    assert db.scalar("SELECT count(*) FROM outbox") == before
+    assert db.scalar("SELECT count(*) FROM outbox WHERE event_type = 'order.cancelled'") == 0
+    assert db.query("SELECT dedupe_key, topic, event_type, outcome FROM inbound_events"
+                    " ORDER BY id") == [("wh-1", "orders/create", "order.created", "applied"),
+                                        ("wh-2", "orders/cancelled", None, "ignored")]
+    assert metric(svc, 'ordersync_webhooks_total{outcome="ignored",reason="topic_mismatch"}') == 1
+    lines = svc.log_lines("webhook topic contradicts its signed body")
+    assert lines and lines[-1]["topic"] == "orders/cancelled" and lines[-1]["source"] == "shop"
+    assert "cancelled" in lines[-1]["detail"]
+
+    # the same forgery for the other state-changing topics
+    for topic in ("orders/fulfilled", "refunds/create"):
+        st, _, resp = post(svc, "shop", body, wh.shopify(body, topic))
+        assert (st, resp["status"]) == (200, "ignored"), (topic, resp)
+    assert db.scalar("SELECT count(*) FROM outbox") == before
+
+    # a genuine cancellation is signed content, and cancels
+    cancelled = json.loads(body)
+    cancelled["cancelled_at"] = "2026-01-03T10:00:00-05:00"
+    cancelled["updated_at"] = "2026-01-03T10:00:00-05:00"
+    b2 = wh.dumps(cancelled)
+    st, _, resp = post(svc, "shop", b2, wh.shopify(b2, "orders/cancelled"))
+    assert st == 200 and resp["status"] == "accepted", resp
+    assert db.scalar("SELECT status FROM orders") == "cancelled"
+    assert db.scalar("SELECT count(*) FROM outbox WHERE event_type = 'order.cancelled'") == 2
+
+
+def test_woocommerce_live_order_sent_as_deleted_is_ignored(svc, db):
+    body = fixture("woocommerce_order_created.json")
+    st, _, resp = post(svc, "woo", body, wh.woocommerce(body, "order.deleted"))
+    assert st == 200 and resp == {"status": "ignored", "reason": "topic_mismatch"}, resp
+    assert counts(db)[1:] == (0, 0, 0)
+    # a deletion notice under order.updated is no update either
+    thin = b'{"id":727}'
+    st, _, resp = post(svc, "woo", thin, wh.woocommerce(thin, "order.updated"))
+    assert st == 200 and resp["status"] == "ignored", resp
+    assert counts(db)[1:] == (0, 0, 0)
