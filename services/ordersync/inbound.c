@@ -283,6 +283,31 @@ static enum verify_result verify(const struct inbound_source *src,
 }
 
 /*
+ * Unsigned header values that become the dedupe key or the topic must be
+ * short printable ASCII, as every platform sends them. Anything else would
+ * fail the whole group-commit batch it rides in, other senders' webhooks
+ * included: bytes that are not UTF-8 cannot go into the batch's JSON, and a
+ * key over ~2.7 kB does not fit the dedupe index (SQLSTATE 54000).
+ */
+#define MAX_TOKEN_LEN 200
+
+static int check_token(const char *value, const char *display, struct inbound_error *err)
+{
+    size_t n = 0;
+
+    for (; value[n] != '\0'; n++) {
+        unsigned char ch = (unsigned char)value[n];
+
+        if (ch < 0x21 || ch > 0x7e || n >= MAX_TOKEN_LEN)
+            break;
+    }
+    if (n == 0 || value[n] != '\0')
+        return fail(err, 400, "invalid_header", -EINVAL,
+                    "%s header must be 1 to %d printable ASCII characters", display, MAX_TOKEN_LEN);
+    return 0;
+}
+
+/*
  * Topic, dedupe key, and the event type the topic asks for with its rule
  * (NULL when the topic is not about orders); 0 or <0 with err filled.
  */
@@ -307,6 +332,10 @@ static int classify(const struct inbound_source *src,
          * event id is shared by every topic of one merchant action.
          */
         key = get_header(ctx, "x-shopify-webhook-id");
+        if (check_token(topic, "X-Shopify-Topic", err) < 0 ||
+            (key != NULL && check_token(key, "X-Shopify-Webhook-Id", err) < 0) ||
+            (event_id != NULL && check_token(event_id, "X-Shopify-Event-Id", err) < 0))
+            return -EINVAL;
         if (key != NULL)
             ev->dedupe_key = strdup(key);
         else if (event_id != NULL)
@@ -322,6 +351,8 @@ static int classify(const struct inbound_source *src,
         topic = get_header(ctx, "x-wc-webhook-topic");
         if (topic == NULL)
             return fail(err, 400, "missing_topic", -EINVAL, "X-WC-Webhook-Topic header is missing");
+        if (check_token(topic, "X-WC-Webhook-Topic", err) < 0)
+            return -EINVAL;
         /*
          * Never X-WC-Webhook-Delivery-ID: it comes from a whole-second clock
          * and repeats. An order's id with its modification time names one
@@ -331,8 +362,9 @@ static int classify(const struct inbound_source *src,
         if (json_is_integer(json_object_get(p, "id")))
             snprintf(id, sizeof(id), "%" JSON_INTEGER_FORMAT,
                      json_integer_value(json_object_get(p, "id")));
+        /* a date is ~20 characters: anything much longer is not one, hash the body instead */
         if (strncmp(topic, "order.", 6) == 0 && id[0] != '\0' && modified != NULL &&
-            modified[0] != '\0') {
+            modified[0] != '\0' && strlen(modified) <= 40) {
             char prefix[80];
 
             snprintf(prefix, sizeof(prefix), "order:%s:", id);
@@ -350,13 +382,17 @@ static int classify(const struct inbound_source *src,
         if (src->kind == SOURCE_STRIPE) {
             const char *id = json_string_value(json_object_get(p, "id"));
 
-            if (id == NULL || id[0] == '\0')
+            if (id == NULL || id[0] == '\0' || strlen(id) > MAX_TOKEN_LEN)
                 return fail(err, 422, "not_an_order", -EINVAL,
                             "field 'id' must be the event id (evt_...)");
             ev->dedupe_key = strdup(id);
         } else {
-            /* verify_standard made sure the header is there. */
-            ev->dedupe_key = strdup(get_header(ctx, "webhook-id"));
+            /* verify_standard made sure the header is there; it is signed, but may be long. */
+            const char *id = get_header(ctx, "webhook-id");
+
+            if (check_token(id, "webhook-id", err) < 0)
+                return -EINVAL;
+            ev->dedupe_key = strdup(id);
         }
         break;
     }

@@ -70,7 +70,8 @@ struct inbound_error {
  *                 possibly with no event type (see inbound_event);
  *   INBOUND_PING  nothing filled;
  *   < 0           err filled: 401 invalid_signature, 415 unsupported_media_type,
- *                 400 malformed_json or missing_topic, 422 not_an_order,
+ *                 400 malformed_json, missing_topic or invalid_header (a topic or
+ *                 id header that is not 1..200 printable ASCII), 422 not_an_order,
  *                 500 internal_error (-ENOMEM, unusable secret).
  * On failure out is left cleared.
  */

@@ -4,6 +4,7 @@ drip-fed requests, connection floods."""
 import copy
 import json
 import os
+import socket
 
 import pytest
 
@@ -99,6 +100,45 @@ def test_constraint_violation_is_422_for_the_culprit_only(svc, db):
     assert db.scalar("SELECT count(*) FROM orders WHERE external_id = '7002'") == 0
     assert db.scalar("SELECT count(*) FROM inbound_events") == 4
     assert db.scalar("SELECT count(*) FROM orders") == 4
+
+
+def raw_pipeline(port, reqs, timeout=10):
+    """Like conftest.pipeline, but header values go out as the bytes given."""
+    raw = b""
+    for headers, body in reqs:
+        lines = [b"POST /webhooks/shop HTTP/1.1", b"Host: x", b"Content-Length: %d" % len(body)]
+        lines += [k.encode() + b": " + (v if isinstance(v, bytes) else v.encode())
+                  for k, v in headers.items()]
+        raw += b"\r\n".join(lines) + b"\r\n\r\n" + body
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(raw)
+        f = s.makefile("rb")
+        out = []
+        for _ in reqs:
+            status = int(f.readline().split()[1])
+            n = 0
+            while True:
+                line = f.readline().strip()
+                if not line:
+                    break
+                k, _, v = line.partition(b":")
+                if k.lower() == b"content-length":
+                    n = int(v)
+            out.append((status, json.loads(f.read(n))))
+        return out
+
+
+def test_unusable_unsigned_ids_fail_alone_not_their_batch(svc, db):
+    """A webhook id or topic the database cannot index or encode is the sender's 400,
+    not a failed transaction for every webhook that shared its batch."""
+    bodies = shopify_orders(5)
+    hs = [wh.shopify(b) for b in bodies]
+    hs[1]["X-Shopify-Topic"] = b"orders/\xffcreate"
+    hs[3]["X-Shopify-Webhook-Id"] = os.urandom(4000).hex()  # does not compress under 2.7 kB
+    res = raw_pipeline(svc.port, list(zip(hs, bodies)))
+    assert [r[0] for r in res] == [200, 400, 200, 400, 200], res
+    assert res[1][1]["error"] == res[3][1]["error"] == "invalid_header"
+    assert db.scalar("SELECT count(*) FROM orders") == 3
 
 
 # ---------------------------------------------------------------------------

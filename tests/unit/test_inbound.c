@@ -324,6 +324,61 @@ static void missing_topic(void **state)
     free(r.body);
 }
 
+/* Unsigned ids and topics that would fail a whole batch in the database are refused alone. */
+static void unusable_ids_and_topics_are_400(void **state)
+{
+    static const char *const bad[] = {"",
+                                      "orders/\xff"
+                                      "create",
+                                      "a b", "tab\there"};
+    static const char *const headers[][2] = {
+        {"x-shopify-topic", "orders/create"},
+        {"x-shopify-webhook-id", "b54557e4"},
+        {"x-shopify-event-id", "98880550"},
+    };
+    char long_id[202];
+    struct req r;
+    struct inbound_event ev;
+    struct inbound_error err;
+
+    memset(long_id, 'a', sizeof(long_id) - 1);
+    long_id[sizeof(long_id) - 1] = '\0';
+    for (size_t h = 0; h < sizeof(headers) / sizeof(headers[0]); h++) {
+        for (size_t i = 0; i <= sizeof(bad) / sizeof(bad[0]); i++) {
+            shopify_req(&r, "shopify_order_create.json", "orders/create");
+            set_header(&r, headers[h][0], i < sizeof(bad) / sizeof(bad[0]) ? bad[i] : long_id);
+            assert_true(run(&shopify, &r, "application/json", &ev, &err) < 0);
+            assert_int_equal(err.http_status, 400);
+            assert_string_equal(err.error, "invalid_header");
+            assert_null(ev.payload);
+            free(r.body);
+        }
+        /* 200 characters is still fine */
+        shopify_req(&r, "shopify_order_create.json", "orders/create");
+        long_id[200] = '\0';
+        if (h > 0)
+            set_header(&r, headers[h][0], long_id);
+        long_id[200] = 'a';
+        assert_int_equal(run(&shopify, &r, "application/json", &ev, &err), 0);
+        inbound_event_clear(&ev);
+        free(r.body);
+    }
+
+    woo_req(&r, "woocommerce_order_created.json",
+            "order.\x01"
+            "created");
+    assert_true(run(&woo, &r, "application/json", &ev, &err) < 0);
+    assert_int_equal(err.http_status, 400);
+    free(r.body);
+
+    memset(&r, 0, sizeof(r));
+    r.body = read_fixture("standard_order_created.json", &r.len);
+    sign_standard(&r, long_id);
+    assert_true(run(&standard, &r, "application/json", &ev, &err) < 0);
+    assert_int_equal(err.http_status, 400);
+    free(r.body);
+}
+
 static void shopify_topics_and_dedupe(void **state)
 {
     /* The fixture is a paid, unfulfilled, open order: it supports the first four only. */
@@ -792,6 +847,7 @@ int main(void)
         cmocka_unit_test(malformed_json),
         cmocka_unit_test(not_an_order),
         cmocka_unit_test(missing_topic),
+        cmocka_unit_test(unusable_ids_and_topics_are_400),
         cmocka_unit_test(shopify_topics_and_dedupe),
         cmocka_unit_test(woocommerce_topics_and_dedupe),
         cmocka_unit_test(shopify_topic_must_agree_with_signed_body),
