@@ -41,7 +41,10 @@ static const struct setting settings[] = {
     {"ORDERSYNC_MAX_CONNECTIONS", T_INT, "1024", 1, 100000, F(max_connections),
      "open client connections; more are answered 503 and closed"},
     {"ORDERSYNC_HEADER_TIMEOUT_MS", T_INT, "10000", 10, 600000, F(header_timeout_ms),
-     "time a client has to send complete request headers (408 after)"},
+     "time a client has to send complete request headers, and the longest pause inside a body "
+     "(408 after)"},
+    {"ORDERSYNC_REQUEST_TIMEOUT_S", T_INT, "30", 1, 3600, F(request_timeout_s),
+     "a whole request, headers and body, must arrive within this (408 after)"},
     {"ORDERSYNC_IDLE_TIMEOUT_MS", T_INT, "60000", 10, 3600000, F(idle_timeout_ms),
      "idle keep-alive connections are closed after this"},
     {"ORDERSYNC_BATCH_MAX", T_INT, "256", 1, 10000, F(batch_max),

@@ -21,6 +21,7 @@ struct config {
     int64_t max_header;
     int64_t max_connections;
     int64_t header_timeout_ms;
+    int64_t request_timeout_s;
     int64_t idle_timeout_ms;
     int64_t batch_max;
     int64_t ingest_connections;

@@ -301,6 +301,7 @@ int server_run(const struct config *cfg)
         .max_body = (size_t)cfg->max_body,
         .max_conns = (unsigned)cfg->max_connections,
         .header_timeout_ms = (uint64_t)cfg->header_timeout_ms,
+        .request_timeout_ms = (uint64_t)cfg->request_timeout_s * 1000,
         .idle_timeout_ms = (uint64_t)cfg->idle_timeout_ms,
     };
     http_server_config_defaults(&hcfg);

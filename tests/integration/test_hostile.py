@@ -5,6 +5,7 @@ import copy
 import json
 import os
 import socket
+import time
 
 import pytest
 
@@ -193,3 +194,54 @@ def test_woocommerce_live_order_sent_as_deleted_is_ignored(svc, db):
     st, _, resp = post(svc, "woo", thin, wh.woocommerce(thin, "order.updated"))
     assert st == 200 and resp["status"] == "ignored", resp
     assert counts(db)[1:] == (0, 0, 0)
+
+
+# ---------------------------------------------------------------------------
+# slow clients: a body drip-fed a byte at a time
+
+def test_drip_fed_body_gets_408_at_the_request_deadline(db, ordersync):
+    seed(db)
+    # the header timeout (10 s) also bounds pauses inside a body: a byte every
+    # 0.5 s never trips it; only the whole-request deadline can end this
+    svc = ordersync(env={"ORDERSYNC_RELAY": "0", "ORDERSYNC_REQUEST_TIMEOUT_S": "2"})
+    s = socket.create_connection(("127.0.0.1", svc.port))
+    s.sendall(b"POST /webhooks/shop HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+              b"X-Shopify-Topic: orders/create\r\nContent-Length: 100000\r\n\r\n{")
+    s.setblocking(False)
+    got = b""
+    give_up = time.monotonic() + 20  # a drip of 100 kB would take 14 hours
+    try:
+        while time.monotonic() < give_up:
+            try:
+                chunk = s.recv(4096)
+                if not chunk:
+                    break  # answered and closed
+                got += chunk
+                continue
+            except BlockingIOError:
+                pass
+            try:
+                s.send(b" ")
+            except OSError:
+                break
+            time.sleep(0.5)
+        # what is still in flight after our last byte
+        s.setblocking(True)
+        s.settimeout(5)
+        while True:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            got += chunk
+    except (ConnectionResetError, TimeoutError):
+        pass
+    finally:
+        s.close()
+    assert got.startswith(b"HTTP/1.1 408 "), got
+    assert b"Connection: close" in got
+    assert json.loads(got.split(b"\r\n\r\n", 1)[1]) == {
+        "error": "request_timeout", "detail": "request not received whole within 2 s"}
+    closes = [l for l in svc.log_lines("closing connection") if l.get("reason") == "request_timeout"]
+    assert closes and "request not received whole" in closes[-1]["detail"]
+    # the server is fine for everyone else
+    assert request(svc.port, "GET", "/healthz")[0] == 200
