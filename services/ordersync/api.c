@@ -1,5 +1,6 @@
 /*
- * api: routing, per-request logging and HTTP metrics. The webhook route does
+ * api: routing, per-request logging and HTTP metrics, for the public listener
+ * (api_handle) and the admin one (api_admin_handle). The webhook route does
  * the cheap refusals first (method, source, database) so a flood of bad
  * requests costs no HMAC and no parsing.
  */
@@ -222,6 +223,62 @@ static void handle_metrics(struct app *app, struct http_request *req)
     buf_free(&out);
 }
 
+static void handle_healthz(struct app *app, struct http_request *req)
+{
+    api_reply(req, 200, "{\"status\":\"ok\"}", NULL, NULL);
+}
+
+/* A route with an exact path, answering GET and HEAD (dispatch refuses the rest). */
+struct api_route {
+    const char *path;
+    enum route route;
+    void (*handle)(struct app *app, struct http_request *req);
+};
+
+/* What an operator (or an orchestrator's probes) reads; served by both listeners. */
+static const struct api_route ops_routes[] = {
+    {"/healthz", R_HEALTHZ, handle_healthz},
+    {"/readyz", R_READYZ, handle_readyz},
+    {"/metrics", R_METRICS, handle_metrics},
+    {NULL, R_OTHER, NULL},
+};
+
+/*
+ * The admin listener's routes: the operations ones, and later whatever only
+ * operators may reach (the console). One table per listener, so an
+ * admin-only route is one line here and can never leak onto the public port.
+ */
+static const struct api_route *const admin_tables[] = {ops_routes, NULL};
+static const struct api_route *const public_tables[] = {ops_routes, NULL};
+
+/* Routes req through the tables; answers 404 or 405 itself when nothing fits. */
+static void dispatch(struct app *app, struct http_request *req,
+                     const struct api_route *const *tables)
+{
+    const char *path = http_request_path(req);
+    const char *method = http_request_method(req);
+    const struct api_route *found = NULL;
+
+    for (const struct api_route *const *t = tables; *t != NULL && found == NULL; t++) {
+        for (const struct api_route *r = *t; r->path != NULL; r++) {
+            if (strcmp(path, r->path) == 0) {
+                found = r;
+                break;
+            }
+        }
+    }
+    http_request_set_data(req, (void *)(uintptr_t)(found != NULL ? found->route : R_OTHER));
+    if (found == NULL) {
+        api_reply_error(req, 404, "not_found", "no such endpoint", NULL, NULL, 0);
+        return;
+    }
+    if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0) {
+        reply_method_not_allowed(req, "GET");
+        return;
+    }
+    found->handle(app, req);
+}
+
 void api_handle(struct http_request *req, void *data)
 {
     struct app *app = data;
@@ -248,33 +305,10 @@ void api_handle(struct http_request *req, void *data)
         }
         return;
     }
-    enum route r = R_OTHER;
-    if (strcmp(path, "/healthz") == 0)
-        r = R_HEALTHZ;
-    else if (strcmp(path, "/readyz") == 0)
-        r = R_READYZ;
-    else if (strcmp(path, "/metrics") == 0)
-        r = R_METRICS;
-    http_request_set_data(req, (void *)(uintptr_t)r);
-    if (r == R_OTHER) {
-        api_reply_error(req, 404, "not_found", "no such endpoint", NULL, NULL, 0);
-        return;
-    }
-    if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0) {
-        reply_method_not_allowed(req, "GET");
-        return;
-    }
-    switch (r) {
-    case R_HEALTHZ:
-        api_reply(req, 200, "{\"status\":\"ok\"}", NULL, NULL);
-        return;
-    case R_READYZ:
-        handle_readyz(app, req);
-        return;
-    case R_METRICS:
-        handle_metrics(app, req);
-        return;
-    default:
-        abort();
-    }
+    dispatch(app, req, public_tables);
+}
+
+void api_admin_handle(struct http_request *req, void *data)
+{
+    dispatch(data, req, admin_tables);
 }

@@ -29,8 +29,11 @@ struct setting {
 static const struct setting settings[] = {
     {"DATABASE_URL", T_STRING, NULL, 0, 0, F(database_url),
      "libpq connection string or URL; when unset, libpq's PG* variables apply"},
-    {"ORDERSYNC_LISTEN", T_LISTEN, "0.0.0.0:8080", 0, 0, F(listen_host),
+    {"ORDERSYNC_LISTEN", T_LISTEN, "0.0.0.0:8080", 0, 0, F(listen),
      "address:port of the HTTP server (port 0 picks a free one)"},
+    {"ORDERSYNC_ADMIN_LISTEN", T_LISTEN, NULL, 0, 0, F(admin_listen),
+     "address:port of the admin listener: /healthz, /readyz and /metrics outside "
+     "ORDERSYNC_MAX_CONNECTIONS (unset: off)"},
     {"ORDERSYNC_MIGRATE_ON_START", T_BOOL, "0", 0, 1, F(migrate_on_start),
      "apply pending migrations at start instead of refusing to run"},
     {"ORDERSYNC_LOG_LEVEL", T_STRING, "info", 0, 0, F(log_level), "debug, info, warn or error"},
@@ -90,16 +93,16 @@ static int parse_bool(const char *v, bool *out)
     return -EINVAL;
 }
 
-static int parse_listen(const char *v, struct config *cfg)
+static int parse_listen(const char *v, struct config_addr *addr)
 {
     char *host;
     int port;
     int rc = http_parse_listen(v, &host, &port);
     if (rc < 0)
         return rc;
-    free(cfg->listen_host);
-    cfg->listen_host = host;
-    cfg->listen_port = port;
+    free(addr->host);
+    addr->host = host;
+    addr->port = port;
     return 0;
 }
 
@@ -135,7 +138,7 @@ static int apply(struct config *cfg, const struct setting *s, const char *v, cha
         return 0;
     }
     case T_LISTEN:
-        if (parse_listen(v, cfg) < 0) {
+        if (parse_listen(v, (struct config_addr *)field) < 0) {
             snprintf(err, errlen, "%s: \"%s\" is not host:port", s->name, v);
             return -EINVAL;
         }
@@ -183,10 +186,13 @@ void config_free(struct config *cfg)
 {
     for (size_t i = 0; i < N_SETTINGS; i++) {
         const struct setting *s = &settings[i];
-        if (s->type == T_STRING || s->type == T_LISTEN) {
-            char **p = (char **)((char *)cfg + s->offset);
-            free(*p);
-            *p = NULL;
+        char *field = (char *)cfg + s->offset;
+        if (s->type == T_STRING) {
+            free(*(char **)field);
+            *(char **)field = NULL;
+        } else if (s->type == T_LISTEN) {
+            free(((struct config_addr *)field)->host);
+            ((struct config_addr *)field)->host = NULL;
         }
     }
 }

@@ -4,13 +4,14 @@ drip-fed requests, connection floods."""
 import copy
 import json
 import os
+import resource
 import socket
 import time
 
 import pytest
 
 import webhooks as wh
-from conftest import FIXTURES, pipeline, request
+from conftest import FIXTURES, Process, pipeline, request
 
 
 def fixture(name):
@@ -245,3 +246,68 @@ def test_drip_fed_body_gets_408_at_the_request_deadline(db, ordersync):
     assert closes and "request not received whole" in closes[-1]["detail"]
     # the server is fine for everyone else
     assert request(svc.port, "GET", "/healthz")[0] == 200
+
+
+# ---------------------------------------------------------------------------
+# a connection flood: health checks go through the admin listener
+
+def admin_port(proc):
+    lines = proc.log_lines("admin listening")
+    assert lines, proc.logs[-20:]
+    return lines[-1]["port"]
+
+
+def soft_nofile(pid):
+    with open(f"/proc/{pid}/limits") as f:
+        for line in f:
+            if line.startswith("Max open files"):
+                v = line.split()[3]
+                return -1 if v == "unlimited" else int(v)
+    raise AssertionError("no open files limit")
+
+
+def test_health_checks_answer_on_the_admin_port_through_a_connection_flood(db):
+    seed(db)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 4000:
+        pytest.skip(f"needs a hard open file limit of 4000, not {hard}")
+    # ordersync starts with the common default soft limit; it must take the hard one itself
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(1024, soft), hard))
+    try:
+        proc = Process(db.url, env={
+            "ORDERSYNC_RELAY": "0", "ORDERSYNC_ADMIN_LISTEN": "127.0.0.1:0",
+            # the flood holds its connections idle for the whole test
+            "ORDERSYNC_HEADER_TIMEOUT_MS": "300000", "ORDERSYNC_REQUEST_TIMEOUT_S": "300"})
+        proc.start()
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    flood = []
+    try:
+        proc.wait_ready()
+        port = admin_port(proc)
+        assert soft_nofile(proc.proc.pid) == (-1 if hard == resource.RLIM_INFINITY else hard)
+        assert proc.log_lines("open file limit")[-1]["soft"] == soft_nofile(proc.proc.pid)
+
+        for _ in range(3000):
+            try:
+                flood.append(socket.create_connection(("127.0.0.1", proc.port), timeout=5))
+            except OSError:
+                pass  # past twice the cap the server drops connections: that is the point
+        # the public port is saturated: over the cap a new connection gets 503 or nothing
+        try:
+            st, _, _ = request(proc.port, "GET", "/healthz", timeout=5)
+        except OSError:
+            st = None
+        assert st != 200
+        assert any(l.get("reason") == "too many connections" for l in proc.logs)
+        # the probes do not care
+        for path in ("/healthz", "/readyz", "/metrics"):
+            st, _, body = request(port, "GET", path, timeout=5)
+            assert st == 200, (path, body)
+        st, _, _ = request(port, "POST", "/webhooks/shop", body=b"{}", timeout=5)
+        assert st == 404  # the admin port serves operations only
+    finally:
+        for s in flood:
+            s.close()
+        proc.stop()
+    assert proc.proc.returncode == 0
