@@ -26,6 +26,7 @@
 #include <jansson.h>
 
 #include "buf.h"
+#include "http_deadline.h"
 #include "http_parse.h"
 #include "http_response.h"
 #include "log.h"
@@ -84,8 +85,7 @@ struct http_conn {
     struct buf out;    /* response bytes not yet handed to libuv */
     struct buf wbuf;   /* bytes of the uv_write in flight */
     /* Deadlines in uv_now() milliseconds, 0 when not armed; one timer serves all. */
-    uint64_t head_deadline;
-    uint64_t body_deadline;
+    struct http_deadline rx; /* receiving a request: head, body, whole (http_deadline.h) */
     uint64_t write_deadline;
     uint64_t idle_deadline;
     uint64_t linger_deadline;
@@ -97,6 +97,7 @@ struct http_server {
     uv_loop_t *loop;
     uv_tcp_t listener;
     struct http_server_config cfg;
+    struct http_deadline_limits rx_limits;
     http_handler_fn handler;
     void *data;
     struct http_conn *conns;
@@ -134,6 +135,8 @@ void http_server_config_defaults(struct http_server_config *cfg)
         cfg->max_pipelined = 32;
     if (cfg->header_timeout_ms == 0)
         cfg->header_timeout_ms = 10000;
+    if (cfg->request_timeout_ms == 0)
+        cfg->request_timeout_ms = 30000;
     if (cfg->idle_timeout_ms == 0)
         cfg->idle_timeout_ms = 60000;
     if (cfg->write_timeout_ms == 0)
@@ -397,8 +400,7 @@ static void conn_fail(struct http_conn *c, int status, const char *error, const 
         return;
     conn_log(c, LOG_WARN, error, detail);
     c->state = CONN_DRAINING;
-    c->head_deadline = 0;
-    c->body_deadline = 0;
+    http_deadline_clear(&c->rx);
     c->continue_owed = false;
     if (c->cur != NULL) {
         req_release(c->cur);
@@ -493,11 +495,10 @@ static void conn_dispatch(struct http_conn *c)
     c->refs++;
     srv->pending++;
     c->continue_owed = false;
-    if (!req->msg.keep_alive) {
+    /* received whole: from here the time is the application's, not the peer's */
+    http_deadline_clear(&c->rx);
+    if (!req->msg.keep_alive)
         c->state = CONN_DRAINING;
-        c->head_deadline = 0;
-        c->body_deadline = 0;
-    }
     srv->handler(req, srv->data);
 }
 
@@ -526,9 +527,9 @@ static size_t conn_parse(struct http_conn *c, const char *data, size_t len)
             http_parser_set_message(&c->parser, &c->cur->msg);
         }
         if (c->parser.phase == HTTP_PHASE_IDLE) {
-            /* First byte of a request: its headers are due within header_timeout. */
+            /* First byte of a request: its headers and the whole of it are due. */
             c->idle_deadline = 0;
-            c->head_deadline = uv_now(srv->loop) + srv->cfg.header_timeout_ms;
+            http_deadline_request_begins(&c->rx, &srv->rx_limits, uv_now(srv->loop));
         }
         size_t used = 0;
         enum http_parse_event ev = http_parser_feed(&c->parser, data + off, len - off, &used);
@@ -547,16 +548,8 @@ static size_t conn_parse(struct http_conn *c, const char *data, size_t len)
             return len;
         }
     }
-    if (c->state == CONN_ACTIVE) {
-        if (c->parser.phase == HTTP_PHASE_BODY) {
-            /* A body must keep arriving; each read restarts the clock. */
-            c->head_deadline = 0;
-            c->body_deadline = uv_now(srv->loop) + srv->cfg.header_timeout_ms;
-        } else if (c->parser.phase != HTTP_PHASE_HEAD) {
-            c->head_deadline = 0;
-            c->body_deadline = 0;
-        }
-    }
+    if (c->state == CONN_ACTIVE)
+        http_deadline_after_read(&c->rx, &srv->rx_limits, c->parser.phase, uv_now(srv->loop));
     return off;
 }
 
@@ -653,7 +646,7 @@ static void on_timer(uv_timer_t *t);
 static void conn_update_timer(struct http_conn *c)
 {
     uint64_t now = uv_now(c->srv->loop);
-    bool idle = c->state == CONN_ACTIVE && c->head == NULL && c->head_deadline == 0 &&
+    bool idle = c->state == CONN_ACTIVE && c->head == NULL && http_deadline_next(&c->rx) == 0 &&
                 c->parser.phase == HTTP_PHASE_IDLE && !c->writing && c->out.len == 0 &&
                 c->in.len == 0;
     if (!idle)
@@ -661,7 +654,7 @@ static void conn_update_timer(struct http_conn *c)
     else if (c->idle_deadline == 0)
         c->idle_deadline = now + c->srv->cfg.idle_timeout_ms;
     uint64_t due = 0;
-    const uint64_t all[] = {c->head_deadline, c->body_deadline, c->write_deadline, c->idle_deadline,
+    const uint64_t all[] = {http_deadline_next(&c->rx), c->write_deadline, c->idle_deadline,
                             c->linger_deadline};
     for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++) {
         if (all[i] != 0 && (due == 0 || all[i] < due))
@@ -709,10 +702,22 @@ static void on_timer(uv_timer_t *t)
         conn_close(c, LOG_DEBUG, "idle timeout", NULL);
         return;
     }
-    if (c->head_deadline != 0 && now >= c->head_deadline) {
+    switch (http_deadline_expired(&c->rx, now)) {
+    case HTTP_DEADLINE_NONE:
+        break;
+    case HTTP_DEADLINE_HEAD:
         conn_fail(c, 408, "request_timeout", "request headers not received in time", NULL, 0);
-    } else if (c->body_deadline != 0 && now >= c->body_deadline) {
+        break;
+    case HTTP_DEADLINE_BODY:
         conn_fail(c, 408, "request_timeout", "request body stalled", NULL, 0);
+        break;
+    case HTTP_DEADLINE_REQUEST: {
+        char detail[96];
+        snprintf(detail, sizeof(detail), "request not received whole within %.3g s",
+                 (double)c->srv->cfg.request_timeout_ms / 1000.0);
+        conn_fail(c, 408, "request_timeout", detail, NULL, 0);
+        break;
+    }
     }
     conn_flush(c);
     conn_update(c);
@@ -795,7 +800,7 @@ static void on_connection(uv_stream_t *listener, int status)
         conn_update(c);
         return;
     }
-    c->head_deadline = uv_now(srv->loop) + srv->cfg.header_timeout_ms;
+    http_deadline_accepted(&c->rx, &srv->rx_limits, uv_now(srv->loop));
     conn_update(c);
 }
 
@@ -819,6 +824,8 @@ int http_server_start(uv_loop_t *loop, const struct http_server_config *cfg,
     srv->loop = loop;
     srv->cfg = *cfg;
     http_server_config_defaults(&srv->cfg);
+    srv->rx_limits.header_ms = srv->cfg.header_timeout_ms;
+    srv->rx_limits.request_ms = srv->cfg.request_timeout_ms;
     srv->handler = handler;
     srv->data = data;
     const char *host = srv->cfg.host != NULL ? srv->cfg.host : "0.0.0.0";

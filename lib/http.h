@@ -9,7 +9,9 @@
  * order (pipelining) -> keep-alive or close.
  *
  * The server answers by itself, with a JSON body {"error": ..., "detail": ...}:
- * 400 malformed request, 408 headers not complete within header_timeout,
+ * 400 malformed request, 408 headers not complete within header_timeout, a
+ * body pausing longer than that, or the whole request not received within
+ * request_timeout (a body drip-fed a byte at a time cannot keep a connection),
  * 411 POST/PUT/PATCH without a length, 413 body over max_body,
  * 431 header block over max_header, 503 (then close) over max_connections,
  * 100 Continue for `Expect: 100-continue` when the declared length fits.
@@ -31,16 +33,17 @@ struct http_header {
 };
 
 struct http_server_config {
-    const char *host;           /* e.g. "0.0.0.0", "127.0.0.1", "::" */
-    int port;                   /* 0 picks a free port (see http_server_port) */
-    size_t max_header;          /* bytes of request line + headers; default 16 KiB */
-    size_t max_body;            /* bytes; default 1 MiB */
-    unsigned max_conns;         /* default 1024 */
-    unsigned max_pipelined;     /* requests parsed but unanswered per connection; default 32 */
-    uint64_t header_timeout_ms; /* default 10000 */
-    uint64_t idle_timeout_ms;   /* keep-alive idle; default 60000 */
-    uint64_t write_timeout_ms;  /* peer not reading our responses; default 30000 */
-    size_t max_write_queue;     /* bytes queued unsent before we stop reading; default 4 MiB */
+    const char *host;            /* e.g. "0.0.0.0", "127.0.0.1", "::" */
+    int port;                    /* 0 picks a free port (see http_server_port) */
+    size_t max_header;           /* bytes of request line + headers; default 16 KiB */
+    size_t max_body;             /* bytes; default 1 MiB */
+    unsigned max_conns;          /* default 1024 */
+    unsigned max_pipelined;      /* requests parsed but unanswered per connection; default 32 */
+    uint64_t header_timeout_ms;  /* headers from the first byte; pauses in a body; default 10000 */
+    uint64_t request_timeout_ms; /* the whole request, head and body; default 30000 */
+    uint64_t idle_timeout_ms;    /* keep-alive idle; default 60000 */
+    uint64_t write_timeout_ms;   /* peer not reading our responses; default 30000 */
+    size_t max_write_queue;      /* bytes queued unsent before we stop reading; default 4 MiB */
 };
 
 /* Fills defaults for every zero field. */

@@ -31,7 +31,8 @@ struct http_client_request {
     const char *const *headers; /* "Name: value" lines, NULL-terminated; copied */
     long timeout_ms;            /* the whole request, connecting included */
     size_t capture;             /* keep up to this many body bytes (0: the excerpt only) */
-    /* lower-case names of response headers to keep (at most HTTP_CLIENT_MAX_CAPTURE), NULL-terminated */
+    /* lower-case names of response headers to keep (at most HTTP_CLIENT_MAX_CAPTURE),
+     * NULL-terminated */
     const char *const *capture_headers;
 };
 

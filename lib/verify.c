@@ -11,9 +11,11 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <openssl/core_names.h>
@@ -60,26 +62,66 @@ static enum verify_result say(enum verify_result r, char *detail, size_t size, c
     return r;
 }
 
+/*
+ * OpenSSL 3 finds an algorithm by name in its provider store ("fetching": a
+ * lock and a hash lookup, more with a property query) whenever it is asked
+ * for one by name, which EVP_MAC_fetch does and EVP_MAC_init does again for
+ * its "digest" parameter. Done per request that is pure overhead, so the
+ * HMAC-SHA256 context is built once, digest included, and every computation
+ * starts from a copy of it: EVP_MAC_CTX_dup keeps the digest already fetched.
+ * SHA-256 for content-derived keys is fetched once for the same reason
+ * (EVP_sha256() is a legacy handle that EVP_DigestInit fetches anew each time).
+ *
+ * pthread_once makes the first use safe from any thread; afterwards both are
+ * only read. They are freed at exit so that leak checkers see a clean process.
+ */
+static pthread_once_t crypto_once = PTHREAD_ONCE_INIT;
+static EVP_MAC_CTX *hmac_sha256_template;
+static EVP_MD *sha256_md;
+
+static void crypto_free(void)
+{
+    EVP_MAC_CTX_free(hmac_sha256_template);
+    hmac_sha256_template = NULL;
+    EVP_MD_free(sha256_md);
+    sha256_md = NULL;
+}
+
+static void crypto_init(void)
+{
+    EVP_MAC *mac = EVP_MAC_fetch(NULL, "HMAC", NULL);
+    OSSL_PARAM params[2];
+
+    params[0] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0);
+    params[1] = OSSL_PARAM_construct_end();
+    if (mac != NULL)
+        hmac_sha256_template = EVP_MAC_CTX_new(mac);
+    /* the context holds its own reference to the MAC */
+    EVP_MAC_free(mac);
+    if (hmac_sha256_template != NULL && EVP_MAC_CTX_set_params(hmac_sha256_template, params) != 1) {
+        EVP_MAC_CTX_free(hmac_sha256_template);
+        hmac_sha256_template = NULL;
+    }
+    sha256_md = EVP_MD_fetch(NULL, "SHA256", NULL);
+    /* Without the handler they stay allocated until exit anyway: nothing to undo. */
+    (void)atexit(crypto_free);
+}
+
 /* HMAC-SHA256 over the concatenation of n parts, without copying the body. */
 static int hmac_sha256(const void *key, size_t keylen, const void *const *parts, const size_t *lens,
                        size_t n, unsigned char out[HMAC_LEN])
 {
-    EVP_MAC *mac = NULL;
     EVP_MAC_CTX *ctx = NULL;
-    OSSL_PARAM params[2];
     size_t outlen = 0;
     int rc = -ENOMEM;
 
-    mac = EVP_MAC_fetch(NULL, "HMAC", NULL);
-    if (mac == NULL)
+    if (pthread_once(&crypto_once, crypto_init) != 0 || hmac_sha256_template == NULL)
         goto fail;
-    ctx = EVP_MAC_CTX_new(mac);
+    ctx = EVP_MAC_CTX_dup(hmac_sha256_template);
     if (ctx == NULL)
         goto fail;
-    params[0] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0);
-    params[1] = OSSL_PARAM_construct_end();
     /* OpenSSL refuses a NULL key even when keylen is 0; an empty secret is never usable anyway. */
-    if (keylen == 0 || EVP_MAC_init(ctx, key, keylen, params) != 1)
+    if (keylen == 0 || EVP_MAC_init(ctx, key, keylen, NULL) != 1)
         goto fail;
     for (size_t i = 0; i < n; i++) {
         if (lens[i] > 0 && EVP_MAC_update(ctx, parts[i], lens[i]) != 1)
@@ -90,8 +132,18 @@ static int hmac_sha256(const void *key, size_t keylen, const void *const *parts,
     rc = 0;
 fail:
     EVP_MAC_CTX_free(ctx);
-    EVP_MAC_free(mac);
     return rc;
+}
+
+int verify_sha256(const void *data, size_t len, unsigned char out[VERIFY_SHA256_LEN])
+{
+    unsigned int n = 0;
+
+    if (pthread_once(&crypto_once, crypto_init) != 0 || sha256_md == NULL)
+        return -ENOMEM;
+    if (EVP_Digest(data, len, out, &n, sha256_md, NULL) != 1 || n != VERIFY_SHA256_LEN)
+        return -ENOMEM;
+    return 0;
 }
 
 static bool is_b64_char(unsigned char c)

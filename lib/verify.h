@@ -87,6 +87,16 @@ int verify_sign_standard(const char *msg_id, int64_t timestamp, const char *body
                          const char *secret, char *out, size_t out_size)
     __attribute__((warn_unused_result));
 
+/* Size of a SHA-256 digest. */
+#define VERIFY_SHA256_LEN 32
+
+/*
+ * SHA-256 of `data` into out (for dedupe keys derived from a signed body).
+ * Returns 0, or -ENOMEM when OpenSSL could not provide the digest.
+ */
+int verify_sha256(const void *data, size_t len, unsigned char out[VERIFY_SHA256_LEN])
+    __attribute__((warn_unused_result));
+
 /* Parsed stripe-signature header. */
 struct verify_stripe_header {
     int64_t t;

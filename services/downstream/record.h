@@ -16,7 +16,8 @@ struct record;
 /* Opens (creates, appends to) `path` at start-up (blocking). Returns 0 or a negative errno. */
 int record_open(uv_loop_t *loop, const char *path, struct record **out)
     __attribute__((warn_unused_result));
-/* Queues one line (a newline is added). Lines past a cap of unwritten bytes are counted, not kept. */
+/* Queues one line (a newline is added). Lines past a cap of unwritten bytes are counted, not kept.
+ */
 void record_line(struct record *r, const char *line, size_t len);
 /* Writes what is left, closes the file (after the loop finishes its writes). Sets *r to NULL. */
 void record_close(struct record **r);

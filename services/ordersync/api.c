@@ -1,5 +1,6 @@
 /*
- * api: routing, per-request logging and HTTP metrics. The webhook route does
+ * api: routing, per-request logging and HTTP metrics, for the public listener
+ * (api_handle) and the admin one (api_admin_handle). The webhook route does
  * the cheap refusals first (method, source, database) so a flood of bad
  * requests costs no HMAC and no parsing.
  */
@@ -156,6 +157,9 @@ static void on_ingested(void *ctx, const struct ingest_outcome *o)
     /* "applied" is the database's word; senders are told "accepted" */
     const char *status = strcmp(o->outcome, "applied") == 0 ? "accepted" : o->outcome;
     json_t *body = json_pack("{s:s}", "status", status);
+    /* the sender (or whoever forged its topic) learns why nothing happened */
+    if (body != NULL && o->reason != NULL)
+        json_object_set_new(body, "reason", json_string(o->reason));
     if (body != NULL && o->order_id != NULL && o->order_id[0] != '\0')
         json_object_set_new(body, "order_id", json_string(o->order_id));
     if (body != NULL && o->events > 0)
@@ -218,6 +222,12 @@ static void handle_webhook(struct app *app, struct http_request *req, const char
         api_reply_error(req, err.http_status, err.error, err.detail, src->id, NULL, 0);
         return;
     }
+    if (ev.ignored_reason != NULL)
+        /* a forged replay or a confused sender: recorded and acknowledged, emits nothing */
+        log_warn("webhook topic contradicts its signed body",
+                 json_pack("{s:I,s:s,s:s,s:s,s:s}", "request_id", (json_int_t)http_request_id(req),
+                           "source", src->id, "topic", ev.topic, "reason", ev.ignored_reason,
+                           "detail", ev.ignored_detail));
     ingest_submit(app->ingest, src->id, &ev, body, len, on_ingested, req);
 }
 
@@ -378,12 +388,67 @@ static void handle_metrics(struct app *app, struct http_request *req)
     buf_free(&out);
 }
 
+static void handle_healthz(struct app *app, struct http_request *req)
+{
+    api_reply(req, 200, "{\"status\":\"ok\"}", NULL, NULL);
+}
+
+/* A route with an exact path, answering GET and HEAD (dispatch refuses the rest). */
+struct api_route {
+    const char *path;
+    enum route route;
+    void (*handle)(struct app *app, struct http_request *req);
+};
+
+/* What an operator (or an orchestrator's probes) reads; served by both listeners. */
+static const struct api_route ops_routes[] = {
+    {"/healthz", R_HEALTHZ, handle_healthz},
+    {"/readyz", R_READYZ, handle_readyz},
+    {"/metrics", R_METRICS, handle_metrics},
+    {NULL, R_OTHER, NULL},
+};
+
+/*
+ * The admin listener's routes: the operations ones, and later whatever only
+ * operators may reach (the console). One table per listener, so an
+ * admin-only route is one line here and can never leak onto the public port.
+ */
+static const struct api_route *const admin_tables[] = {ops_routes, NULL};
+static const struct api_route *const public_tables[] = {ops_routes, NULL};
+
+/* Routes req through the tables; answers 404 or 405 itself when nothing fits. */
+static void dispatch(struct app *app, struct http_request *req,
+                     const struct api_route *const *tables)
+{
+    const char *path = http_request_path(req);
+    const char *method = http_request_method(req);
+    const struct api_route *found = NULL;
+
+    for (const struct api_route *const *t = tables; *t != NULL && found == NULL; t++) {
+        for (const struct api_route *r = *t; r->path != NULL; r++) {
+            if (strcmp(path, r->path) == 0) {
+                found = r;
+                break;
+            }
+        }
+    }
+    http_request_set_data(req, (void *)(uintptr_t)(found != NULL ? found->route : R_OTHER));
+    if (found == NULL) {
+        api_reply_error(req, 404, "not_found", "no such endpoint", NULL, NULL, 0);
+        return;
+    }
+    if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0) {
+        reply_method_not_allowed(req, "GET");
+        return;
+    }
+    found->handle(app, req);
+}
+
 void api_handle(struct http_request *req, void *data)
 {
     struct app *app = data;
     the_app = app;
     const char *path = http_request_path(req);
-    const char *method = http_request_method(req);
     static const char prefix[] = "/webhooks/";
     if (strncmp(path, prefix, sizeof(prefix) - 1) == 0 && path[sizeof(prefix) - 1] != '\0' &&
         strchr(path + sizeof(prefix) - 1, '/') == NULL) {
@@ -398,33 +463,11 @@ void api_handle(struct http_request *req, void *data)
         handle_feed(app, req, path + sizeof(feeds) - 1);
         return;
     }
-    enum route r = R_OTHER;
-    if (strcmp(path, "/healthz") == 0)
-        r = R_HEALTHZ;
-    else if (strcmp(path, "/readyz") == 0)
-        r = R_READYZ;
-    else if (strcmp(path, "/metrics") == 0)
-        r = R_METRICS;
-    http_request_set_data(req, (void *)(uintptr_t)r);
-    if (r == R_OTHER) {
-        api_reply_error(req, 404, "not_found", "no such endpoint", NULL, NULL, 0);
-        return;
-    }
-    if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0) {
-        reply_method_not_allowed(req, "GET");
-        return;
-    }
-    switch (r) {
-    case R_HEALTHZ:
-        api_reply(req, 200, "{\"status\":\"ok\"}", NULL, NULL);
-        return;
-    case R_READYZ:
-        handle_readyz(app, req);
-        return;
-    case R_METRICS:
-        handle_metrics(app, req);
-        return;
-    default:
-        abort();
-    }
+    dispatch(app, req, public_tables);
+}
+
+void api_admin_handle(struct http_request *req, void *data)
+{
+    the_app = data;
+    dispatch(data, req, admin_tables);
 }

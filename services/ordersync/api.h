@@ -5,6 +5,8 @@
  *   GET  /feeds/{destination} pull feed for destinations that poll (feed.h)
  *   GET  /readyz              Postgres connected and schema current
  *   GET  /metrics             Prometheus text format
+ * The last three are also served by the admin listener, which has its own
+ * connection cap so that probes get through a flood of the public port.
  * Every answer goes through api_reply*, which logs one JSON line per request
  * and counts it by route and status class.
  */
@@ -14,8 +16,14 @@
 #include "app.h"
 #include "http.h"
 
-/* The http_handler_fn of the server; `data` is the struct app. */
+/* The http_handler_fn of the public server; `data` is the struct app. */
 void api_handle(struct http_request *req, void *data);
+/*
+ * The http_handler_fn of the admin server (ORDERSYNC_ADMIN_LISTEN): only
+ * /healthz, /readyz and /metrics, and the operator-only routes to come.
+ * `data` is the struct app.
+ */
+void api_admin_handle(struct http_request *req, void *data);
 
 /* Answers with a JSON body (borrowed, copied). `outcome` and `source` go to the log (may be NULL).
  */

@@ -20,6 +20,7 @@ struct app {
     uv_loop_t *loop;
     const struct config *cfg;
     struct http_server *http;
+    struct http_server *admin_http;               /* NULL unless ORDERSYNC_ADMIN_LISTEN is set */
     struct db *db_ingest[INGEST_MAX_CONNECTIONS]; /* group commits, one batch in flight each */
     unsigned n_ingest;
     struct db *db_aux;          /* LISTEN, config reloads, schema checks */

@@ -29,8 +29,11 @@ struct setting {
 static const struct setting settings[] = {
     {"DATABASE_URL", T_STRING, NULL, 0, 0, F(database_url),
      "libpq connection string or URL; when unset, libpq's PG* variables apply"},
-    {"ORDERSYNC_LISTEN", T_LISTEN, "0.0.0.0:8080", 0, 0, F(listen_host),
+    {"ORDERSYNC_LISTEN", T_LISTEN, "0.0.0.0:8080", 0, 0, F(listen),
      "address:port of the HTTP server (port 0 picks a free one)"},
+    {"ORDERSYNC_ADMIN_LISTEN", T_LISTEN, NULL, 0, 0, F(admin_listen),
+     "address:port of the admin listener: /healthz, /readyz and /metrics outside "
+     "ORDERSYNC_MAX_CONNECTIONS (unset: off)"},
     {"ORDERSYNC_MIGRATE_ON_START", T_BOOL, "0", 0, 1, F(migrate_on_start),
      "apply pending migrations at start instead of refusing to run"},
     {"ORDERSYNC_LOG_LEVEL", T_STRING, "info", 0, 0, F(log_level), "debug, info, warn or error"},
@@ -41,7 +44,10 @@ static const struct setting settings[] = {
     {"ORDERSYNC_MAX_CONNECTIONS", T_INT, "1024", 1, 100000, F(max_connections),
      "open client connections; more are answered 503 and closed"},
     {"ORDERSYNC_HEADER_TIMEOUT_MS", T_INT, "10000", 10, 600000, F(header_timeout_ms),
-     "time a client has to send complete request headers (408 after)"},
+     "time a client has to send complete request headers, and the longest pause inside a body "
+     "(408 after)"},
+    {"ORDERSYNC_REQUEST_TIMEOUT_S", T_INT, "30", 1, 3600, F(request_timeout_s),
+     "a whole request, headers and body, must arrive within this (408 after)"},
     {"ORDERSYNC_IDLE_TIMEOUT_MS", T_INT, "60000", 10, 3600000, F(idle_timeout_ms),
      "idle keep-alive connections are closed after this"},
     {"ORDERSYNC_BATCH_MAX", T_INT, "256", 1, 10000, F(batch_max),
@@ -92,16 +98,16 @@ static int parse_bool(const char *v, bool *out)
     return -EINVAL;
 }
 
-static int parse_listen(const char *v, struct config *cfg)
+static int parse_listen(const char *v, struct config_addr *addr)
 {
     char *host;
     int port;
     int rc = http_parse_listen(v, &host, &port);
     if (rc < 0)
         return rc;
-    free(cfg->listen_host);
-    cfg->listen_host = host;
-    cfg->listen_port = port;
+    free(addr->host);
+    addr->host = host;
+    addr->port = port;
     return 0;
 }
 
@@ -137,7 +143,7 @@ static int apply(struct config *cfg, const struct setting *s, const char *v, cha
         return 0;
     }
     case T_LISTEN:
-        if (parse_listen(v, cfg) < 0) {
+        if (parse_listen(v, (struct config_addr *)field) < 0) {
             snprintf(err, errlen, "%s: \"%s\" is not host:port", s->name, v);
             return -EINVAL;
         }
@@ -185,10 +191,13 @@ void config_free(struct config *cfg)
 {
     for (size_t i = 0; i < N_SETTINGS; i++) {
         const struct setting *s = &settings[i];
-        if (s->type == T_STRING || s->type == T_LISTEN) {
-            char **p = (char **)((char *)cfg + s->offset);
-            free(*p);
-            *p = NULL;
+        char *field = (char *)cfg + s->offset;
+        if (s->type == T_STRING) {
+            free(*(char **)field);
+            *(char **)field = NULL;
+        } else if (s->type == T_LISTEN) {
+            free(((struct config_addr *)field)->host);
+            ((struct config_addr *)field)->host = NULL;
         }
     }
 }

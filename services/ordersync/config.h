@@ -11,16 +11,23 @@
 #include <stdint.h>
 #include <stdio.h>
 
+/* An address to listen on; host NULL when the setting is unset (that listener is off). */
+struct config_addr {
+    char *host;
+    int port;
+};
+
 struct config {
     char *database_url; /* NULL: libpq's PG* variables decide */
-    char *listen_host;
-    int listen_port;
+    struct config_addr listen;
+    struct config_addr admin_listen; /* /healthz, /readyz, /metrics outside the connection cap */
     bool migrate_on_start;
     char *log_level;
     int64_t max_body;
     int64_t max_header;
     int64_t max_connections;
     int64_t header_timeout_ms;
+    int64_t request_timeout_s;
     int64_t idle_timeout_ms;
     int64_t batch_max;
     int64_t ingest_connections;

@@ -56,12 +56,25 @@ enum col {
     N_COLS
 };
 
-static const char *const col_names[N_COLS] = {
-    "id",          "push",     "enabled",           "url",
-    "secret",      "previous_secret",   "feed_token",   "timeout_ms",
-    "max_in_flight", "schedule", "max_attempts",    "window_s",
-    "breaker_threshold", "breaker_pause_s", "max_retry_after_s", "dead_blocks",
-    "paused_for_s", "consecutive_failures", "types"};
+static const char *const col_names[N_COLS] = {"id",
+                                              "push",
+                                              "enabled",
+                                              "url",
+                                              "secret",
+                                              "previous_secret",
+                                              "feed_token",
+                                              "timeout_ms",
+                                              "max_in_flight",
+                                              "schedule",
+                                              "max_attempts",
+                                              "window_s",
+                                              "breaker_threshold",
+                                              "breaker_pause_s",
+                                              "max_retry_after_s",
+                                              "dead_blocks",
+                                              "paused_for_s",
+                                              "consecutive_failures",
+                                              "types"};
 
 struct destinations *destinations_new(void)
 {

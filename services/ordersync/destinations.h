@@ -26,8 +26,8 @@ struct dest {
     char *id;
     bool present; /* still in the table */
     bool enabled;
-    bool push;   /* mode 'push' (else 'poll': read through a feed) */
-    char *url;   /* push; NULL otherwise */
+    bool push; /* mode 'push' (else 'poll': read through a feed) */
+    char *url; /* push; NULL otherwise */
     char *secret, *prev_secret;
     char *feed_token; /* poll; NULL otherwise */
     /* the event types it takes as a text[] literal ("{order.created,...}"), NULL: every type */

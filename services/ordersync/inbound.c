@@ -3,8 +3,9 @@
  * rejects it. The order of the checks is the contract of DESIGN.md §4:
  * WooCommerce's unsigned ping, then the signature on the raw bytes (nothing
  * unauthenticated gets parsed), then the content type, the JSON, and last the
- * order itself. The sender-specific knowledge here is limited to topics and
- * dedupe keys; field mapping lives in normalize_<kind>.c.
+ * order itself, checked against the topic. The sender-specific knowledge here
+ * is limited to topics and dedupe keys; field mapping lives in
+ * normalize_<kind>.c.
  */
 #include "inbound.h"
 
@@ -16,8 +17,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-
-#include <openssl/evp.h>
 
 #include "normalize.h"
 #include "verify.h"
@@ -122,11 +121,11 @@ static bool is_json_content_type(const char *ct)
 static char *sha256_key(const char *body, size_t len)
 {
     static const char digits[] = "0123456789abcdef";
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned int n = 0;
+    unsigned char md[VERIFY_SHA256_LEN];
+    unsigned int n = VERIFY_SHA256_LEN;
     char *key;
 
-    if (EVP_Digest(body, len, md, &n, EVP_sha256(), NULL) != 1)
+    if (verify_sha256(body, len, md) < 0)
         return NULL;
     key = malloc(7 + 2 * n + 1);
     if (key == NULL)
@@ -149,70 +148,117 @@ static char *join3(const char *a, const char *b, const char *c)
     return s;
 }
 
-static const char *lookup(const char *const (*table)[2], size_t n, const char *topic)
+/*
+ * Topic → event type, per kind. Shopify and WooCommerce sign the body but not
+ * the topic header, so a validly signed body replayed under another topic (an
+ * open order as orders/cancelled) must not become that event: the header only
+ * chooses among the events the signed body supports. A rule whose event
+ * claims a state names the canonical field that must show it (`field` ==
+ * `value`); whether the body is an order, a refund or a deletion notice at
+ * all is checked by normalize_<kind> (-EPROTO). Stripe and Standard Webhooks
+ * carry the type inside what is signed, so their rules claim nothing more.
+ */
+struct topic_rule {
+    const char *topic;
+    const char *event_type;
+    const char *field; /* NULL: any body normalize accepts for this topic */
+    const char *value;
+};
+
+static const struct topic_rule shopify_rules[] = {
+    {"orders/create", "order.created", NULL, NULL},
+    {"orders/updated", "order.updated", NULL, NULL},
+    /* Shopify sends orders/paid when financial_status becomes paid, with that body */
+    {"orders/paid", "order.paid", "financial_status", "paid"},
+    /* cancelled_at set; normalize_shopify makes that status "cancelled" */
+    {"orders/cancelled", "order.cancelled", "status", "cancelled"},
+    {"orders/fulfilled", "order.fulfilled", "fulfillment_status", "fulfilled"},
+    {"orders/partially_fulfilled", "order.updated", NULL, NULL},
+    {"refunds/create", "order.refunded", NULL, NULL},
+    {NULL, NULL, NULL, NULL},
+};
+
+static const struct topic_rule woocommerce_rules[] = {
+    {"order.created", "order.created", NULL, NULL},
+    {"order.updated", "order.updated", NULL, NULL},
+    /* a deletion notice, or the trashed/cancelled order: status "cancelled" either way */
+    {"order.deleted", "order.cancelled", "status", "cancelled"},
+    {"order.restored", "order.updated", NULL, NULL},
+    {NULL, NULL, NULL, NULL},
+};
+
+static const struct topic_rule stripe_rules[] = {
+    {"checkout.session.completed", "order.created", NULL, NULL},
+    {"checkout.session.async_payment_succeeded", "order.paid", NULL, NULL},
+    {"checkout.session.async_payment_failed", "order.updated", NULL, NULL},
+    {"checkout.session.expired", "order.cancelled", NULL, NULL},
+    {"payment_intent.succeeded", "order.paid", NULL, NULL},
+    {"charge.refunded", "order.refunded", NULL, NULL},
+    {NULL, NULL, NULL, NULL},
+};
+
+static const struct topic_rule standard_rules[] = {
+    {"order.created", "order.created", NULL, NULL},
+    {"order.updated", "order.updated", NULL, NULL},
+    {"order.paid", "order.paid", NULL, NULL},
+    {"order.cancelled", "order.cancelled", NULL, NULL},
+    {"order.refunded", "order.refunded", NULL, NULL},
+    {"order.fulfilled", "order.fulfilled", NULL, NULL},
+    {NULL, NULL, NULL, NULL},
+};
+
+static const struct topic_rule *const rules_of[] = {
+    [SOURCE_SHOPIFY] = shopify_rules,
+    [SOURCE_WOOCOMMERCE] = woocommerce_rules,
+    [SOURCE_STRIPE] = stripe_rules,
+    [SOURCE_STANDARD] = standard_rules,
+};
+
+/* The rule for a topic, or NULL when the topic is not about orders. */
+static const struct topic_rule *find_rule(enum source_kind kind, const char *topic)
 {
-    for (size_t i = 0; i < n; i++) {
-        if (strcmp(table[i][0], topic) == 0)
-            return table[i][1];
+    if ((size_t)kind >= sizeof(rules_of) / sizeof(rules_of[0]))
+        return NULL;
+    for (const struct topic_rule *r = rules_of[kind]; r->topic != NULL; r++) {
+        if (strcmp(r->topic, topic) == 0)
+            return r;
     }
     return NULL;
 }
 
-static const char *shopify_event(const char *topic)
+/*
+ * The event a rule selects for this body. WooCommerce has no cancel or refund
+ * topic: those status changes arrive as order.updated, and the (signed) status
+ * tells them apart.
+ */
+static const char *event_of(enum source_kind kind, const struct topic_rule *rule,
+                            const json_t *payload)
 {
-    static const char *const map[][2] = {
-        {"orders/create", "order.created"},      {"orders/updated", "order.updated"},
-        {"orders/paid", "order.paid"},           {"orders/cancelled", "order.cancelled"},
-        {"orders/fulfilled", "order.fulfilled"}, {"orders/partially_fulfilled", "order.updated"},
-        {"refunds/create", "order.refunded"},
-    };
-    return lookup(map, sizeof(map) / sizeof(map[0]), topic);
-}
-
-static const char *woocommerce_event(const char *topic, const json_t *payload)
-{
-    static const char *const map[][2] = {
-        {"order.created", "order.created"},
-        {"order.updated", "order.updated"},
-        {"order.deleted", "order.cancelled"},
-        {"order.restored", "order.updated"},
-    };
-    const char *ev = lookup(map, sizeof(map) / sizeof(map[0]), topic);
     const char *status = json_string_value(json_object_get(payload, "status"));
 
-    /* WooCommerce has no cancel or refund topic: the status change arrives as order.updated. */
-    if (ev != NULL && strcmp(topic, "order.updated") == 0 && status != NULL) {
+    if (kind == SOURCE_WOOCOMMERCE && strcmp(rule->topic, "order.updated") == 0 && status != NULL) {
         if (strcmp(status, "cancelled") == 0)
             return "order.cancelled";
         if (strcmp(status, "refunded") == 0)
             return "order.refunded";
     }
-    return ev;
+    return rule->event_type;
 }
 
-static const char *stripe_event(const char *type)
+/* Whether the canonical order shows the state the rule's event claims; else says why. */
+static bool claim_holds(const struct topic_rule *rule, const json_t *order, char *detail,
+                        size_t size)
 {
-    static const char *const map[][2] = {
-        {"checkout.session.completed", "order.created"},
-        {"checkout.session.async_payment_succeeded", "order.paid"},
-        {"checkout.session.async_payment_failed", "order.updated"},
-        {"checkout.session.expired", "order.cancelled"},
-        {"payment_intent.succeeded", "order.paid"},
-        {"charge.refunded", "order.refunded"},
-    };
-    return lookup(map, sizeof(map) / sizeof(map[0]), type);
-}
+    const char *have;
 
-static const char *standard_event(const char *type)
-{
-    static const char *const types[] = {"order.created",   "order.updated",  "order.paid",
-                                        "order.cancelled", "order.refunded", "order.fulfilled"};
-
-    for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
-        if (strcmp(type, types[i]) == 0)
-            return types[i];
-    }
-    return NULL;
+    if (rule->field == NULL)
+        return true;
+    have = json_string_value(json_object_get(order, rule->field));
+    if (have != NULL && strcmp(have, rule->value) == 0)
+        return true;
+    snprintf(detail, size, "topic '%s' needs %s '%s' but the signed body's is '%s'", rule->topic,
+             rule->field, rule->value, have != NULL ? have : "absent");
+    return false;
 }
 
 static enum verify_result verify(const struct inbound_source *src,
@@ -236,10 +282,39 @@ static enum verify_result verify(const struct inbound_source *src,
     return VERIFY_ERROR;
 }
 
-/* Topic, dedupe key and event type; 0 or <0 with err filled. */
+/*
+ * Unsigned header values that become the dedupe key or the topic must be
+ * short printable ASCII, as every platform sends them. Anything else would
+ * fail the whole group-commit batch it rides in, other senders' webhooks
+ * included: bytes that are not UTF-8 cannot go into the batch's JSON, and a
+ * key over ~2.7 kB does not fit the dedupe index (SQLSTATE 54000).
+ */
+#define MAX_TOKEN_LEN 200
+
+static int check_token(const char *value, const char *display, struct inbound_error *err)
+{
+    size_t n = 0;
+
+    for (; value[n] != '\0'; n++) {
+        unsigned char ch = (unsigned char)value[n];
+
+        if (ch < 0x21 || ch > 0x7e || n >= MAX_TOKEN_LEN)
+            break;
+    }
+    if (n == 0 || value[n] != '\0')
+        return fail(err, 400, "invalid_header", -EINVAL,
+                    "%s header must be 1 to %d printable ASCII characters", display, MAX_TOKEN_LEN);
+    return 0;
+}
+
+/*
+ * Topic, dedupe key, and the event type the topic asks for with its rule
+ * (NULL when the topic is not about orders); 0 or <0 with err filled.
+ */
 static int classify(const struct inbound_source *src,
                     const char *(*get_header)(void *, const char *), void *ctx, const char *body,
-                    size_t len, struct inbound_event *ev, struct inbound_error *err)
+                    size_t len, struct inbound_event *ev, const struct topic_rule **rule,
+                    struct inbound_error *err)
 {
     const json_t *p = ev->payload;
     const char *topic = NULL;
@@ -252,12 +327,15 @@ static int classify(const struct inbound_source *src,
         topic = get_header(ctx, "x-shopify-topic");
         if (topic == NULL)
             return fail(err, 400, "missing_topic", -EINVAL, "X-Shopify-Topic header is missing");
-        ev->event_type = shopify_event(topic);
         /*
          * X-Shopify-Webhook-Id is stable across retries of one delivery; the
          * event id is shared by every topic of one merchant action.
          */
         key = get_header(ctx, "x-shopify-webhook-id");
+        if (check_token(topic, "X-Shopify-Topic", err) < 0 ||
+            (key != NULL && check_token(key, "X-Shopify-Webhook-Id", err) < 0) ||
+            (event_id != NULL && check_token(event_id, "X-Shopify-Event-Id", err) < 0))
+            return -EINVAL;
         if (key != NULL)
             ev->dedupe_key = strdup(key);
         else if (event_id != NULL)
@@ -273,7 +351,8 @@ static int classify(const struct inbound_source *src,
         topic = get_header(ctx, "x-wc-webhook-topic");
         if (topic == NULL)
             return fail(err, 400, "missing_topic", -EINVAL, "X-WC-Webhook-Topic header is missing");
-        ev->event_type = woocommerce_event(topic, p);
+        if (check_token(topic, "X-WC-Webhook-Topic", err) < 0)
+            return -EINVAL;
         /*
          * Never X-WC-Webhook-Delivery-ID: it comes from a whole-second clock
          * and repeats. An order's id with its modification time names one
@@ -283,8 +362,9 @@ static int classify(const struct inbound_source *src,
         if (json_is_integer(json_object_get(p, "id")))
             snprintf(id, sizeof(id), "%" JSON_INTEGER_FORMAT,
                      json_integer_value(json_object_get(p, "id")));
+        /* a date is ~20 characters: anything much longer is not one, hash the body instead */
         if (strncmp(topic, "order.", 6) == 0 && id[0] != '\0' && modified != NULL &&
-            modified[0] != '\0') {
+            modified[0] != '\0' && strlen(modified) <= 40) {
             char prefix[80];
 
             snprintf(prefix, sizeof(prefix), "order:%s:", id);
@@ -302,49 +382,71 @@ static int classify(const struct inbound_source *src,
         if (src->kind == SOURCE_STRIPE) {
             const char *id = json_string_value(json_object_get(p, "id"));
 
-            if (id == NULL || id[0] == '\0')
+            if (id == NULL || id[0] == '\0' || strlen(id) > MAX_TOKEN_LEN)
                 return fail(err, 422, "not_an_order", -EINVAL,
                             "field 'id' must be the event id (evt_...)");
-            ev->event_type = stripe_event(topic);
             ev->dedupe_key = strdup(id);
         } else {
-            ev->event_type = standard_event(topic);
-            /* verify_standard made sure the header is there. */
-            ev->dedupe_key = strdup(get_header(ctx, "webhook-id"));
+            /* verify_standard made sure the header is there; it is signed, but may be long. */
+            const char *id = get_header(ctx, "webhook-id");
+
+            if (check_token(id, "webhook-id", err) < 0)
+                return -EINVAL;
+            ev->dedupe_key = strdup(id);
         }
         break;
     }
     ev->topic = strdup(topic);
     if (ev->dedupe_key == NULL || ev->topic == NULL)
         return fail(err, 500, "internal_error", -ENOMEM, "out of memory");
+    *rule = find_rule(src->kind, topic);
+    if (*rule != NULL)
+        ev->event_type = event_of(src->kind, *rule, p);
     return 0;
 }
 
+/* The canonical order of ev->payload; 0 or the normalize_<kind> error with detail filled. */
 static int normalize(const struct inbound_source *src, time_t now, struct inbound_event *ev,
-                     struct inbound_error *err)
+                     char *detail, size_t size)
 {
-    char detail[NORMALIZE_ERR_SIZE] = "";
-    int rc = -EINVAL;
-
     switch (src->kind) {
     case SOURCE_SHOPIFY:
-        rc = normalize_shopify(src->id, ev->topic, ev->payload, &ev->order, detail, sizeof(detail));
-        break;
+        return normalize_shopify(src->id, ev->topic, ev->payload, &ev->order, detail, size);
     case SOURCE_WOOCOMMERCE:
-        rc = normalize_woocommerce(src->id, ev->topic, ev->payload, now, &ev->order, detail,
-                                   sizeof(detail));
-        break;
+        return normalize_woocommerce(src->id, ev->topic, ev->payload, now, &ev->order, detail,
+                                     size);
     case SOURCE_STRIPE:
-        rc = normalize_stripe(src->id, ev->payload, &ev->order, detail, sizeof(detail));
-        break;
+        return normalize_stripe(src->id, ev->payload, &ev->order, detail, size);
     case SOURCE_STANDARD:
-        rc = normalize_standard(src->id, ev->payload, &ev->order, detail, sizeof(detail));
-        break;
+        return normalize_standard(src->id, ev->payload, &ev->order, detail, size);
     }
+    snprintf(detail, size, "unknown source kind");
+    return -EINVAL;
+}
+
+/*
+ * Normalizes the order and checks that the signed body supports the event
+ * the topic asks for. When it does not, the event is kept without an event
+ * type or order: recorded and answered 200 (a genuine sender then stops
+ * retrying), emitting nothing.
+ */
+static int interpret(const struct inbound_source *src, const struct topic_rule *rule, time_t now,
+                     struct inbound_event *ev, struct inbound_error *err)
+{
+    char detail[NORMALIZE_ERR_SIZE] = "";
+    int rc = normalize(src, now, ev, detail, sizeof(detail));
+
     if (rc == -ENOMEM)
         return fail(err, 500, "internal_error", rc, "out of memory");
-    if (rc < 0)
+    if (rc == 0 && claim_holds(rule, ev->order, detail, sizeof(detail)))
+        return 0;
+    if (rc < 0 && rc != -EPROTO)
         return fail(err, 422, "not_an_order", rc, "%s", detail);
+    json_decref(ev->order);
+    ev->order = NULL;
+    ev->event_type = NULL;
+    ev->ignored_reason = INBOUND_TOPIC_MISMATCH;
+    snprintf(ev->ignored_detail, sizeof(ev->ignored_detail), "%s", detail);
     return 0;
 }
 
@@ -354,6 +456,7 @@ int inbound_parse(const struct inbound_source *src,
                   struct inbound_event *out, struct inbound_error *err)
 {
     char detail[sizeof(err->detail)];
+    const struct topic_rule *rule = NULL;
     enum verify_result vr;
     json_error_t jerr;
     int rc;
@@ -391,11 +494,11 @@ int inbound_parse(const struct inbound_source *src,
         return fail(err, 400, "malformed_json", -EBADMSG, "line %d column %d: %s", jerr.line,
                     jerr.column, jerr.text);
 
-    rc = classify(src, get_header, ctx, body, len, out, err);
+    rc = classify(src, get_header, ctx, body, len, out, &rule, err);
     if (rc < 0)
         goto fail;
     if (out->event_type != NULL) {
-        rc = normalize(src, now, out, err);
+        rc = interpret(src, rule, now, out, err);
         if (rc < 0)
             goto fail;
     }

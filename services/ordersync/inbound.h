@@ -27,6 +27,9 @@ struct inbound_source {
     int tolerance_s;        /* signed-timestamp tolerance; <= 0 means 300 s */
 };
 
+/* inbound_event.ignored_reason when an unsigned topic asks for an event the signed body denies. */
+#define INBOUND_TOPIC_MISMATCH "topic_mismatch"
+
 /* Filled on success; inbound_event_clear() frees. */
 struct inbound_event {
     char *dedupe_key; /* new allocation */
@@ -34,9 +37,18 @@ struct inbound_event {
     /*
      * Static: "order.created" | "order.updated" | "order.paid" |
      * "order.cancelled" | "order.refunded" | "order.fulfilled", or NULL when
-     * the topic is not about orders (record it, emit nothing).
+     * the event is to be recorded and emit nothing: the topic is not about
+     * orders, or it contradicts the signed body (ignored_reason says so).
      */
     const char *event_type;
+    /*
+     * NULL, or INBOUND_TOPIC_MISMATCH: the topic (a header Shopify and
+     * WooCommerce do not sign) named an event the signed body does not
+     * support, such as orders/cancelled for an order whose cancelled_at is
+     * null. ignored_detail then says what disagreed, for the log.
+     */
+    const char *ignored_reason;
+    char ignored_detail[256];
     json_t *order;   /* canonical order, new reference; NULL when ignored */
     json_t *payload; /* the parsed body, new reference (stored raw as jsonb for audit) */
 };
@@ -54,10 +66,12 @@ struct inbound_error {
  * Verifies, parses and normalizes one webhook. All arguments are borrowed;
  * get_header(ctx, lower_case_name) returns a header's value or NULL.
  * content_type may be NULL (absent). Returns:
- *   0             out filled (new allocations/references; inbound_event_clear frees);
+ *   0             out filled (new allocations/references; inbound_event_clear frees),
+ *                 possibly with no event type (see inbound_event);
  *   INBOUND_PING  nothing filled;
  *   < 0           err filled: 401 invalid_signature, 415 unsupported_media_type,
- *                 400 malformed_json or missing_topic, 422 not_an_order,
+ *                 400 malformed_json, missing_topic or invalid_header (a topic or
+ *                 id header that is not 1..200 printable ASCII), 422 not_an_order,
  *                 500 internal_error (-ENOMEM, unusable secret).
  * On failure out is left cleared.
  */

@@ -68,11 +68,13 @@ static void item_free(struct item *it)
 static void report(struct item *it, enum ingest_result result, const char *outcome,
                    const char *order_id, int events, const char *detail)
 {
-    struct ingest_outcome o = {.result = result,
-                               .outcome = outcome,
-                               .order_id = order_id,
-                               .events = events,
-                               .detail = detail};
+    struct ingest_outcome o = {
+        .result = result,
+        .outcome = outcome,
+        .reason = outcome != NULL && strcmp(outcome, "ignored") == 0 ? it->ev.ignored_reason : NULL,
+        .order_id = order_id,
+        .events = events,
+        .detail = detail};
     it->done(it->ctx, &o);
 }
 
@@ -98,6 +100,15 @@ static void fail_queued(struct ingest *ing, const char *detail)
 
 static const char *const outcomes[] = {"applied", "stale", "ignored", "duplicate"};
 
+/* Ignored webhooks that carry a reason (inbound_event.ignored_reason) are counted apart. */
+static struct metric *ignored_counter(const char *reason)
+{
+    char labels[96];
+    snprintf(labels, sizeof(labels), "outcome=\"ignored\",reason=\"%s\"", reason);
+    return metrics_counter("ordersync_webhooks_total",
+                           "Webhooks by outcome (rejected ones by reason)", labels);
+}
+
 static void reply_outcome(struct ingest *ing, struct item *it, const char *outcome,
                           const char *order_id, int emitted)
 {
@@ -115,8 +126,10 @@ static void reply_outcome(struct ingest *ing, struct item *it, const char *outco
         metric_add(ing->m_duplicate, 1);
     else if (o == outcomes[1])
         metric_add(ing->m_stale, 1);
-    else
+    else if (it->ev.ignored_reason == NULL)
         metric_add(ing->m_ignored, 1);
+    else
+        metric_add(ignored_counter(it->ev.ignored_reason), 1);
     report(it, INGEST_DONE, o, order_id, emitted, NULL);
 }
 
@@ -126,6 +139,17 @@ static bool transient_sqlstate(const char *st)
     return st != NULL &&
            (strncmp(st, "40", 2) == 0 || strncmp(st, "53", 2) == 0 || strncmp(st, "57", 2) == 0 ||
             strncmp(st, "08", 2) == 0 || strncmp(st, "55", 2) == 0);
+}
+
+/*
+ * SQLSTATE classes 22 (data exception) and 23 (integrity constraint) are the
+ * only ones a request's content can cause; any other failure (a bug, a full
+ * disk, a trigger gone wrong: XX, 53, P0, 42...) is ours, and the sender must
+ * keep its event and retry rather than be told it is wrong.
+ */
+static bool senders_sqlstate(const char *st)
+{
+    return st != NULL && (strncmp(st, "22", 2) == 0 || strncmp(st, "23", 2) == 0);
 }
 
 static void flush(struct ingest *ing);
@@ -167,34 +191,35 @@ static void on_batch_done(PGresult *res, const char *err, void *data)
     }
     if (err != NULL) {
         const char *sqlstate = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+        bool transient = transient_sqlstate(sqlstate);
+        bool senders = senders_sqlstate(sqlstate);
         metric_add(ing->m_tx_failed, 1);
         metric_add(ing->m_db_errors, 1);
-        log_warn("ingest transaction failed",
+        log_json(transient || senders ? LOG_WARN : LOG_ERROR, "ingest transaction failed",
                  json_pack("{s:s,s:s,s:i}", "sqlstate", sqlstate ? sqlstate : "", "detail", err,
                            "batch", (int)b->n));
-        bool transient = transient_sqlstate(sqlstate);
         struct item *retry = NULL, **tailp = &retry;
         for (struct item *it = b->items, *next; it != NULL; it = next) {
             next = it->next;
             it->next = NULL;
-            if ((transient && ++it->retries < MAX_TRANSIENT_TRIES) || (!transient && b->n > 1)) {
+            if ((transient && ++it->retries < MAX_TRANSIENT_TRIES) || (senders && b->n > 1)) {
                 /* a lost race is run again as is; a data error alone, to find the culprit */
-                it->solo = it->solo || !transient;
+                it->solo = it->solo || senders;
                 *tailp = it;
                 tailp = &it->next;
                 continue;
             }
-            if (transient)
-                reply_unavailable(ing, it, "the transaction failed; retry later");
-            else
+            if (senders)
                 report(it, INGEST_REJECTED, NULL, NULL, 0,
                        "the order was refused by a database constraint");
+            else
+                reply_unavailable(ing, it, "the transaction failed; retry later");
             item_free(it);
         }
         b->items = NULL;
         if (retry != NULL) {
             /* ahead of what is queued: these were received first */
-            if (!transient)
+            if (senders)
                 metric_add(ing->m_tx_split, 1);
             unsigned n = 0;
             struct item *last = retry;

@@ -7,9 +7,11 @@
  * $2)`, and so one transaction and one fsync; while a batch is in flight on
  * every connection the next one accumulates. Each webhook's outcome is
  * reported (the callback) only after its batch committed, or as "unavailable"
- * when the database is away. A batch that fails on data is re-run one webhook
- * per transaction, so one bad request never fails the others. This module
- * does not speak HTTP: api.c turns outcomes into answers.
+ * when the database is away. A batch that fails on data (SQLSTATE classes 22
+ * and 23) is re-run one webhook per transaction, so one bad request never
+ * fails the others and only it is rejected; any other database error is
+ * ours, not the sender's: the whole batch is "unavailable". This module does
+ * not speak HTTP: api.c turns outcomes into answers.
  */
 #ifndef OS_INGEST_H
 #define OS_INGEST_H
@@ -52,6 +54,8 @@ struct ingest_outcome {
     enum ingest_result result;
     /* INGEST_DONE: "applied", "stale", "ignored" or "duplicate" (static) */
     const char *outcome;
+    /* "ignored" for a reason the sender should learn ("topic_mismatch"), else NULL; static */
+    const char *reason;
     const char *order_id; /* may be NULL; borrowed for the call */
     int events;           /* events emitted */
     const char *detail;   /* why, when not done; borrowed for the call */

@@ -95,9 +95,9 @@ static void on_retired(PGresult *res, const char *err, void *data)
     } else {
         for (int r = 0; r < PQntuples(res); r++) {
             const char *action = PQgetvalue(res, r, 4);
-            json_t *f = json_pack("{s:s,s:s,s:s,s:s}", "partition", PQgetvalue(res, r, 1), "from",
-                                  PQgetvalue(res, r, 2), "to", PQgetvalue(res, r, 3), "action",
-                                  action);
+            json_t *f =
+                json_pack("{s:s,s:s,s:s,s:s}", "partition", PQgetvalue(res, r, 1), "from",
+                          PQgetvalue(res, r, 2), "to", PQgetvalue(res, r, 3), "action", action);
             if (strcmp(action, "dropped") == 0) {
                 metric_add(m->m_dropped, 1);
                 log_info("partition dropped", f);

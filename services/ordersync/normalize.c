@@ -35,6 +35,18 @@ int norm_fail(struct norm_err *e, const char *path, const char *fmt, ...)
     return -EINVAL;
 }
 
+int norm_mismatch(struct norm_err *e, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (e == NULL || e->size == 0)
+        return -EPROTO;
+    va_start(ap, fmt);
+    vsnprintf(e->buf, e->size, fmt, ap);
+    va_end(ap);
+    return -EPROTO;
+}
+
 int norm_minor_units(const char *currency)
 {
     /*

@@ -7,8 +7,14 @@
  * Every function returns 0 with *out set to a new reference, -EINVAL when the
  * body is valid JSON but not a usable order (err then names the offending
  * field by its JSON path, e.g. "field 'line_items[2].quantity' must be a
- * positive integer": the HTTP layer answers 422 with it), or -ENOMEM.
+ * positive integer": the HTTP layer answers 422 with it), -EPROTO when the
+ * body is usable but is not the kind of body `topic` names (err says why: the
+ * topic, which the platform does not sign, is wrong, not the body), or -ENOMEM.
  * All pointer arguments but out are borrowed.
+ *
+ * State comes only from the body: a topic (an unsigned header for Shopify and
+ * WooCommerce) never sets a field of the order; it is only checked against
+ * what the body is.
  *
  * The canonical order: source, external_id, number, status, financial_status,
  * fulfillment_status, currency, total, subtotal, tax, shipping, refunded,
@@ -31,15 +37,18 @@
 /*
  * Shopify order (orders/create, updated, paid, cancelled, fulfilled,
  * partially_fulfilled) or, when topic is "refunds/create", a refund object
- * (→ partial order keyed by its order_id).
+ * (→ partial order keyed by its order_id). A body that is plainly the other
+ * kind (a refund under an orders/ topic, an order under refunds/create) is
+ * -EPROTO.
  */
 int normalize_shopify(const char *source, const char *topic, const json_t *payload, json_t **out,
                       char *err, size_t err_size);
 
 /*
- * WooCommerce order (REST API v3 shape). For order.deleted WooCommerce may
- * send only {"id": n}: that becomes a partial cancelled order dated
- * `received_at`, since the body carries no date.
+ * WooCommerce order (REST API v3 shape). For a deleted resource WooCommerce
+ * sends only {"id": n}: that becomes a partial cancelled order dated
+ * `received_at`, since the body carries no date; under any topic but
+ * order.deleted such a body is -EPROTO.
  */
 int normalize_woocommerce(const char *source, const char *topic, const json_t *payload,
                           time_t received_at, json_t **out, char *err, size_t err_size);

@@ -4,8 +4,8 @@
  * points are in normalize.h.
  *
  * Conventions: functions return 0, -EINVAL (the value is unusable; err filled
- * with the field's path) or -ENOMEM. Paths are the JSON paths of the sender's
- * payload, because that is what the sender can fix.
+ * with the field's path), -EPROTO (see norm_mismatch) or -ENOMEM. Paths are the JSON paths of the
+ * sender's payload, because that is what the sender can fix.
  */
 #ifndef ORDERSYNC_NORMALIZE_INTERNAL_H
 #define ORDERSYNC_NORMALIZE_INTERNAL_H
@@ -32,6 +32,12 @@ struct norm_err {
 /* Formats "field '<path>' <what>" into e and returns -EINVAL. */
 int norm_fail(struct norm_err *e, const char *path, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+
+/*
+ * The body is a usable order or refund, but not the kind the sender's topic
+ * names (which is not signed): formats the reason into e and returns -EPROTO.
+ */
+int norm_mismatch(struct norm_err *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* Digits after the decimal point of a currency's minor unit (ISO 4217; JPY 0, KWD 3, else 2). */
 int norm_minor_units(const char *currency);

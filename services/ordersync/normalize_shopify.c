@@ -258,12 +258,39 @@ nomem:
     return -ENOMEM;
 }
 
+/*
+ * Which of Shopify's two bodies this is, from its own (signed) fields: a
+ * refund names its order (order_id) and lists refund_line_items; an order has
+ * line_items and a total_price. A body with both or neither is read as the
+ * topic says, and fails there with the missing field named.
+ */
+static const char *kind_of(const json_t *p)
+{
+    bool refund =
+        json_object_get(p, "order_id") != NULL || json_object_get(p, "refund_line_items") != NULL;
+    bool order =
+        json_object_get(p, "line_items") != NULL || json_object_get(p, "total_price") != NULL;
+
+    if (refund == order)
+        return NULL;
+    return refund ? "a refund" : "an order";
+}
+
 int normalize_shopify(const char *source, const char *topic, const json_t *payload, json_t **out,
                       char *err, size_t err_size)
 {
     struct norm_err e = {err, err_size};
+    bool want_refund = topic != NULL && strcmp(topic, "refunds/create") == 0;
+    const char *is = kind_of(payload);
 
-    if (topic != NULL && strcmp(topic, "refunds/create") == 0)
+    /*
+     * X-Shopify-Topic is outside the HMAC: a refund replayed as orders/create
+     * or an order as refunds/create must not be read as what it is not.
+     */
+    if (is != NULL && strcmp(is, want_refund ? "an order" : "a refund") == 0)
+        return norm_mismatch(&e, "the body is %s, not %s as topic '%.64s' says", is,
+                             want_refund ? "a refund" : "an order", topic ? topic : "");
+    if (want_refund)
         return refund(source, payload, out, &e);
     return order(source, payload, out, &e);
 }

@@ -94,18 +94,28 @@ static json_t *address(const json_t *a)
         norm_str(json_object_get(a, "postcode")), norm_str(json_object_get(a, "country")));
 }
 
-/* order.deleted may carry only {"id": n}: WooCommerce drops the rest of a deleted resource. */
+/*
+ * {"id": n} is how WooCommerce sends a deleted resource (it drops everything
+ * else), so the body itself says "deleted": the order is cancelled whatever
+ * the topic header claims, and a topic other than order.deleted contradicts
+ * it. The header is unsigned; the body is the only thing that sets state.
+ */
 static int thin(const char *source, const char *topic, const char *id, time_t received_at,
-                json_t **out)
+                json_t **out, struct norm_err *e)
 {
     char updated[NORM_TIME_SIZE];
     bool oom = false;
-    json_t *o = norm_order_new(source, id);
+    json_t *o;
 
+    if (topic == NULL || strcmp(topic, "order.deleted") != 0)
+        return norm_mismatch(e,
+                             "the body is a deletion notice (only an id), not what topic "
+                             "'%.64s' says",
+                             topic ? topic : "");
+    o = norm_order_new(source, id);
     if (o == NULL)
         return -ENOMEM;
-    if (topic != NULL && strcmp(topic, "order.deleted") == 0)
-        norm_put(o, "status", json_string("cancelled"), &oom);
+    norm_put(o, "status", json_string("cancelled"), &oom);
     norm_time_epoch((int64_t)received_at, updated);
     if (oom || norm_order_finish(o, NULL, updated, true) < 0) {
         json_decref(o);
@@ -137,7 +147,7 @@ int normalize_woocommerce(const char *source, const char *topic, const json_t *p
         return rc;
     status_v = json_object_get(p, "status");
     if (status_v == NULL)
-        return thin(source, topic, id, received_at, out);
+        return thin(source, topic, id, received_at, out, e);
     if (!json_is_string(status_v))
         return norm_fail(e, "status", "must be a string");
     rc = norm_currency(json_object_get(p, "currency"), "currency", currency, e);

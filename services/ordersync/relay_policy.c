@@ -54,8 +54,9 @@ bool relay_breaker_allows(struct relay_breaker *b, uint64_t now_ms, unsigned max
     return true;
 }
 
-enum relay_breaker_change relay_breaker_record(struct relay_breaker *b, const struct relay_policy *p,
-                                               bool success, uint64_t now_ms)
+enum relay_breaker_change relay_breaker_record(struct relay_breaker *b,
+                                               const struct relay_policy *p, bool success,
+                                               uint64_t now_ms)
 {
     if (success) {
         bool was = b->failures > 0 || b->probing || b->paused_until != 0;
@@ -74,8 +75,7 @@ enum relay_breaker_change relay_breaker_record(struct relay_breaker *b, const st
     return RELAY_BREAKER_SAME;
 }
 
-void relay_breaker_sync(struct relay_breaker *b, double paused_for_s, int failures,
-                        uint64_t now_ms)
+void relay_breaker_sync(struct relay_breaker *b, double paused_for_s, int failures, uint64_t now_ms)
 {
     if (paused_for_s > 0) {
         b->paused_until = now_ms + (uint64_t)(paused_for_s * 1000.0);

@@ -69,8 +69,9 @@ enum relay_breaker_change {
 };
 
 /* Records one attempt's outcome. Returns what changed and must be persisted. */
-enum relay_breaker_change relay_breaker_record(struct relay_breaker *b, const struct relay_policy *p,
-                                               bool success, uint64_t now_ms);
+enum relay_breaker_change relay_breaker_record(struct relay_breaker *b,
+                                               const struct relay_policy *p, bool success,
+                                               uint64_t now_ms);
 
 /*
  * Another instance (or an operator) paused or resumed the destination:

@@ -44,8 +44,8 @@ struct wev *relay_window_find(struct relay_window *w, int64_t position)
     return NULL;
 }
 
-struct wev *relay_window_push(struct relay_window *w, int64_t position, int64_t order_id,
-                              bool held, void *data)
+struct wev *relay_window_push(struct relay_window *w, int64_t position, int64_t order_id, bool held,
+                              void *data)
 {
     if (w->len == w->cap)
         return NULL;

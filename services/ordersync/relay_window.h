@@ -78,8 +78,8 @@ struct wev *relay_window_find(struct relay_window *w, int64_t position);
  * the database said an earlier event of its order has an open row. Returns
  * the entry, or NULL when the window is full.
  */
-struct wev *relay_window_push(struct relay_window *w, int64_t position, int64_t order_id,
-                              bool held, void *data);
+struct wev *relay_window_push(struct relay_window *w, int64_t position, int64_t order_id, bool held,
+                              void *data);
 
 /*
  * The next event that may be sent now (marked IN_FLIGHT, started now_ms), or

@@ -9,10 +9,12 @@
  */
 #include "server.h"
 
+#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "api.h"
 #include "app.h"
@@ -22,6 +24,13 @@
 #include "migrate.h"
 #include "poller.h"
 #include "relay.h"
+
+/*
+ * Connections the admin listener takes at once: probes and a Prometheus
+ * scraper need a handful. The cap keeps a runaway client of the admin port
+ * from using the file descriptors the public port needs.
+ */
+#define ADMIN_MAX_CONNECTIONS 64
 
 static const struct db_stmt ingest_stmts[] = {
     {"ingest_batch",
@@ -229,6 +238,7 @@ static void close_all(struct server *s)
     ingest_free(&s->app.ingest);
     feed_free(&s->app.feed);
     http_server_close(&s->app.http, NULL, NULL);
+    http_server_close(&s->app.admin_http, NULL, NULL);
 }
 
 /* Polls until nothing is queued or in flight, or the deadline passed. */
@@ -237,6 +247,7 @@ static void on_stop_tick(uv_timer_t *t)
     struct server *s = t->data;
     uint64_t waited_ms = uv_now(&s->loop) - s->stop_started_ms;
     bool idle = ingest_pending(s->app.ingest) == 0 && http_server_pending(s->app.http) == 0 &&
+                (s->app.admin_http == NULL || http_server_pending(s->app.admin_http) == 0) &&
                 s->relay_stopped;
     if (!idle && waited_ms < (uint64_t)s->app.cfg->shutdown_timeout_s * 1000)
         return;
@@ -271,6 +282,7 @@ static void on_signal(uv_signal_t *h, int signum)
     }
     log_info("shutting down", json_pack("{s:s}", "signal", strsignal(signum)));
     s->app.stopping = true;
+    /* the admin listener stays: probes see /readyz turn 503 while in-flight work drains */
     http_server_stop_accepting(s->app.http);
     /* long-polling readers are answered now, or they would hold the exit for up to 60 s */
     feed_free(&s->app.feed);
@@ -280,6 +292,71 @@ static void on_signal(uv_signal_t *h, int signum)
         s->relay_stopped = true;
     s->stop_started_ms = uv_now(&s->loop);
     uv_timer_start(&s->stop_timer, on_stop_tick, 0, 20);
+}
+
+/*
+ * Every connection is a file descriptor, and a soft limit of 1024 (a common
+ * default) is reached long before ORDERSYNC_MAX_CONNECTIONS: accept() then
+ * fails with EMFILE, and libuv closes what it cannot accept without a word,
+ * health checks included. The hard limit is what the administrator allows;
+ * take all of it so that the connection cap, not the fd limit, decides.
+ */
+static void raise_fd_limit(const struct config *cfg)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0) {
+        log_warn("could not read the open file limit",
+                 json_pack("{s:s}", "detail", strerror(errno)));
+        return;
+    }
+    rlim_t was = rl.rlim_cur;
+    if (rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) != 0) {
+            log_warn("could not raise the open file limit",
+                     json_pack("{s:I,s:I,s:s}", "soft", (json_int_t)was, "hard",
+                               (json_int_t)rl.rlim_max, "detail", strerror(errno)));
+            rl.rlim_cur = was;
+        }
+    }
+    log_info("open file limit", json_pack("{s:I,s:I,s:I}", "soft", (json_int_t)rl.rlim_cur, "hard",
+                                          (json_int_t)rl.rlim_max, "was", (json_int_t)was));
+    /* past the cap, as many connections again are answered 503 before new ones are dropped */
+    rlim_t need = 2 * (rlim_t)cfg->max_connections + ADMIN_MAX_CONNECTIONS + 64;
+    if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < need)
+        log_warn("the open file limit is below what ORDERSYNC_MAX_CONNECTIONS needs",
+                 json_pack("{s:I,s:I,s:s}", "limit", (json_int_t)rl.rlim_cur, "needed",
+                           (json_int_t)need, "hint",
+                           "raise the hard limit (ulimit -Hn, LimitNOFILE=)"));
+}
+
+/* The admin listener, when ORDERSYNC_ADMIN_LISTEN is set: 0 or a libuv error (logged). */
+static int start_admin(struct app *app, const struct config *cfg)
+{
+    if (cfg->admin_listen.host == NULL)
+        return 0;
+    struct http_server_config acfg = {
+        .host = cfg->admin_listen.host,
+        .port = cfg->admin_listen.port,
+        .max_header = (size_t)cfg->max_header,
+        .max_body = (size_t)cfg->max_body,
+        .max_conns = ADMIN_MAX_CONNECTIONS,
+        .header_timeout_ms = (uint64_t)cfg->header_timeout_ms,
+        .request_timeout_ms = (uint64_t)cfg->request_timeout_s * 1000,
+        .idle_timeout_ms = (uint64_t)cfg->idle_timeout_ms,
+    };
+    int rc = http_server_start(app->loop, &acfg, api_admin_handle, app, &app->admin_http);
+    if (rc < 0) {
+        log_error("could not listen", json_pack("{s:s,s:s,s:i,s:s}", "listener", "admin", "host",
+                                                cfg->admin_listen.host, "port",
+                                                cfg->admin_listen.port, "detail", uv_strerror(rc)));
+        return rc;
+    }
+    /* not "listening": that line names the public port, which tools wait for */
+    log_info("admin listening", json_pack("{s:s,s:i,s:i}", "host", cfg->admin_listen.host, "port",
+                                          http_server_port(app->admin_http), "max_connections",
+                                          ADMIN_MAX_CONNECTIONS));
+    return 0;
 }
 
 int server_run(const struct config *cfg)
@@ -296,6 +373,7 @@ int server_run(const struct config *cfg)
     app->loop = &s->loop;
     app->cfg = cfg;
     signal(SIGPIPE, SIG_IGN);
+    raise_fd_limit(cfg);
 
     app->store = store_new();
     app->dests = destinations_new();
@@ -326,22 +404,26 @@ int server_run(const struct config *cfg)
         goto fail;
 
     struct http_server_config hcfg = {
-        .host = cfg->listen_host,
-        .port = cfg->listen_port,
+        .host = cfg->listen.host,
+        .port = cfg->listen.port,
         .max_header = (size_t)cfg->max_header,
         .max_body = (size_t)cfg->max_body,
         .max_conns = (unsigned)cfg->max_connections,
         .header_timeout_ms = (uint64_t)cfg->header_timeout_ms,
+        .request_timeout_ms = (uint64_t)cfg->request_timeout_s * 1000,
         .idle_timeout_ms = (uint64_t)cfg->idle_timeout_ms,
     };
     http_server_config_defaults(&hcfg);
     rc = http_server_start(app->loop, &hcfg, api_handle, app, &app->http);
     if (rc < 0) {
-        log_error("could not listen", json_pack("{s:s,s:i,s:s}", "host", cfg->listen_host, "port",
-                                                cfg->listen_port, "detail", uv_strerror(rc)));
+        log_error("could not listen", json_pack("{s:s,s:i,s:s}", "host", cfg->listen.host, "port",
+                                                cfg->listen.port, "detail", uv_strerror(rc)));
         goto fail;
     }
-    log_info("listening", json_pack("{s:s,s:i,s:s}", "host", cfg->listen_host, "port",
+    rc = start_admin(app, cfg);
+    if (rc < 0)
+        goto fail;
+    log_info("listening", json_pack("{s:s,s:i,s:s}", "host", cfg->listen.host, "port",
                                     http_server_port(app->http), "version", ORDERSYNC_VERSION));
 
     uv_timer_init(app->loop, &s->reload_timer);
@@ -399,6 +481,7 @@ fail:
     poller_free(&s->poller);
     relay_free(&s->relay);
     http_server_close(&app->http, NULL, NULL);
+    http_server_close(&app->admin_http, NULL, NULL);
     feed_free(&app->feed);
     for (unsigned i = 0; i < app->n_ingest; i++)
         db_close(&app->db_ingest[i]);

@@ -30,3 +30,10 @@ def test_named_scripts_exist():
     for name in set(re.findall(r"scripts/([a-z][a-z-]+)", readme())):
         assert os.access(os.path.join(REPO, "scripts", name), os.X_OK) or \
             os.path.exists(os.path.join(REPO, "scripts", name + ".sql")), name
+
+
+def test_readme_stands_alone():
+    """Readers have the repository, not the team's other folders: no path may leave it."""
+    text = readme()
+    assert not re.findall(r"\.\./[\w.-]+", text)
+    assert "/work/" not in text

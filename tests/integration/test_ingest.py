@@ -403,8 +403,9 @@ def test_one_bad_request_does_not_fail_its_batch(svc, db):
     """A request the database refuses is answered alone; the rest of its batch commits."""
     template = json.loads(fixture("shopify_order_create.json"))
     # data that passes every check in ordersync but that the database refuses
+    # a constraint (class 23) is the sender's fault; any other class would be a 503
     db.query("""CREATE FUNCTION refuse_42() RETURNS trigger LANGUAGE plpgsql AS $$
-                BEGIN RAISE EXCEPTION 'order 42 refused'; END $$""")
+                BEGIN RAISE EXCEPTION 'order 42 refused' USING ERRCODE = '23514'; END $$""")
     db.query("""CREATE TRIGGER refuse_42 BEFORE INSERT ON orders FOR EACH ROW
                 WHEN (NEW.external_id = '42') EXECUTE FUNCTION refuse_42()""")
     bad = copy.deepcopy(template)

@@ -547,6 +547,56 @@ static void header_timeout(void **state)
     free(t);
 }
 
+/*
+ * Sends `head`, then `drip` one byte at a time 100 ms apart, reading as it
+ * goes (a response read late could be lost to the reset our next byte causes
+ * once the server closed), until the server answered or the drip ran out.
+ */
+static void drip(struct ctx *t, const char *head, const char *drip)
+{
+    int fd = cl_connect(t->port, 0);
+    long start = now_ms();
+    cl_send(fd, head);
+    for (const char *p = drip; *p != '\0'; p++) {
+        ssize_t n = recv(fd, t->got[0] + t->got_len[0], sizeof(t->got[0]) - 1 - t->got_len[0],
+                         MSG_DONTWAIT);
+        if (n > 0) {
+            t->got_len[0] += (size_t)n;
+            t->got[0][t->got_len[0]] = '\0';
+        }
+        if (n == 0 || count_responses(t->got[0], t->got_len[0]) > 0)
+            break;
+        if (send(fd, p, 1, MSG_NOSIGNAL) != 1)
+            break;
+        usleep(100 * 1000);
+    }
+    cl_recv(t, 0, fd, 1);
+    t->elapsed_ms = now_ms() - start;
+    close(fd);
+}
+
+static void client_drip_body(struct ctx *t)
+{
+    static char body[41];
+    memset(body, 'x', sizeof(body) - 1);
+    drip(t, "POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 100000\r\n\r\n", body);
+}
+
+/* A byte every 100 ms never stalls the body for header_timeout: only the whole-request clock ends
+ * it. */
+static void request_timeout_despite_drip(void **state)
+{
+    struct ctx *t = ctx_new(MODE_ECHO);
+    t->cfg.header_timeout_ms = 1000;
+    t->cfg.request_timeout_ms = 1500;
+    run(t, client_drip_body);
+    assert_true(strncmp(t->got[0], "HTTP/1.1 408 Request Timeout\r\n", 30) == 0);
+    assert_true(contains(t, 0, "request not received whole within 1.5 s"));
+    assert_true(contains(t, 0, "\r\nConnection: close\r\n"));
+    assert_int_equal(t->n_requests, 0);
+    free(t);
+}
+
 static void client_idle(struct ctx *t)
 {
     int fd = cl_connect(t->port, 0);
@@ -687,6 +737,7 @@ int main(void)
         cmocka_unit_test(expect_continue),
         cmocka_unit_test(error_answers),
         cmocka_unit_test(header_timeout),
+        cmocka_unit_test(request_timeout_despite_drip),
         cmocka_unit_test(idle_close),
         cmocka_unit_test(max_conns),
         cmocka_unit_test(peer_gone_then_late_respond),

@@ -324,17 +324,74 @@ static void missing_topic(void **state)
     free(r.body);
 }
 
+/* Unsigned ids and topics that would fail a whole batch in the database are refused alone. */
+static void unusable_ids_and_topics_are_400(void **state)
+{
+    static const char *const bad[] = {"",
+                                      "orders/\xff"
+                                      "create",
+                                      "a b", "tab\there"};
+    static const char *const headers[][2] = {
+        {"x-shopify-topic", "orders/create"},
+        {"x-shopify-webhook-id", "b54557e4"},
+        {"x-shopify-event-id", "98880550"},
+    };
+    char long_id[202];
+    struct req r;
+    struct inbound_event ev;
+    struct inbound_error err;
+
+    memset(long_id, 'a', sizeof(long_id) - 1);
+    long_id[sizeof(long_id) - 1] = '\0';
+    for (size_t h = 0; h < sizeof(headers) / sizeof(headers[0]); h++) {
+        for (size_t i = 0; i <= sizeof(bad) / sizeof(bad[0]); i++) {
+            shopify_req(&r, "shopify_order_create.json", "orders/create");
+            set_header(&r, headers[h][0], i < sizeof(bad) / sizeof(bad[0]) ? bad[i] : long_id);
+            assert_true(run(&shopify, &r, "application/json", &ev, &err) < 0);
+            assert_int_equal(err.http_status, 400);
+            assert_string_equal(err.error, "invalid_header");
+            assert_null(ev.payload);
+            free(r.body);
+        }
+        /* 200 characters is still fine */
+        shopify_req(&r, "shopify_order_create.json", "orders/create");
+        long_id[200] = '\0';
+        if (h > 0)
+            set_header(&r, headers[h][0], long_id);
+        long_id[200] = 'a';
+        assert_int_equal(run(&shopify, &r, "application/json", &ev, &err), 0);
+        inbound_event_clear(&ev);
+        free(r.body);
+    }
+
+    woo_req(&r, "woocommerce_order_created.json",
+            "order.\x01"
+            "created");
+    assert_true(run(&woo, &r, "application/json", &ev, &err) < 0);
+    assert_int_equal(err.http_status, 400);
+    free(r.body);
+
+    memset(&r, 0, sizeof(r));
+    r.body = read_fixture("standard_order_created.json", &r.len);
+    sign_standard(&r, long_id);
+    assert_true(run(&standard, &r, "application/json", &ev, &err) < 0);
+    assert_int_equal(err.http_status, 400);
+    free(r.body);
+}
+
 static void shopify_topics_and_dedupe(void **state)
 {
-    static const char *const map[][2] = {
-        {"orders/create", "order.created"},
-        {"orders/updated", "order.updated"},
-        {"orders/paid", "order.paid"},
-        {"orders/cancelled", "order.cancelled"},
-        {"orders/fulfilled", "order.fulfilled"},
-        {"orders/partially_fulfilled", "order.updated"},
-        {"products/update", NULL},
-        {"orders/delete", NULL},
+    /* The fixture is a paid, unfulfilled, open order: it supports the first four only. */
+    static const char *const map[][3] = {
+        {"orders/create", "order.created", NULL},
+        {"orders/updated", "order.updated", NULL},
+        {"orders/paid", "order.paid", NULL},
+        {"orders/partially_fulfilled", "order.updated", NULL},
+        {"orders/cancelled", NULL, INBOUND_TOPIC_MISMATCH},
+        {"orders/fulfilled", NULL, INBOUND_TOPIC_MISMATCH},
+        {"refunds/create", NULL, INBOUND_TOPIC_MISMATCH},
+        {"products/update", NULL, NULL},
+        {"orders/delete", NULL, NULL},
     };
     struct req r;
     struct inbound_event ev;
@@ -345,6 +402,10 @@ static void shopify_topics_and_dedupe(void **state)
         assert_int_equal(run(&shopify, &r, "application/json", &ev, &err), 0);
         assert_string_equal(ev.topic, map[i][0]);
         assert_non_null(ev.payload);
+        if (map[i][2] == NULL)
+            assert_null(ev.ignored_reason);
+        else
+            assert_string_equal(ev.ignored_reason, map[i][2]);
         if (map[i][1] == NULL) {
             assert_null(ev.event_type);
             assert_null(ev.order);
@@ -429,6 +490,231 @@ static void woocommerce_topics_and_dedupe(void **state)
     assert_int_equal(strncmp(ev.dedupe_key, "sha256:", 7), 0);
     assert_string_equal(json_string_value(json_object_get(ev.order, "status")), "cancelled");
     inbound_event_clear(&ev);
+    free(r.body);
+}
+
+/* The request `r` with `body` (taken) as its JSON text, re-signed as Shopify would. */
+static void shopify_body(struct req *r, json_t *body, const char *topic)
+{
+    char *text = json_dumps(body, JSON_COMPACT);
+
+    json_decref(body);
+    assert_non_null(text);
+    memset(r, 0, sizeof(*r));
+    r->body = text;
+    r->len = strlen(text);
+    set_header(r, "x-shopify-topic", topic);
+    set_header(r, "x-shopify-webhook-id", "forged-or-not");
+    sign_b64(r, "x-shopify-hmac-sha256", "shpss_1");
+}
+
+static json_t *fixture_json(const char *name)
+{
+    size_t len;
+    char *text = read_fixture(name, &len);
+    json_t *j = json_loadb(text, len, 0, NULL);
+
+    free(text);
+    assert_non_null(j);
+    return j;
+}
+
+/* Runs a request expected to parse; returns the event (clear it) after the common checks. */
+static void expect_event(const struct inbound_source *src, struct req *r, const char *event_type,
+                         const char *status, struct inbound_event *ev)
+{
+    struct inbound_error err;
+
+    assert_int_equal(run(src, r, "application/json", ev, &err), 0);
+    assert_non_null(ev->topic);
+    assert_non_null(ev->dedupe_key);
+    if (event_type == NULL) {
+        /* recorded, emits nothing: the database contract for an ignored event */
+        assert_null(ev->event_type);
+        assert_null(ev->order);
+        assert_string_equal(ev->ignored_reason, INBOUND_TOPIC_MISMATCH);
+        assert_true(ev->ignored_detail[0] != '\0');
+        return;
+    }
+    assert_null(ev->ignored_reason);
+    assert_string_equal(ev->event_type, event_type);
+    if (status != NULL)
+        assert_string_equal(json_string_value(json_object_get(ev->order, "status")), status);
+}
+
+static void shopify_topic_must_agree_with_signed_body(void **state)
+{
+    struct req r;
+    struct inbound_event ev;
+    struct inbound_error err;
+    json_t *b;
+
+    /* The attack: an open order's signed body replayed as orders/cancelled. */
+    shopify_body(&r, fixture_json("shopify_order_create.json"), "orders/cancelled");
+    expect_event(&shopify, &r, NULL, NULL, &ev);
+    assert_string_equal(ev.ignored_detail,
+                        "topic 'orders/cancelled' needs status 'cancelled' but the signed body's "
+                        "is 'open'");
+    assert_string_equal(ev.topic, "orders/cancelled");
+    assert_string_equal(ev.dedupe_key, "forged-or-not");
+    inbound_event_clear(&ev);
+    free(r.body);
+
+    /* cancelled_at set: orders/cancelled holds; and any order topic sees it cancelled. */
+    b = fixture_json("shopify_order_create.json");
+    json_object_set_new(b, "cancelled_at", json_string("2026-01-03T10:00:00-05:00"));
+    shopify_body(&r, json_deep_copy(b), "orders/cancelled");
+    expect_event(&shopify, &r, "order.cancelled", "cancelled", &ev);
+    inbound_event_clear(&ev);
+    free(r.body);
+    shopify_body(&r, b, "orders/updated");
+    expect_event(&shopify, &r, "order.updated", "cancelled", &ev);
+    inbound_event_clear(&ev);
+    free(r.body);
+
+    /* orders/paid needs financial_status paid. */
+    b = fixture_json("shopify_order_create.json");
+    json_object_set_new(b, "financial_status", json_string("pending"));
+    shopify_body(&r, json_deep_copy(b), "orders/paid");
+    expect_event(&shopify, &r, NULL, NULL, &ev);
+    inbound_event_clear(&ev);
+    free(r.body);
+    shopify_body(&r, b, "orders/create");
+    expect_event(&shopify, &r, "order.created", "open", &ev);
+    assert_string_equal(json_string_value(json_object_get(ev.order, "financial_status")),
+                        "pending");
+    inbound_event_clear(&ev);
+    free(r.body);
+
+    /* orders/fulfilled needs fulfillment_status fulfilled. */
+    b = fixture_json("shopify_order_create.json");
+    json_object_set_new(b, "fulfillment_status", json_string("partial"));
+    shopify_body(&r, b, "orders/fulfilled");
+    expect_event(&shopify, &r, NULL, NULL, &ev);
+    inbound_event_clear(&ev);
+    free(r.body);
+    b = fixture_json("shopify_order_create.json");
+    json_object_set_new(b, "fulfillment_status", json_string("fulfilled"));
+    shopify_body(&r, b, "orders/fulfilled");
+    expect_event(&shopify, &r, "order.fulfilled", "open", &ev);
+    inbound_event_clear(&ev);
+    free(r.body);
+
+    /* A refund is only a refund: not an order under any orders/ topic. */
+    shopify_body(&r, fixture_json("shopify_refund_create.json"), "orders/cancelled");
+    expect_event(&shopify, &r, NULL, NULL, &ev);
+    assert_non_null(strstr(ev.ignored_detail, "the body is a refund"));
+    inbound_event_clear(&ev);
+    free(r.body);
+    shopify_body(&r, fixture_json("shopify_refund_create.json"), "refunds/create");
+    expect_event(&shopify, &r, "order.refunded", NULL, &ev);
+    inbound_event_clear(&ev);
+    free(r.body);
+
+    /* A body that is no order at all stays a 422, whatever the topic. */
+    shopify_body(&r, json_pack("{s:s}", "hello", "world"), "orders/cancelled");
+    assert_true(run(&shopify, &r, "application/json", &ev, &err) < 0);
+    assert_int_equal(err.http_status, 422);
+    free(r.body);
+}
+
+static void woocommerce_body(struct req *r, json_t *body, const char *topic)
+{
+    char *text = json_dumps(body, JSON_COMPACT);
+
+    json_decref(body);
+    assert_non_null(text);
+    memset(r, 0, sizeof(*r));
+    r->body = text;
+    r->len = strlen(text);
+    set_header(r, "x-wc-webhook-topic", topic);
+    sign_b64(r, "x-wc-webhook-signature", "wc_1");
+}
+
+static void woocommerce_topic_must_agree_with_signed_body(void **state)
+{
+    static const struct {
+        const char *fixture; /* NULL: the deletion notice {"id": 727} */
+        const char *status;  /* replaces the body's status when not NULL */
+        const char *topic;
+        const char *event_type; /* NULL: topic mismatch */
+        const char *order_status;
+    } cases[] = {
+        {"woocommerce_order_created.json", NULL, "order.created", "order.created", "open"},
+        {"woocommerce_order_created.json", NULL, "order.updated", "order.updated", "open"},
+        {"woocommerce_order_created.json", NULL, "order.restored", "order.updated", "open"},
+        /* the attack: a live order's signed body replayed as a deletion */
+        {"woocommerce_order_created.json", NULL, "order.deleted", NULL, NULL},
+        {"woocommerce_order_created.json", "on-hold", "order.deleted", NULL, NULL},
+        {"woocommerce_order_cancelled.json", NULL, "order.deleted", "order.cancelled", "cancelled"},
+        {"woocommerce_order_created.json", "trash", "order.deleted", "order.cancelled",
+         "cancelled"},
+        /* no cancel topic: the signed status decides */
+        {"woocommerce_order_cancelled.json", NULL, "order.updated", "order.cancelled", "cancelled"},
+        {"woocommerce_order_cancelled.json", NULL, "order.created", "order.created", "cancelled"},
+        {"woocommerce_order_created.json", "refunded", "order.updated", "order.refunded", "closed"},
+        /* a deletion notice is only ever a deletion */
+        {NULL, NULL, "order.deleted", "order.cancelled", "cancelled"},
+        {NULL, NULL, "order.updated", NULL, NULL},
+        {NULL, NULL, "order.created", NULL, NULL},
+        {NULL, NULL, "order.restored", NULL, NULL},
+    };
+    struct req r;
+    struct inbound_event ev;
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        json_t *b = cases[i].fixture != NULL ? fixture_json(cases[i].fixture)
+                                             : json_pack("{s:i}", "id", 727);
+
+        if (cases[i].status != NULL)
+            json_object_set_new(b, "status", json_string(cases[i].status));
+        woocommerce_body(&r, b, cases[i].topic);
+        expect_event(&woo, &r, cases[i].event_type, cases[i].order_status, &ev);
+        inbound_event_clear(&ev);
+        free(r.body);
+    }
+}
+
+static void signed_types_ignore_topic_headers(void **state)
+{
+    struct req r;
+    struct inbound_event ev;
+    struct inbound_error err;
+
+    /* Stripe: the type is in the signed body; platform topic headers mean nothing. */
+    stripe_req(&r, "stripe_checkout_session_completed.json");
+    set_header(&r, "x-shopify-topic", "orders/cancelled");
+    set_header(&r, "x-wc-webhook-topic", "order.deleted");
+    expect_event(&stripe, &r, "order.created", "open", &ev);
+    assert_string_equal(ev.topic, "checkout.session.completed");
+    inbound_event_clear(&ev);
+    /* ...and changing the type means changing signed bytes. */
+    {
+        char *t = strstr(r.body, "checkout.session.completed"), *nb;
+        int n;
+
+        assert_non_null(t);
+        n = asprintf(&nb, "%.*scheckout.session.expired%s", (int)(t - r.body), r.body,
+                     t + strlen("checkout.session.completed"));
+        assert_true(n > 0);
+        free(r.body);
+        r.body = nb;
+        r.len = (size_t)n;
+    }
+    assert_true(run(&stripe, &r, "application/json", &ev, &err) < 0);
+    assert_int_equal(err.http_status, 401);
+    free(r.body);
+
+    /* Standard Webhooks: likewise; the webhook-id is signed too. */
+    memset(&r, 0, sizeof(r));
+    r.body = read_fixture("standard_order_created.json", &r.len);
+    sign_standard(&r, "msg_typed");
+    set_header(&r, "x-shopify-topic", "orders/cancelled");
+    expect_event(&standard, &r, "order.created", NULL, &ev);
+    inbound_event_clear(&ev);
+    set_header(&r, "webhook-id", "msg_replayed");
+    assert_true(run(&standard, &r, "application/json", &ev, &err) < 0);
+    assert_int_equal(err.http_status, 401);
     free(r.body);
 }
 
@@ -561,8 +847,12 @@ int main(void)
         cmocka_unit_test(malformed_json),
         cmocka_unit_test(not_an_order),
         cmocka_unit_test(missing_topic),
+        cmocka_unit_test(unusable_ids_and_topics_are_400),
         cmocka_unit_test(shopify_topics_and_dedupe),
         cmocka_unit_test(woocommerce_topics_and_dedupe),
+        cmocka_unit_test(shopify_topic_must_agree_with_signed_body),
+        cmocka_unit_test(woocommerce_topic_must_agree_with_signed_body),
+        cmocka_unit_test(signed_types_ignore_topic_headers),
         cmocka_unit_test(stripe_types_and_dedupe),
         cmocka_unit_test(standard_types_and_dedupe),
         cmocka_unit_test(unusable_secret_is_500),

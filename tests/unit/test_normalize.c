@@ -326,6 +326,36 @@ static void woocommerce_errors_and_thin_delete(void **state)
     json_decref(p);
 }
 
+/* A topic (unsigned) never makes a body into another kind of body: -EPROTO, not a guess. */
+static void topic_must_name_the_body(void **state)
+{
+    json_t *order = fixture("shopify_order_create.json"),
+           *refund = fixture("shopify_refund_create.json");
+    json_t *woo = fixture("woocommerce_order_created.json"), *thin = parse("{\"id\": 727}");
+    json_t *o = NULL;
+    char err[NORMALIZE_ERR_SIZE];
+
+    assert_int_equal(normalize_shopify("s", "orders/create", refund, &o, err, sizeof(err)),
+                     -EPROTO);
+    assert_string_equal(err, "the body is a refund, not an order as topic 'orders/create' says");
+    assert_int_equal(normalize_shopify("s", "refunds/create", order, &o, err, sizeof(err)),
+                     -EPROTO);
+    assert_string_equal(err, "the body is an order, not a refund as topic 'refunds/create' says");
+    assert_int_equal(normalize_woocommerce("w", "order.updated", thin, 0, &o, err, sizeof(err)),
+                     -EPROTO);
+    assert_string_equal(
+        err, "the body is a deletion notice (only an id), not what topic 'order.updated' says");
+    assert_null(o);
+    /* The state is the body's: order.deleted on a live order's full body keeps it live. */
+    assert_int_equal(normalize_woocommerce("w", "order.deleted", woo, 0, &o, err, sizeof(err)), 0);
+    assert_string_equal(str(o, "status"), "open");
+    json_decref(o);
+    json_decref(order);
+    json_decref(refund);
+    json_decref(woo);
+    json_decref(thin);
+}
+
 static void stripe_checkout_session(void **state)
 {
     json_t *p = fixture("stripe_checkout_session_completed.json"), *o = NULL;
@@ -542,6 +572,7 @@ int main(void)
         cmocka_unit_test(woocommerce_statuses),
         cmocka_unit_test(woocommerce_numeric_prices),
         cmocka_unit_test(woocommerce_errors_and_thin_delete),
+        cmocka_unit_test(topic_must_name_the_body),
         cmocka_unit_test(stripe_checkout_session),
         cmocka_unit_test(stripe_minor_units_and_linking),
         cmocka_unit_test(stripe_charge_refunded),

@@ -4,6 +4,7 @@
  * result code. Signatures are computed here independently with OpenSSL's
  * one-shot HMAC(), so a shared bug in verify.c cannot hide.
  */
+#include <dlfcn.h>
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -448,6 +449,60 @@ static void parsers(void **state)
     assert_string_equal(verify_result_name(VERIFY_STALE), "stale");
 }
 
+/* --- algorithm lookups -------------------------------------------------- */
+
+/*
+ * OpenSSL's fetch functions, interposed: this executable's definitions win
+ * over libcrypto's exported ones, also for the calls libcrypto makes to itself
+ * (its HMAC fetches the digest by name on every init that names one), so the
+ * counters see every lookup by name that a verification causes.
+ */
+static unsigned mac_fetches, md_fetches;
+
+EVP_MAC *EVP_MAC_fetch(OSSL_LIB_CTX *libctx, const char *algorithm, const char *properties)
+{
+    EVP_MAC *(*real)(OSSL_LIB_CTX *, const char *, const char *);
+
+    *(void **)&real = dlsym(RTLD_NEXT, "EVP_MAC_fetch");
+    mac_fetches++;
+    return real(libctx, algorithm, properties);
+}
+
+EVP_MD *EVP_MD_fetch(OSSL_LIB_CTX *libctx, const char *algorithm, const char *properties)
+{
+    EVP_MD *(*real)(OSSL_LIB_CTX *, const char *, const char *);
+
+    *(void **)&real = dlsym(RTLD_NEXT, "EVP_MD_fetch");
+    md_fetches++;
+    return real(libctx, algorithm, properties);
+}
+
+static void algorithms_are_fetched_once(void **state)
+{
+    char sig[64], detail[256];
+    struct headers h = {{"x-shopify-hmac-sha256"}, {sig}};
+    unsigned char md[VERIFY_SHA256_LEN], want[32];
+    unsigned int n = 0;
+
+    b64_hmac("shpss_current", 13, body, strlen(body), sig);
+    EVP_Digest(body, strlen(body), want, &n, EVP_sha256(), NULL);
+    /* Warm up: the first call may fetch. */
+    assert_int_equal(
+        verify_shopify(one_secret, get_header, &h, body, strlen(body), detail, sizeof(detail)),
+        VERIFY_OK);
+    assert_int_equal(verify_sha256(body, strlen(body), md), 0);
+    mac_fetches = md_fetches = 0;
+    for (int i = 0; i < 100; i++) {
+        assert_int_equal(
+            verify_shopify(one_secret, get_header, &h, body, strlen(body), detail, sizeof(detail)),
+            VERIFY_OK);
+        assert_int_equal(verify_sha256(body, strlen(body), md), 0);
+        assert_memory_equal(md, want, sizeof(md));
+    }
+    assert_int_equal(mac_fetches, 0);
+    assert_int_equal(md_fetches, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -473,6 +528,7 @@ int main(void)
         cmocka_unit_test(standard_stale_both_ways),
         cmocka_unit_test(standard_rotation_skips_bad_secret),
         cmocka_unit_test(parsers),
+        cmocka_unit_test(algorithms_are_fetched_once),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
