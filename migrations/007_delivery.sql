@@ -200,7 +200,7 @@ BEGIN
                         WHEN r->>'k' = 'dead' THEN 'dead'
                         WHEN prev.position IS NOT NULL THEN 'blocked'
                         ELSE 'pending' END,
-                   CASE WHEN r->>'k' = 'blocked' THEN 0 ELSE 1 END,
+                   CASE WHEN r->>'k' = 'blocked' THEN 0 ELSE coalesce((r->>'n')::integer, 1) END,
                    now() + make_interval(secs => coalesce((r->>'dl')::float8, 0)),
                    CASE WHEN r->>'k' = 'leased' THEN owner END,
                    CASE WHEN r->>'k' = 'leased'
@@ -211,7 +211,8 @@ BEGIN
                      WHERE p.destination_id = dest AND p.order_id = (r->>'o')::bigint
                        AND p.position < (r->>'p')::bigint AND delivery_holds(p.state, od)) prev
             ON CONFLICT (destination_id, position) DO NOTHING;
-            IF r->>'k' IN ('failed', 'dead') THEN
+            -- (n = 0: it could not even be sent, so it was no attempt)
+            IF r->>'k' IN ('failed', 'dead') AND coalesce((r->>'n')::integer, 1) > 0 THEN
                 INSERT INTO delivery_attempts (destination_id, position, order_id, attempt,
                                                started_at, duration_ms, http_status, error,
                                                response_excerpt)

@@ -547,8 +547,10 @@ static void dispatch(struct relay *r, struct stream *s)
             log_error("delivery not sent",
                       json_pack("{s:s,s:I,s:s}", "destination", s->d->id, "position",
                                 (json_int_t)j->position, "detail", err));
-            /* a row: it is retried after a while, with the reason in last_error */
+            /* a row, offered again after a while with the reason in last_error;
+               not an attempt: nothing was sent */
             set_outcome(j, JOB_RETRY, 0, 0, NOT_SENT_DELAY_S, err, NULL);
+            j->attempt = 0;
             relay_window_settle(&s->win, e, WEV_FAILED);
         }
     }

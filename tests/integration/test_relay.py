@@ -7,13 +7,14 @@ import json
 import os
 import random
 import subprocess
+import tempfile
 import threading
 import time
 
 import pytest
 
 import webhooks as wh
-from conftest import FIXTURES, Process, request, run_ordersync
+from conftest import FIXTURES, Cluster, Database, Process, pg_script, request, run_ordersync
 from receiver import Receiver, wait_for
 
 DESTS = ("inventory", "invoicing", "shipping")
@@ -354,3 +355,64 @@ def test_connection_closed_by_receiver_is_retried(stack, db, receivers):
     err = db.scalar("SELECT error FROM delivery_attempts WHERE destination_id = 'inventory'"
                     " AND http_status IS NULL")
     assert err, "the failed attempt is recorded with its transport error"
+
+
+def test_an_event_that_cannot_be_sent_is_released_at_once_with_the_reason(stack, db, receivers):
+    """A destination secret that is not valid base64: nothing can be signed, so
+    nothing is sent. The event waits in a row, not under a lease, with the
+    reason, and no attempt is counted; fixing the secret delivers it."""
+    bad = "whsec_" + "A" * 17  # passes the column's CHECK, is not base64
+    db.query("UPDATE destinations SET secret = %s WHERE id = 'inventory'", (bad,))
+    p = stack()
+    send(p, 40000)
+    wait_for(lambda: db.scalar("SELECT count(*) FROM deliveries WHERE destination_id ="
+                               " 'inventory'") == 1, what="a row for the unsent event")
+    state, attempts, err = db.query("SELECT state, attempts, last_error FROM deliveries")[0]
+    assert state == "pending" and attempts == 0, (state, attempts)
+    assert "secret" in err, err
+    assert db.scalar("SELECT count(*) FROM delivery_attempts") == 0
+    assert receivers["inventory"].all() == []
+    db.query("UPDATE destinations SET secret = %s WHERE id = 'inventory'", (wh.DEST_SECRET,))
+    wait_for(lambda: len(receivers["inventory"].accepted()) == 1, timeout=20,
+             what="delivery once the secret is fixed")
+
+
+def test_a_postgres_restart_leaves_no_row_waiting_for_its_lease(tmp_path, receivers):
+    """A Postgres restart under load: whatever this process had claimed is
+    released when it reconnects, not after its lease (60 s here)."""
+    d = tempfile.mkdtemp(prefix="ordersync-restart-")
+    os.chmod(d, 0o755)
+    url = pg_script("start", d)
+    try:
+        c = Cluster(url)
+        db = Database(c, c.new_db())
+        db.query("INSERT INTO sources (id, kind, secret) VALUES ('shop', 'shopify', %s)",
+                 (wh.SHOPIFY_SECRET,))
+        for n, r in receivers.items():
+            db.query("INSERT INTO destinations (id, url, secret, retry_schedule, timeout_ms)"
+                     " VALUES (%s, %s, %s, '{0.2 seconds}', 2000)", (n, r.url, wh.DEST_SECRET))
+        # slow answers: at any moment many deliveries are in flight
+        for r in receivers.values():
+            r.behaviour = lambda rec: (time.sleep(0.3), (200, {}, b"ok"))[1]
+        p = Process(db.url, env={"ORDERSYNC_LEASE_S": "60", "ORDERSYNC_SWEEP_INTERVAL_S": "60"})
+        p.start()
+        p.wait_ready()
+        acked = []
+        for i in range(60):
+            if send(p, 50000 + i)[0] == 200:
+                acked.append(str(50000 + i))
+        time.sleep(0.5)
+        pg_script("stop", d)
+        time.sleep(1)
+        pg_script("start", d)
+        t0 = time.time()
+        wait_for(lambda: db.scalar("SELECT count(*) FROM deliveries") == 0 and
+                 db.scalar("SELECT count(*) FROM event_deliveries WHERE state <> 'delivered'")
+                 == 0, timeout=30, interval=0.2, what="everything delivered after the restart")
+        assert time.time() - t0 < 20  # well inside the 60 s lease
+        for n, r in receivers.items():
+            got = {rec["json"]["data"]["external_id"] for rec in r.accepted()}
+            assert set(acked) <= got, (n, len(set(acked) - got))
+        p.stop()
+    finally:
+        pg_script("destroy", d)
