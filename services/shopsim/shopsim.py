@@ -18,6 +18,7 @@ import copy
 import hashlib
 import os
 import random
+import signal
 import sys
 import json
 import threading
@@ -131,6 +132,8 @@ def main():
                                                        "tests", "fixtures",
                                                        "shopify_order_create.json"))
     a = ap.parse_args()
+    # scripts/demo stops its services with SIGTERM: leave as cleanly as on Ctrl-C
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
     with open(a.template) as f:
         template = json.load(f)
     shop = Shop(token=a.token, page_size=a.page_size, port=a.port, rate=a.rate)
@@ -162,6 +165,8 @@ def main():
                 else:
                     new_order()
     except KeyboardInterrupt:
+        pass
+    finally:
         shop.close()
 
 
