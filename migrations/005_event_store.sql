@@ -227,8 +227,11 @@ ALTER TABLE orders DROP CONSTRAINT orders_source_id_fkey;
 -- with the same sender timestamp applies only if its content differs
 -- (Shopify's updated_at has 1-second resolution).
 ALTER TABLE orders ADD COLUMN content_hash uuid;
-ALTER TABLE orders ALTER COLUMN doc SET STORAGE MAIN;
-ALTER TABLE orders SET (toast_tuple_target = 128);
+-- The canonical document was stored whole in orders.doc and again in every
+-- event's envelope. Every field of it has a column but the lines: the lines
+-- get one, and order_doc() puts the document together when it is needed (a
+-- partial update is merged into it). ~550 bytes less to write per order.
+ALTER TABLE orders ADD COLUMN lines jsonb CHECK (lines IS NULL OR jsonb_typeof(lines) = 'array');
 CREATE INDEX orders_updated ON orders USING brin (updated_at);
 CREATE INDEX orders_email ON orders (lower(customer_email)) WHERE customer_email IS NOT NULL;
 CREATE INDEX orders_number ON orders (number) WHERE number IS NOT NULL;
@@ -466,16 +469,16 @@ SELECT id, source_id, dedupe_key, topic, event_type, outcome, order_id, received
 SELECT setval('inbound_event_id', greatest((SELECT max(id) FROM inbound_events_v4), 1),
               (SELECT max(id) FROM inbound_events_v4) IS NOT NULL);
 
--- The lines were kept twice: as rows and in the order's document. The
--- document stays; order_lines becomes a view over it (same name and columns).
+-- The lines were kept twice, as rows and in the document: they move to
+-- orders.lines (the document's, else the rows'), and order_lines becomes a
+-- view over them with the same name and columns.
 UPDATE orders o
-   SET doc = o.doc || jsonb_build_object('lines', coalesce(
+   SET lines = CASE WHEN jsonb_typeof(o.doc->'lines') = 'array' THEN o.doc->'lines' ELSE
            (SELECT jsonb_agg(jsonb_build_object('sku', l.sku, 'title', l.title,
                                                 'quantity', l.quantity,
                                                 'unit_price', l.unit_price::text)
                              ORDER BY l.line_no)
-              FROM order_lines l WHERE l.order_id = o.id), '[]'))
- WHERE NOT o.doc ? 'lines' AND EXISTS (SELECT 1 FROM order_lines l WHERE l.order_id = o.id);
+              FROM order_lines l WHERE l.order_id = o.id) END;
 
 DROP VIEW sync_state;
 DROP VIEW sync_backlog;
@@ -488,6 +491,22 @@ DROP TABLE delivery_attempts_v4;
 DROP TABLE outbox;
 DROP TABLE inbound_events_v4;
 DROP TABLE order_lines;
+ALTER TABLE orders DROP COLUMN doc;
+
+-- The canonical order (schema/order.schema.json) from its columns.
+CREATE FUNCTION order_doc(o orders) RETURNS jsonb
+LANGUAGE sql STABLE AS $$
+    SELECT jsonb_build_object(
+        'source', o.source_id, 'external_id', o.external_id, 'number', o.number,
+        'status', o.status, 'financial_status', o.financial_status,
+        'fulfillment_status', o.fulfillment_status, 'currency', o.currency,
+        'total', o.total::text, 'subtotal', o.subtotal::text, 'tax', o.tax::text,
+        'shipping', o.shipping::text, 'refunded', o.refunded::text,
+        'customer_email', o.customer_email, 'shipping_address', o.shipping_address,
+        'lines', coalesce(o.lines, '[]'),
+        'created_at', to_char(o.sender_created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'),
+        'updated_at', to_char(o.sender_updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'))
+$$;
 
 CREATE VIEW order_lines AS
 SELECT o.id AS order_id,
@@ -497,8 +516,7 @@ SELECT o.id AS order_id,
        (l.value->>'quantity')::integer AS quantity,
        (l.value->>'unit_price')::numeric AS unit_price
   FROM orders o
- CROSS JOIN LATERAL jsonb_array_elements(CASE WHEN jsonb_typeof(o.doc->'lines') = 'array'
-                                              THEN o.doc->'lines' ELSE '[]' END)
+ CROSS JOIN LATERAL jsonb_array_elements(coalesce(o.lines, '[]'))
        WITH ORDINALITY AS l(value, ord);
 
 -- A new destination starts at the current end of the stream: it gets the

@@ -106,7 +106,7 @@ BEGIN
         INSERT INTO orders AS t (source_id, external_id, number, status, financial_status,
                                  fulfillment_status, currency, total, subtotal, tax, shipping,
                                  refunded, customer_email, shipping_address, sender_created_at,
-                                 sender_updated_at, last_event_type, content_hash, doc)
+                                 sender_updated_at, last_event_type, content_hash, lines)
         SELECT s, x, m->>'number', coalesce(m->>'status', 'open'), m->>'financial_status',
                m->>'fulfillment_status', m->>'currency', (m->>'total')::numeric,
                (m->>'subtotal')::numeric, (m->>'tax')::numeric, (m->>'shipping')::numeric,
@@ -114,12 +114,13 @@ BEGIN
                CASE WHEN jsonb_typeof(m->'shipping_address') = 'object'
                     THEN m->'shipping_address' END,
                (m->>'created_at')::timestamptz, (o->>'updated_at')::timestamptz, typ,
-               md5((o - 'partial')::text)::uuid, m
+               md5((o - 'partial')::text)::uuid,
+               CASE WHEN jsonb_typeof(m->'lines') = 'array' THEN m->'lines' END
           FROM doc ORDER BY s, x
         ON CONFLICT (source_id, external_id) DO NOTHING
-        RETURNING t.id, t.source_id, t.external_id, t.doc
+        RETURNING t.id, t.source_id, t.external_id
     ), done AS (
-        SELECT doc.i, doc.s, doc.k, doc.t, doc.typ, doc.p, ins.id, ins.doc
+        SELECT doc.i, doc.s, doc.k, doc.t, doc.typ, doc.p, ins.id, doc.m AS doc
           FROM doc JOIN ins ON ins.source_id = doc.s AND ins.external_id = doc.x
     ), inb AS (
         INSERT INTO inbound_events (source_id, dedupe_key, topic, event_type, outcome, order_id,
@@ -187,7 +188,7 @@ BEGIN
                                      fulfillment_status, currency, total, subtotal, tax, shipping,
                                      refunded, customer_email, shipping_address,
                                      sender_created_at, sender_updated_at, last_event_type,
-                                     content_hash, doc)
+                                     content_hash, lines)
             VALUES (el.s, el.x, merged->>'number', coalesce(merged->>'status', 'open'),
                     merged->>'financial_status', merged->>'fulfillment_status',
                     merged->>'currency', (merged->>'total')::numeric,
@@ -196,7 +197,8 @@ BEGIN
                     merged->>'customer_email',
                     CASE WHEN jsonb_typeof(merged->'shipping_address') = 'object'
                          THEN merged->'shipping_address' END,
-                    (merged->>'created_at')::timestamptz, ev_at, typ, hash, merged)
+                    (merged->>'created_at')::timestamptz, ev_at, typ, hash,
+                    CASE WHEN jsonb_typeof(merged->'lines') = 'array' THEN merged->'lines' END)
             ON CONFLICT (source_id, external_id) DO NOTHING
             RETURNING * INTO cur;
             fresh := FOUND;
@@ -237,17 +239,15 @@ BEGIN
             CONTINUE;
         END IF;
 
-        IF fresh THEN
-            merged := cur.doc;
-        ELSE
-            IF (o->>'partial')::boolean AND cur.doc ? 'external_id' THEN
-                merged := cur.doc || (o - 'partial');
+        IF NOT fresh THEN
+            IF (o->>'partial')::boolean THEN
+                merged := order_doc(cur) || (o - 'partial');
             ELSE
                 merged := o - 'partial';
                 -- an event without lines keeps the lines we have (Stripe
                 -- Checkout Sessions carry none)
-                IF NOT merged ? 'lines' AND cur.doc ? 'lines' THEN
-                    merged := merged || jsonb_build_object('lines', cur.doc->'lines');
+                IF NOT merged ? 'lines' AND cur.lines IS NOT NULL THEN
+                    merged := merged || jsonb_build_object('lines', cur.lines);
                 END IF;
             END IF;
             IF typ = 'order.cancelled' THEN
@@ -272,7 +272,8 @@ BEGIN
                 sender_updated_at  = ev_at,
                 last_event_type    = typ,
                 content_hash       = hash,
-                doc                = merged,
+                lines              = CASE WHEN jsonb_typeof(merged->'lines') = 'array'
+                                          THEN merged->'lines' END,
                 updated_at         = now()
             WHERE id = cur.id;
         END IF;

@@ -90,7 +90,9 @@ BEGIN
     INSERT INTO relay_instances AS r (name, seen_at) VALUES (owner, now())
     ON CONFLICT (name) DO UPDATE SET seen_at = now();
     DELETE FROM relay_instances r WHERE r.seen_at < now() - 10 * lease;
-    SELECT count(*) INTO live FROM relay_instances r WHERE r.seen_at >= now() - lease;
+    -- live: renewed within half a lease (instances renew every quarter); one
+    -- that stopped cleanly left at once (relay_leave)
+    SELECT count(*) INTO live FROM relay_instances r WHERE r.seen_at >= now() - lease / 2;
     share := ceil(coalesce(cardinality(dests), 0)::numeric / greatest(live, 1));
 
     UPDATE delivery_streams s SET lease_owner = NULL, lease_until = NULL
@@ -113,6 +115,20 @@ BEGIN
     END IF;
     RETURN QUERY SELECT s.destination_id, s.position FROM delivery_streams s
                   WHERE s.lease_owner = owner ORDER BY s.destination_id;
+END;
+$$;
+
+-- A clean stop: this instance's streams are free for the others at once, and
+-- it no longer counts when they share streams out.
+CREATE FUNCTION relay_leave(owner text) RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE
+    n integer;
+BEGIN
+    DELETE FROM relay_instances WHERE name = owner;
+    UPDATE delivery_streams SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = owner;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
 END;
 $$;
 

@@ -43,7 +43,8 @@ static const struct setting settings[] = {
     {"--log-level", "DOWNSTREAM_LOG_LEVEL", T_STRING, "info", 0, 0, F(log_level),
      "debug, info, warn or error"},
     {"--record", "DOWNSTREAM_RECORD", T_STRING, NULL, 0, 0, F(record),
-     "sink: append one line per accepted event to this file (webhook-id, type, source:id)"},
+     "sink: append one line per accepted event to this file (webhook-id, type, source:id,"
+     " arrival in µs)"},
 };
 
 #define N_SETTINGS (sizeof(settings) / sizeof(settings[0]))

@@ -1,7 +1,8 @@
 /*
  * record: an append-only log of the events a downstream accepted, one line
- * each ("<webhook-id>\t<type>\t<source>:<external_id>"), for tests and
- * benchmarks that must know exactly what arrived (the sink keeps no state).
+ * each ("<webhook-id>\t<type>\t<source>:<external_id>\t<arrival, µs since
+ * the epoch>"), for tests and benchmarks that must know exactly what arrived
+ * and when (the sink keeps no state).
  * Lines are buffered and written with libuv's asynchronous file I/O, so the
  * loop never waits for the disk.
  */

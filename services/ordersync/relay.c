@@ -53,6 +53,7 @@ enum stmt_id {
     S_NEXT_DUE,
     S_SWEEP,
     S_RELEASE_OWN,
+    S_LEAVE,
     S_PAUSE,
     S_RESUME,
     S_DISABLE,
@@ -92,6 +93,7 @@ static const struct db_stmt stmts[N_STMTS] = {
     [S_SWEEP] = {"sweep", "SELECT released, unblocked FROM relay_sweep()"},
     [S_RELEASE_OWN] = {"release_own",
                        "SELECT relay_release_own($1, $2::text[], $3::bigint[]) AS released"},
+    [S_LEAVE] = {"leave", "SELECT relay_leave($1)"},
     [S_PAUSE] = {"pause", "UPDATE destinations SET paused_until = now() + make_interval(secs =>"
                           " $2::float8), consecutive_failures = $3 WHERE id = $1"},
     [S_RESUME] = {"resume",
@@ -151,7 +153,7 @@ struct relay {
     uv_timer_t due_timer, sweep_timer, acquire_timer;
     uv_check_t check;
 
-    bool claiming, reclaim, acquiring, reacquire, completing, stopping, aborting;
+    bool claiming, reclaim, acquiring, reacquire, completing, stopping, aborting, leaving;
     unsigned jobs_in_http;
     unsigned bad_results; /* row results waiting to be written */
     struct job **results;
@@ -1349,9 +1351,22 @@ static bool settled_to_write(struct relay *r)
     return false;
 }
 
+static void on_left(PGresult *res, const char *err, void *data)
+{
+    struct relay *r = data;
+    if (err != NULL)
+        log_warn("could not hand the streams back; their leases run out instead",
+                 json_pack("{s:s}", "detail", err));
+    r->leaving = false;
+    void (*done)(void *) = r->stop_done;
+    r->stop_done = NULL;
+    if (done != NULL)
+        done(r->stop_data);
+}
+
 static void maybe_stop_done(struct relay *r)
 {
-    if (!r->stopping || r->stop_done == NULL)
+    if (!r->stopping || r->stop_done == NULL || r->leaving)
         return;
     if (r->jobs_in_http > 0 || r->completing)
         return;
@@ -1359,6 +1374,12 @@ static void maybe_stop_done(struct relay *r)
         flush(r);
         if (r->completing)
             return;
+    }
+    /* everything written: the streams go back to the others now, not when the lease ends */
+    const char *v[1] = {r->instance};
+    if (db_is_ready(r->db) && db_query(r->db, true, "leave", 1, v, on_left, r) == 0) {
+        r->leaving = true;
+        return;
     }
     void (*done)(void *) = r->stop_done;
     r->stop_done = NULL;

@@ -101,9 +101,9 @@ def seed(db):
 def test_views_for_a_hand_inserted_order(db):
     seed(db)
     oid = db.scalar("INSERT INTO orders (source_id, external_id, status, currency, total,"
-                    " sender_updated_at, doc) VALUES ('shop', '1001', 'open', 'EUR', 25.00, now(),"
-                    " '{\"lines\": [{\"sku\": \"SKU-1\", \"title\": \"Mug\", \"quantity\": 2,"
-                    " \"unit_price\": \"12.50\"}]}') RETURNING id")
+                    " sender_updated_at, lines) VALUES ('shop', '1001', 'open', 'EUR', 25.00, now(),"
+                    " '[{\"sku\": \"SKU-1\", \"title\": \"Mug\", \"quantity\": 2,"
+                    " \"unit_price\": \"12.50\"}]') RETURNING id")
     assert db.query("SELECT order_id, line_no, sku, title, quantity, unit_price::text"
                     " FROM order_lines") == [(oid, 1, "SKU-1", "Mug", 2, "12.50")]
     pos = db.scalar("INSERT INTO events (position, id, order_id, type, created_at, payload)"

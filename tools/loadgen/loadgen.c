@@ -349,8 +349,11 @@ static void on_connect(uv_connect_t *req, int status)
     lg->n_connecting--;
     if (status < 0) {
         lg->errors++;
-        c->closing = true;
-        uv_close((uv_handle_t *)&c->tcp, on_close);
+        /* UV_ECANCELED: maybe_finish() closed it while it was connecting */
+        if (!uv_is_closing((uv_handle_t *)&c->tcp)) {
+            c->closing = true;
+            uv_close((uv_handle_t *)&c->tcp, on_close);
+        }
         return;
     }
     c->connected = true;
