@@ -202,6 +202,12 @@ static void handle_webhook(struct app *app, struct http_request *req, const char
                           src->id);
         return;
     }
+    if (ingest_full(app->ingest)) {
+        /* refused before any verification or parsing: overload must cost little */
+        reply_unavailable(req, "overloaded",
+                          "too many webhooks are waiting for their commit; retry later", src->id);
+        return;
+    }
     struct inbound_source isrc = {.id = src->id,
                                   .kind = src->kind,
                                   .secrets = {src->secret, src->previous_secret},

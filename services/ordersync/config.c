@@ -52,6 +52,8 @@ static const struct setting settings[] = {
      "idle keep-alive connections are closed after this"},
     {"ORDERSYNC_BATCH_MAX", T_INT, "256", 1, 10000, F(batch_max),
      "most webhooks committed in one transaction (group commit)"},
+    {"ORDERSYNC_INGEST_QUEUE_MAX", T_INT, "2048", 16, 1000000, F(ingest_queue_max),
+     "webhooks waiting for their commit at most; more are answered 503 + Retry-After at once"},
     {"ORDERSYNC_INGEST_CONNECTIONS", T_INT, "2", 1, 16, F(ingest_connections),
      "database connections committing batches in parallel"},
     {"ORDERSYNC_RETRY_AFTER_S", T_INT, "5", 1, 3600, F(retry_after_s),

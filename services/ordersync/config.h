@@ -30,6 +30,7 @@ struct config {
     int64_t request_timeout_s;
     int64_t idle_timeout_ms;
     int64_t batch_max;
+    int64_t ingest_queue_max;
     int64_t ingest_connections;
     int64_t retry_after_s;
     int64_t reload_interval_s;

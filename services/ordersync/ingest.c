@@ -28,10 +28,15 @@ struct item {
     void *ctx;
     const char *body; /* borrowed until done */
     size_t body_len;
-    char *source_id;
-    struct inbound_event ev;
-    bool solo;   /* re-run alone after its batch failed on data */
-    int retries; /* transient failures (deadlock, serialization) so far */
+    /*
+     * Its ingest_batch() element, serialized when it is submitted: the parsed
+     * body and order go at once, so a request waiting for its commit costs
+     * its text only (under overload, thousands wait).
+     */
+    char *element;
+    const char *ignored_reason; /* static; see inbound_event */
+    bool solo;                  /* re-run alone after its batch failed on data */
+    int retries;                /* transient failures (deadlock, serialization) so far */
 };
 
 struct batch {
@@ -60,8 +65,7 @@ struct ingest {
 
 static void item_free(struct item *it)
 {
-    inbound_event_clear(&it->ev);
-    free(it->source_id);
+    free(it->element);
     free(it);
 }
 
@@ -71,7 +75,7 @@ static void report(struct item *it, enum ingest_result result, const char *outco
     struct ingest_outcome o = {
         .result = result,
         .outcome = outcome,
-        .reason = outcome != NULL && strcmp(outcome, "ignored") == 0 ? it->ev.ignored_reason : NULL,
+        .reason = outcome != NULL && strcmp(outcome, "ignored") == 0 ? it->ignored_reason : NULL,
         .order_id = order_id,
         .events = events,
         .detail = detail};
@@ -126,10 +130,10 @@ static void reply_outcome(struct ingest *ing, struct item *it, const char *outco
         metric_add(ing->m_duplicate, 1);
     else if (o == outcomes[1])
         metric_add(ing->m_stale, 1);
-    else if (it->ev.ignored_reason == NULL)
+    else if (it->ignored_reason == NULL)
         metric_add(ing->m_ignored, 1);
     else
-        metric_add(ignored_counter(it->ev.ignored_reason), 1);
+        metric_add(ignored_counter(it->ignored_reason), 1);
     report(it, INGEST_DONE, o, order_id, emitted, NULL);
 }
 
@@ -275,20 +279,16 @@ static void on_batch_done(PGresult *res, const char *err, void *data)
     flush(ing);
 }
 
-/* Appends one element of the ingest_batch() array (the raw body goes to the payloads). */
-static int append_item(struct buf *out, const struct item *it)
+/* The ingest_batch() element of a webhook (its raw body goes to the payloads); NULL: no memory. */
+static char *element_of(const char *source_id, const struct inbound_event *ev)
 {
-    json_t *o = json_pack("{s:s,s:s,s:s,s:s?,s:O?}", "s", it->source_id, "k", it->ev.dedupe_key,
-                          "t", it->ev.topic, "e", it->ev.event_type, "o", it->ev.order);
+    json_t *o = json_pack("{s:s,s:s,s:s,s:s?,s:O?}", "s", source_id, "k", ev->dedupe_key, "t",
+                          ev->topic, "e", ev->event_type, "o", ev->order);
     if (o == NULL)
-        return -ENOMEM;
+        return NULL;
     char *text = json_dumps(o, JSON_COMPACT);
     json_decref(o);
-    if (text == NULL)
-        return -ENOMEM;
-    int rc = buf_append_str(out, text);
-    free(text);
-    return rc;
+    return text;
 }
 
 /*
@@ -341,7 +341,7 @@ static void send_batch(struct ingest *ing, unsigned c)
                 rc = buf_append_str(&b->payloads, ",");
         }
         if (rc == 0)
-            rc = append_item(&b->json, it);
+            rc = buf_append_str(&b->json, it->element);
         if (rc == 0)
             rc = append_payload(&b->payloads, it);
         ing->head = it->next;
@@ -420,6 +420,8 @@ int ingest_new(uv_loop_t *loop, struct db *const *dbs, unsigned n_dbs,
     ing->cfg = *cfg;
     if (ing->cfg.batch_max == 0)
         ing->cfg.batch_max = 256;
+    if (ing->cfg.max_pending == 0)
+        ing->cfg.max_pending = 2048;
     int rc = uv_check_init(loop, &ing->check);
     if (rc < 0) {
         free(ing);
@@ -457,11 +459,12 @@ void ingest_submit(struct ingest *ing, const char *source_id, struct inbound_eve
                    const char *body, size_t body_len, ingest_done_fn done, void *ctx)
 {
     struct item *it = calloc(1, sizeof(*it));
-    char *sid = strdup(source_id);
-    if (it == NULL || sid == NULL) {
+    char *element = it != NULL ? element_of(source_id, ev) : NULL;
+    const char *reason = ev->ignored_reason;
+    inbound_event_clear(ev);
+    if (it == NULL || element == NULL) {
         free(it);
-        free(sid);
-        inbound_event_clear(ev);
+        free(element);
         struct ingest_outcome o = {.result = INGEST_UNAVAILABLE, .detail = "out of memory"};
         done(ctx, &o);
         return;
@@ -470,15 +473,19 @@ void ingest_submit(struct ingest *ing, const char *source_id, struct inbound_eve
     it->ctx = ctx;
     it->body = body;
     it->body_len = body_len;
-    it->source_id = sid;
-    it->ev = *ev;
-    memset(ev, 0, sizeof(*ev));
+    it->element = element;
+    it->ignored_reason = reason;
     if (ing->tail != NULL)
         ing->tail->next = it;
     else
         ing->head = it;
     ing->tail = it;
     ing->queued++;
+}
+
+bool ingest_full(const struct ingest *ing)
+{
+    return ing->queued + ing->in_flight >= ing->cfg.max_pending;
 }
 
 bool ingest_ready(const struct ingest *ing)

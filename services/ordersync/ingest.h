@@ -28,6 +28,7 @@ struct ingest;
 
 struct ingest_config {
     unsigned batch_max;     /* most requests per transaction */
+    unsigned max_pending;   /* most requests queued or being committed (ingest_full) */
     unsigned retry_after_s; /* sent with 503 */
     /* Called after a commit that created outbox rows (wakes the local relay). */
     void (*on_committed)(void *data);
@@ -73,6 +74,12 @@ typedef void (*ingest_done_fn)(void *ctx, const struct ingest_outcome *o);
 void ingest_submit(struct ingest *ing, const char *source_id, struct inbound_event *ev,
                    const char *body, size_t body_len, ingest_done_fn done, void *ctx);
 
+/*
+ * True when max_pending requests already wait for a commit: the caller
+ * answers 503 + Retry-After before doing any work on the request, so an
+ * overload costs bounded memory.
+ */
+bool ingest_full(const struct ingest *ing);
 /* True when at least one connection can take a batch. */
 bool ingest_ready(const struct ingest *ing);
 /* Why the connections are down ("" when they are not); borrowed. */

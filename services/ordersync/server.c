@@ -393,6 +393,7 @@ int server_run(const struct config *cfg)
     if (rc < 0)
         goto fail;
     struct ingest_config icfg = {.batch_max = (unsigned)cfg->batch_max,
+                                 .max_pending = (unsigned)cfg->ingest_queue_max,
                                  .retry_after_s = (unsigned)cfg->retry_after_s,
                                  .on_committed = on_committed,
                                  .data = s};

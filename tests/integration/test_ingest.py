@@ -470,3 +470,42 @@ def test_postgres_outage_503_then_recovery(tmp_path):
         assert p.stop() == 0
     finally:
         pg_script("destroy", d)
+
+
+def test_a_full_commit_queue_answers_503_at_once_and_loses_nothing(db, ordersync):
+    """More webhooks than ORDERSYNC_INGEST_QUEUE_MAX waiting for a slow commit:
+    the excess is refused with 503 + Retry-After before any work, and every
+    webhook answered 200 is committed."""
+    seed(db)
+    db.query("""CREATE FUNCTION slow_commit() RETURNS trigger LANGUAGE plpgsql AS $$
+                BEGIN PERFORM pg_sleep(0.05); RETURN NULL; END $$""")
+    # every webhook adds 50 ms to its batch's commit: 0.4 s for a batch of 8
+    db.query("""CREATE CONSTRAINT TRIGGER slow_commit AFTER INSERT ON inbound_keys
+                DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION slow_commit()""")
+    p = ordersync(env={"ORDERSYNC_RELAY": "0", "ORDERSYNC_INGEST_QUEUE_MAX": "16",
+                       "ORDERSYNC_INGEST_CONNECTIONS": "1", "ORDERSYNC_BATCH_MAX": "8"})
+    template = json.loads(fixture("shopify_order_create.json"))
+    results = []
+    lock = threading.Lock()
+
+    def one(i):
+        o = copy.deepcopy(template)
+        o["id"] = 9100000 + i
+        body = wh.dumps(o)
+        st, h, resp = post(p, "shop", body, wh.shopify(body))
+        with lock:
+            results.append((st, h, resp, str(o["id"])))
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(80)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    refused = [r for r in results if r[0] == 503]
+    accepted = [r for r in results if r[0] == 200]
+    assert len(refused) + len(accepted) == 80
+    assert refused, "the queue never filled"
+    assert all(r[2]["error"] == "overloaded" and int(r[1]["retry-after"]) > 0 for r in refused)
+    committed = {r[0] for r in db.query("SELECT external_id FROM orders")}
+    assert {r[3] for r in accepted} <= committed
+    assert len(accepted) >= 16
