@@ -132,6 +132,44 @@ BEGIN
 END;
 $$;
 
+-- ---------------------------------------------------------------- reading streams
+
+-- The next events of several streams at once (one round trip per wake-up,
+-- whatever the number of destinations): for each destination, events after
+-- its cursor of the types it takes (types[i]: a text[] literal, NULL: all),
+-- at most limits[i], each with `held`: does an earlier event of its order
+-- have an open row (a dead one counts when dead_blocks[i])? The first row
+-- carries only the horizon: the last position committed when the read began.
+-- Events are read up to it only, so a reader that got fewer than its limit
+-- has seen everything up to the horizon (nothing can commit below it later).
+CREATE FUNCTION stream_read(dests text[], afters bigint[], types text[], limits integer[],
+                            dead_blocks boolean[])
+RETURNS TABLE (destination_id text, horizon bigint, event_position bigint, event_id text,
+               order_id bigint, created_at text, payload text, age_s double precision,
+               held boolean)
+LANGUAGE plpgsql AS $$
+DECLARE
+    h bigint;
+BEGIN
+    SELECT coalesce(max(e.position), 0) INTO h FROM events e;
+    RETURN QUERY SELECT NULL::text, h, NULL::bigint, NULL::text, NULL::bigint, NULL::text,
+                        NULL::text, NULL::double precision, NULL::boolean;
+    RETURN QUERY
+    SELECT d.id, h, e.position, replace(e.id::text, '-', ''), e.order_id, e.created_at::text,
+           e.payload, extract(epoch FROM now() - e.created_at)::double precision,
+           EXISTS (SELECT 1 FROM deliveries x
+                    WHERE x.destination_id = d.id AND x.order_id = e.order_id
+                      AND x.position < e.position AND (x.state <> 'dead' OR d.db))
+      FROM unnest(dests, afters, types, limits, dead_blocks) AS d(id, after, types, lim, db)
+     CROSS JOIN LATERAL (
+           SELECT e.position, e.id, e.order_id, e.created_at, e.payload FROM events e
+            WHERE e.position > d.after AND e.position <= h
+              AND (d.types IS NULL OR e.type = ANY (d.types::text[]))
+            ORDER BY e.position LIMIT d.lim) e;
+END;
+$$;
+ALTER FUNCTION stream_read(text[], bigint[], text[], integer[], boolean[]) SET jit = off;
+
 -- ---------------------------------------------------------------- claims and completion
 
 -- Due rows of each destination, oldest due first, as many as it has room
@@ -399,7 +437,7 @@ BEGIN
     SELECT actor, 'replay', destination_id, position, order_id FROM replayed;
     DROP TABLE replayed;
     IF n > 0 THEN
-        PERFORM pg_notify('ordersync_events', '');
+        PERFORM pg_notify('ordersync_deliveries', '');
     END IF;
     RETURN n;
 END;
@@ -438,7 +476,7 @@ BEGIN
     SELECT actor, 'skip', destination_id, position, order_id FROM skipped;
     DROP TABLE skipped;
     IF n > 0 THEN
-        PERFORM pg_notify('ordersync_events', '');
+        PERFORM pg_notify('ordersync_deliveries', '');
     END IF;
     RETURN n;
 END;

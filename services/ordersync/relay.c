@@ -46,7 +46,6 @@
 #define NOT_SENT_DELAY_S 5.0
 
 enum stmt_id {
-    S_READ,
     S_CLAIM,
     S_COMPLETE,
     S_ACQUIRE,
@@ -61,22 +60,6 @@ enum stmt_id {
 };
 
 static const struct db_stmt stmts[N_STMTS] = {
-    /* the events after a cursor, and the end of the stream (horizon) read in the
-       same snapshot: nothing can commit at or below the horizon any more */
-    [S_READ] = {"stream_read",
-                "SELECT h.horizon, e.position, e.event_id, e.order_id, e.created_at, e.payload,"
-                " e.age_s, e.held"
-                " FROM (SELECT coalesce(max(position), 0) AS horizon FROM events) h"
-                " LEFT JOIN LATERAL ("
-                "  SELECT e.position, replace(e.id::text, '-', '') AS event_id, e.order_id,"
-                "   e.created_at::text AS created_at, e.payload,"
-                "   extract(epoch FROM now() - e.created_at)::float8 AS age_s,"
-                "   EXISTS (SELECT 1 FROM deliveries x WHERE x.destination_id = $1"
-                "    AND x.order_id = e.order_id AND x.position < e.position"
-                "    AND (x.state <> 'dead' OR $5::boolean)) AS held"
-                "  FROM events e WHERE e.position > $2::bigint"
-                "   AND ($3::text[] IS NULL OR e.type = ANY ($3::text[]))"
-                "  ORDER BY e.position LIMIT $4::integer) e ON true"},
     [S_CLAIM] = {"claim", "SELECT destination_id, event_position, replace(event_id::text, '-', '')"
                           " AS event_id, order_id, attempts, payload, age_s"
                           " FROM delivery_claim($1::text[], $2::integer[],"
@@ -101,6 +84,13 @@ static const struct db_stmt stmts[N_STMTS] = {
                   " WHERE id = $1 AND (paused_until IS NOT NULL OR consecutive_failures <> 0)"},
     [S_DISABLE] = {"disable", "UPDATE destinations SET enabled = false, disabled_reason = $2"
                               " WHERE id = $1"},
+};
+
+/* The read connection's one statement (see read_streams). */
+static const struct db_stmt read_stmts[] = {
+    {"stream_read", "SELECT destination_id, horizon, event_position, event_id, order_id,"
+                    " created_at, payload, age_s, held FROM stream_read($1::text[], $2::bigint[],"
+                    " $3::text[], $4::integer[], $5::boolean[])"},
 };
 
 enum job_result { JOB_NONE, JOB_OK, JOB_RETRY, JOB_DEAD, JOB_RELEASED };
@@ -133,10 +123,10 @@ struct stream {
     int64_t cursor;   /* as written (or being written) to the database */
     int64_t read_pos; /* every event up to here was read into the window or skipped */
     struct relay_window win;
-    uint64_t dest_gen; /* the destination settings the window was made with */
-    bool reading, reread;
-    bool in_complete; /* part of the statement in flight */
-    bool unsure;      /* a statement about it failed: wait for the database's cursor */
+    uint64_t dest_gen;       /* the destination settings the window was made with */
+    bool untaint_after_read; /* its completion came back while a read was out */
+    bool in_complete;        /* part of the statement in flight */
+    bool unsure;             /* a statement about it failed: wait for the database's cursor */
     int64_t complete_from, complete_to;
 };
 
@@ -145,7 +135,8 @@ struct relay {
     struct relay_config cfg;
     char *conninfo, *instance;
     struct destinations *dests;
-    struct db *db;
+    struct db *db;      /* leases, claims, completions, bookkeeping */
+    struct db *db_read; /* stream reads only */
     struct http_client *http;
     struct stream *streams;
     struct job *in_http; /* every job whose request runs */
@@ -154,11 +145,13 @@ struct relay {
     uv_check_t check;
 
     bool claiming, reclaim, acquiring, reacquire, completing, stopping, aborting, leaving;
+    bool reading, reread;
+    bool complete_had_rows; /* the statement in flight writes or settles rows */
     unsigned jobs_in_http;
     unsigned bad_results; /* row results waiting to be written */
     struct job **results;
     unsigned n_results, cap_results;
-    struct buf doc, params[4];
+    struct buf doc, params[4], rparams[5];
     char lease_text[32];
 
     void (*stop_done)(void *);
@@ -169,7 +162,8 @@ struct relay {
 };
 
 static void claim(struct relay *r);
-static void read_stream(struct relay *r, struct stream *s);
+static void read_streams(struct relay *r);
+static int append_json_str(struct buf *b, const char *s);
 static void dispatch(struct relay *r, struct stream *s);
 static void maybe_stop_done(struct relay *r);
 static void acquire(struct relay *r);
@@ -576,7 +570,7 @@ static void stream_reset(struct relay *r, struct stream *s, int64_t position)
     relay_window_clear(&s->win, drop_job_in_window, NULL);
     s->gen = ++r->next_gen;
     s->cursor = s->read_pos = position;
-    s->reading = s->reread = s->in_complete = s->unsure = false;
+    s->in_complete = s->unsure = s->untaint_after_read = false;
 }
 
 static void stream_free(struct stream *s)
@@ -620,79 +614,126 @@ static int stream_new(struct relay *r, struct dest *d, int64_t position)
     return 0;
 }
 
-static void on_read(PGresult *res, const char *err, void *data);
-
-struct read_ctx {
-    struct relay *r;
+/*
+ * Reading. One read is in flight at a time, for every stream that wants
+ * events (stream_read in 007): one round trip per wake-up whatever the number
+ * of destinations. It runs on a connection of its own, so a long completion
+ * never holds up the events a commit just made; the price is that a read and
+ * a completion are no longer ordered, which the taint rule covers (see
+ * on_complete: a completion's taint is lifted only once no read that could
+ * have missed its rows is out).
+ */
+struct read_part {
     struct dest *d;
     uint64_t gen;
     unsigned limit;
 };
 
-static void read_stream(struct relay *r, struct stream *s)
+struct read_ctx {
+    struct relay *r;
+    unsigned n;
+    struct read_part part[];
+};
+
+static void on_read(PGresult *res, const char *err, void *data);
+
+/* Does s want events, and how many may it take? */
+static unsigned read_room(struct relay *r, struct stream *s)
 {
-    if (r->stopping || !db_is_ready(r->db))
-        return;
-    if (s->reading) {
-        s->reread = true;
-        return;
-    }
     if (s->unsure || !dest_usable(r, s->d))
-        return; /* paused or disabled: the window waits too */
+        return 0; /* paused or disabled: the window waits too */
     unsigned limit = relay_window_room(&s->win);
     if (limit > r->cfg.claim_batch)
         limit = r->cfg.claim_batch;
     /* a few free places are not worth a query: results free more soon */
-    if (limit == 0 || (limit < relay_window_len(&s->win) / 4 && limit < 16))
+    if (limit < relay_window_len(&s->win) / 4 && limit < 16)
+        return 0;
+    return limit;
+}
+
+static void read_streams(struct relay *r)
+{
+    if (r->stopping || !db_is_ready(r->db_read))
         return;
-    struct read_ctx *ctx = malloc(sizeof(*ctx));
+    if (r->reading) {
+        r->reread = true;
+        return;
+    }
+    unsigned n = 0;
+    for (struct stream *s = r->streams; s != NULL; s = s->next)
+        if (read_room(r, s) > 0)
+            n++;
+    if (n == 0)
+        return;
+    struct read_ctx *ctx = malloc(sizeof(*ctx) + n * sizeof(ctx->part[0]));
     if (ctx == NULL)
         return;
-    *ctx = (struct read_ctx){.r = r, .d = s->d, .gen = s->gen, .limit = limit};
-    char after[24], lim[16];
-    snprintf(after, sizeof(after), "%" PRId64, s->read_pos);
-    snprintf(lim, sizeof(lim), "%u", limit);
-    const char *v[5] = {s->d->id, after, s->d->types, lim, s->d->dead_blocks ? "true" : "false"};
-    if (db_query(r->db, true, "stream_read", 5, v, on_read, ctx) < 0) {
+    ctx->r = r;
+    ctx->n = 0;
+    struct buf *ids = &r->rparams[0], *afters = &r->rparams[1], *types = &r->rparams[2],
+               *lims = &r->rparams[3], *dbs = &r->rparams[4];
+    for (int i = 0; i < 5; i++)
+        buf_reset(&r->rparams[i]);
+    int rc = 0;
+    for (int i = 0; i < 5 && rc == 0; i++)
+        rc = buf_append_str(&r->rparams[i], "{");
+    for (struct stream *s = r->streams; s != NULL && rc == 0 && ctx->n < n; s = s->next) {
+        unsigned limit = read_room(r, s);
+        if (limit == 0)
+            continue;
+        const char *sep = ctx->n ? "," : "";
+        rc = buf_append_str(ids, sep);
+        if (rc == 0)
+            rc = append_json_str(ids, s->d->id);
+        if (rc == 0)
+            rc = buf_printf(afters, "%s%" PRId64, sep, s->read_pos);
+        if (rc == 0)
+            rc = buf_append_str(types, sep);
+        /* an array literal of array literals: the inner one quoted as an element */
+        if (rc == 0)
+            rc = s->d->types ? append_json_str(types, s->d->types) : buf_append_str(types, "NULL");
+        if (rc == 0)
+            rc = buf_printf(lims, "%s%u", sep, limit);
+        if (rc == 0)
+            rc = buf_printf(dbs, "%s%s", sep, s->d->dead_blocks ? "t" : "f");
+        ctx->part[ctx->n++] = (struct read_part){.d = s->d, .gen = s->gen, .limit = limit};
+    }
+    for (int i = 0; i < 5 && rc == 0; i++)
+        rc = buf_append_str(&r->rparams[i], "}");
+    const char *v[5] = {ids->data, afters->data, types->data, lims->data, dbs->data};
+    if (rc < 0 || db_query(r->db_read, true, "stream_read", 5, v, on_read, ctx) < 0) {
         free(ctx);
         return;
     }
-    s->reading = true;
-    s->reread = false;
+    r->reading = true;
+    r->reread = false;
     metric_add(r->m_reads, 1);
 }
 
-enum { RC_HORIZON, RC_POS, RC_ID, RC_ORDER, RC_CREATED, RC_PAYLOAD, RC_AGE, RC_HELD, N_RC };
-static const char *const read_cols[N_RC] = {"horizon",    "position", "event_id", "order_id",
-                                            "created_at", "payload",  "age_s",    "held"};
+enum {
+    RC_DEST,
+    RC_HORIZON,
+    RC_POS,
+    RC_ID,
+    RC_ORDER,
+    RC_CREATED,
+    RC_PAYLOAD,
+    RC_AGE,
+    RC_HELD,
+    N_RC
+};
+static const char *const read_cols[N_RC] = {"destination_id", "horizon",  "event_position",
+                                            "event_id",       "order_id", "created_at",
+                                            "payload",        "age_s",    "held"};
 
-static void on_read(PGresult *res, const char *err, void *data)
+/* The rows of one stream in a read's result: [from, to). */
+static void take_events(struct relay *r, struct stream *s, const struct read_part *part,
+                        PGresult *res, const int *c, int from, int to, int64_t horizon)
 {
-    struct read_ctx *ctx = data;
-    struct relay *r = ctx->r;
-    struct stream *s = find_stream(r, ctx->d);
-    unsigned limit = ctx->limit;
-    bool current = s != NULL && s->gen == ctx->gen;
-    free(ctx);
-    if (!current)
-        return; /* the stream was reset or dropped meanwhile */
-    s->reading = false;
-    int c[N_RC];
-    if (err != NULL || res == NULL || db_columns(res, "stream_read", read_cols, c, N_RC) < 0) {
-        if (err != NULL && res != NULL) {
-            metric_add(r->m_db_errors, 1);
-            log_warn("stream read failed",
-                     json_pack("{s:s,s:s}", "destination", s->d->id, "detail", err));
-        }
-        return;
-    }
-    int rows = 0, n = 0;
+    int rows = to - from, n = 0;
     bool whole = true; /* every event returned went into the window */
     int64_t last = s->read_pos;
-    for (int row = 0; row < PQntuples(res); row++) {
-        if (PQgetisnull(res, row, c[RC_POS]))
-            continue; /* nothing after the cursor: the one row carries the horizon alone */
-        rows++;
+    for (int row = from; row < to; row++) {
         struct job *j =
             job_new(r, s->d, res, row, c[RC_POS], c[RC_ID], c[RC_ORDER], c[RC_PAYLOAD], c[RC_AGE]);
         if (j == NULL) {
@@ -711,19 +752,50 @@ static void on_read(PGresult *res, const char *err, void *data)
         last = j->position;
         n++;
     }
-    if (whole && (unsigned)rows < limit && PQntuples(res) > 0) {
-        /* a short page: every event up to the horizon was read or is not for it */
-        int64_t horizon = strtoll(PQgetvalue(res, 0, c[RC_HORIZON]), NULL, 10);
-        if (horizon > last)
-            last = horizon;
-    }
+    /* a short page: every event up to the horizon was read or is not for it */
+    if (whole && (unsigned)rows < part->limit && horizon > last)
+        last = horizon;
     if (last > s->read_pos)
         s->read_pos = last;
-    if (whole && (unsigned)rows == limit)
-        s->reread = true; /* a full page: there may be more */
-    dispatch(r, s);
-    if (s->reread)
-        read_stream(r, s);
+    if (whole && (unsigned)rows == part->limit)
+        r->reread = true; /* a full page: there may be more */
+}
+
+static void on_read(PGresult *res, const char *err, void *data)
+{
+    struct read_ctx *ctx = data;
+    struct relay *r = ctx->r;
+    r->reading = false;
+    int c[N_RC];
+    bool ok = err == NULL && res != NULL && PQntuples(res) > 0 &&
+              db_columns(res, "stream_read", read_cols, c, N_RC) == 0;
+    if (!ok && err != NULL && res != NULL) {
+        metric_add(r->m_db_errors, 1);
+        log_warn("stream read failed", json_pack("{s:s}", "detail", err));
+    }
+    int64_t horizon = ok ? strtoll(PQgetvalue(res, 0, c[RC_HORIZON]), NULL, 10) : 0;
+    int row = 1, n = ok ? PQntuples(res) : 0;
+    for (unsigned i = 0; ok && i < ctx->n; i++) {
+        /* each destination's rows come together, in position order */
+        int from = row;
+        while (row < n && strcmp(PQgetvalue(res, row, c[RC_DEST]), ctx->part[i].d->id) == 0)
+            row++;
+        struct stream *s = find_stream(r, ctx->part[i].d);
+        if (s == NULL || s->gen != ctx->part[i].gen)
+            continue; /* reset or dropped meanwhile: read again from the database's cursor */
+        take_events(r, s, &ctx->part[i], res, c, from, row, horizon);
+    }
+    free(ctx);
+    /* a completion that came back while this read was out can lift its taint now */
+    for (struct stream *s = r->streams; s != NULL; s = s->next) {
+        if (s->untaint_after_read) {
+            s->untaint_after_read = false;
+            relay_window_untaint(&s->win);
+        }
+        dispatch(r, s);
+    }
+    if (r->reread && !r->stopping)
+        read_streams(r);
 }
 
 /* ---------------------------------------------------------------- completion */
@@ -824,6 +896,7 @@ static void flush(struct relay *r)
     buf_reset(doc);
     int rc = buf_append_str(doc, "{\"streams\":[");
     unsigned n_streams = 0;
+    bool rows_written = false;
     struct emit_ctx x = {.r = r};
     buf_init(&x.ok, PARAM_CAP);
     buf_init(&x.rows, PARAM_CAP);
@@ -847,6 +920,7 @@ static void flush(struct relay *r)
             continue;
         if (to < s->cursor)
             to = s->cursor;
+        rows_written = rows_written || x.rows.len > 0;
         rc = buf_printf(doc, "%s{\"d\":", n_streams ? "," : "");
         if (rc == 0)
             rc = append_json_str(doc, s->d->id);
@@ -893,6 +967,7 @@ static void flush(struct relay *r)
     }
     if (n_streams == 0 && n_results == 0)
         return;
+    r->complete_had_rows = n_results > 0 || rows_written;
     const char *v[2] = {r->instance, doc->data};
     if (db_query(r->db, true, "complete", 2, v, on_complete, r) < 0) {
         for (struct stream *s = r->streams; s != NULL; s = s->next)
@@ -936,13 +1011,21 @@ static void on_complete(PGresult *res, const char *err, void *data)
         if (!s->in_complete)
             continue;
         s->in_complete = false;
-        relay_window_untaint(&s->win);
+        /* a read out now may have run before this commit, on the other
+           connection: its answers count as held until it is back */
+        if (r->reading)
+            s->untaint_after_read = true;
+        else
+            relay_window_untaint(&s->win);
     }
     if (r->stopping) {
         maybe_stop_done(r);
         return;
     }
     relay_wake(r);
+    /* new rows (failures, blocked, promotions) may be due: claim them */
+    if (r->complete_had_rows)
+        claim(r);
 }
 
 static void on_check(uv_check_t *h)
@@ -955,6 +1038,7 @@ static void on_check(uv_check_t *h)
 static void on_due_timer(uv_timer_t *t)
 {
     relay_wake(t->data);
+    claim(t->data);
 }
 
 static void schedule_due(struct relay *r, double secs)
@@ -1137,6 +1221,7 @@ static void on_acquired(PGresult *res, const char *err, void *data)
         acquire(r);
     }
     relay_wake(r);
+    claim(r); /* a stream just taken may have rows due */
 }
 
 static void acquire(struct relay *r)
@@ -1184,10 +1269,13 @@ void relay_wake(struct relay *r)
 {
     if (r->stopping)
         return;
-    for (struct stream *s = r->streams; s != NULL; s = s->next) {
+    for (struct stream *s = r->streams; s != NULL; s = s->next)
         dispatch(r, s);
-        read_stream(r, s);
-    }
+    read_streams(r);
+}
+
+void relay_rows_changed(struct relay *r)
+{
     claim(r);
 }
 
@@ -1269,6 +1357,15 @@ static void on_ready(struct db *db, void *data)
 
 static const struct db_callbacks relay_cbs = {.on_ready = on_ready};
 
+static void on_read_ready(struct db *db, void *data)
+{
+    struct relay *r = data;
+    r->reading = false;
+    read_streams(r);
+}
+
+static const struct db_callbacks read_cbs = {.on_ready = on_read_ready};
+
 int relay_new(uv_loop_t *loop, const struct relay_config *cfg, struct destinations *dests,
               struct relay **out)
 {
@@ -1287,6 +1384,8 @@ int relay_new(uv_loop_t *loop, const struct relay_config *cfg, struct destinatio
     buf_init(&r->doc, PARAM_CAP);
     for (int i = 0; i < 4; i++)
         buf_init(&r->params[i], PARAM_CAP);
+    for (int i = 0; i < 5; i++)
+        buf_init(&r->rparams[i], PARAM_CAP);
     r->instance = strdup(cfg->instance ? cfg->instance : "ordersync");
     r->conninfo = cfg->conninfo ? strdup(cfg->conninfo) : NULL;
     if (r->instance == NULL || (cfg->conninfo != NULL && r->conninfo == NULL))
@@ -1316,6 +1415,8 @@ int relay_new(uv_loop_t *loop, const struct relay_config *cfg, struct destinatio
     r->m_db_errors = metrics_counter("ordersync_db_errors_total", "Failed database operations",
                                      "component=\"relay\"");
     rc = db_open(loop, r->conninfo, "relay", stmts, N_STMTS, &relay_cbs, r, &r->db);
+    if (rc == 0)
+        rc = db_open(loop, r->conninfo, "relay-read", read_stmts, 1, &read_cbs, r, &r->db_read);
     if (rc < 0) {
         relay_free(&r);
         return rc;
@@ -1329,6 +1430,8 @@ fail:
     buf_free(&r->doc);
     for (int i = 0; i < 4; i++)
         buf_free(&r->params[i]);
+    for (int i = 0; i < 5; i++)
+        buf_free(&r->rparams[i]);
     free(r);
     return -ENOMEM;
 }
@@ -1422,6 +1525,8 @@ static void on_handle_closed(uv_handle_t *h)
     buf_free(&r->doc);
     for (int i = 0; i < 4; i++)
         buf_free(&r->params[i]);
+    for (int i = 0; i < 5; i++)
+        buf_free(&r->rparams[i]);
     free(r->instance);
     free(r->conninfo);
     free(r);
@@ -1437,6 +1542,7 @@ void relay_free(struct relay **pr)
     r->stop_done = NULL;
     http_client_free(&r->http); /* aborts anything left; callbacks only record */
     db_close(&r->db);           /* fails queued statements: their callbacks see stopping */
+    db_close(&r->db_read);
     uv_close((uv_handle_t *)&r->due_timer, on_handle_closed);
     uv_close((uv_handle_t *)&r->sweep_timer, on_handle_closed);
     uv_close((uv_handle_t *)&r->acquire_timer, on_handle_closed);

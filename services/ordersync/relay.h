@@ -7,7 +7,8 @@
  * instances). For the streams it holds, the relay:
  *
  *   wake (ingest commit in-process | NOTIFY ordersync_events | timers)
- *     -> reads events after the cursor (stream_read) into a window
+ *     -> reads events after each cursor (stream_read, every stream in one
+ *        query, on a connection of its own) into a window per stream
  *        (relay_window.h: ordering per order, blocking)
  *     -> POSTs them with lib/http_client, Standard Webhooks signed
  *     -> claims due rows of `deliveries` (retries, unblocked events)
@@ -43,8 +44,10 @@ struct relay_config {
  */
 int relay_new(uv_loop_t *loop, const struct relay_config *cfg, struct destinations *dests,
               struct relay **out) __attribute__((warn_unused_result));
-/* New events may have been committed: read and claim as soon as possible. Cheap. */
+/* New events may have been committed: read as soon as possible. Cheap; call freely. */
 void relay_wake(struct relay *r);
+/* Rows of `deliveries` may have become due (an operator replayed or skipped): claim. */
+void relay_rows_changed(struct relay *r);
 /* The destinations were reloaded: take or let go of streams accordingly. */
 void relay_reload(struct relay *r);
 /* Deliveries in flight plus results not yet written. */

@@ -122,6 +122,7 @@ static void aux_ready(struct db *db, void *data)
     /* order matters only for readability: each runs in turn on the one connection */
     if (db_query(db, false, "LISTEN ordersync_config", 0, NULL, on_listen, s) < 0 ||
         db_query(db, false, "LISTEN ordersync_events", 0, NULL, on_listen, s) < 0 ||
+        db_query(db, false, "LISTEN ordersync_deliveries", 0, NULL, on_listen, s) < 0 ||
         db_query(db, false, "SELECT coalesce(max(version), 0) FROM schema_migrations", 0, NULL,
                  on_schema, s) < 0)
         return;
@@ -145,6 +146,10 @@ static void aux_notify(struct db *db, const char *channel, const char *payload, 
         log_info("configuration changed", json_pack("{s:s}", "table", payload));
         reload_sources(s);
         poller_reload(s->poller);
+    } else if (strcmp(channel, "ordersync_deliveries") == 0) {
+        /* an operator replayed or skipped: rows may be due */
+        if (s->relay != NULL)
+            relay_rows_changed(s->relay);
     } else if (strcmp(channel, "ordersync_events") == 0) {
         /* another instance committed events */
         if (s->relay != NULL)
