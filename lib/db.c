@@ -81,6 +81,7 @@ struct db {
     char resolve_error[256];
     bool resolve_oom;            /* an answer could not be recorded: the attempt fails */
     unsigned connect_timeout_ms; /* per address; 0: none */
+    bool wants_primary;          /* target_session_attrs asks for a writable server */
     size_t first;                /* host list entry the next attempt starts with */
     long current;                /* entry being tried, -1 when unknown */
     unsigned backoff_ms;
@@ -423,6 +424,11 @@ static void start_connect(struct db *db)
         return;
     }
     db->connect_timeout_ms = conninfo_connect_timeout_ms(db->ci, CONNECT_TIMEOUT_MS);
+    const char *tsa = conninfo_get(db->ci, "target_session_attrs");
+    if (tsa == NULL)
+        tsa = getenv("PGTARGETSESSIONATTRS");
+    db->wants_primary =
+        tsa != NULL && (strcmp(tsa, "read-write") == 0 || strcmp(tsa, "primary") == 0);
     db->resolve_error[0] = '\0';
     db->resolve_oom = false;
     size_t n = conninfo_host_count(db->ci);
@@ -495,6 +501,22 @@ static void send_head(struct db *db)
     db->head_sent = true;
 }
 
+/*
+ * libpq's own test for target_session_attrs=read-write, applied after every
+ * command rather than only at connect: the server stopped taking writes while
+ * we were on it (fenced before a switchover, as pg_auto_failover does, or
+ * demoted in place). PostgreSQL 14+ reports both settings as they change;
+ * older servers are caught by the 25006 (read_only_sql_transaction) of the
+ * first write. Staying would fail every write; a new attempt lets libpq pass
+ * this server over for the primary.
+ */
+static bool server_read_only(const struct db *db)
+{
+    const char *ro = PQparameterStatus(db->conn, "default_transaction_read_only");
+    const char *standby = PQparameterStatus(db->conn, "in_hot_standby");
+    return (ro != NULL && strcmp(ro, "on") == 0) || (standby != NULL && strcmp(standby, "on") == 0);
+}
+
 /* A whole result arrived for what is in flight (a prepare or the head query). */
 static void on_result(struct db *db, PGresult *res)
 {
@@ -517,8 +539,12 @@ static void on_result(struct db *db, PGresult *res)
         became_ready(db);
         return;
     }
+    const char *sqlstate = ok ? NULL : PQresultErrorField(res, PG_DIAG_SQLSTATE);
+    bool read_only = sqlstate != NULL && strcmp(sqlstate, "25006") == 0;
     finish_query(db, res, ok ? NULL : PQresultErrorMessage(res));
     PQclear(res);
+    if (db->wants_primary && db->state == DB_READY && (read_only || server_read_only(db)))
+        go_down(db, "the server no longer accepts writes; looking for the primary");
 }
 
 static void drain_notifies(struct db *db)

@@ -13,8 +13,9 @@
  * High availability: a multi-host connection string
  * (postgresql://u@h1:p1,h2:p2/db?target_session_attrs=read-write) is walked
  * by libpq host by host, so after a failover the next attempt lands on the
- * new primary. TCP keepalives and tcp_user_timeout are on by default
- * (conninfo.h), so a silent peer fails the connection within seconds.
+ * new primary; a connection whose server stops taking writes (fenced or
+ * demoted in place) is dropped for a new attempt. TCP keepalives and tcp_user_timeout are on by
+ * default (conninfo.h), so a silent peer fails the connection within seconds.
  *
  * A lost connection fails every queued query (callback with res == NULL) and
  * reconnects with a short capped backoff, so callers decide what "failed"
