@@ -2,13 +2,20 @@
  * conninfo: connection parameters for libpq. See conninfo.h.
  *
  * The keepalive defaults (conninfo.h) are chosen so that a dead peer is
- * noticed within 8 s, inside the 10 s the service promises, whether the
- * connection is idle (2 s of silence, then 3 probes 2 s apart) or waiting for
- * the answer to a query (data unacknowledged for tcp_user_timeout = 8 s;
- * Linux then also uses it instead of the probe count). The 2 s left over
- * cover the event reaching the loop. Shorter would tear down healthy
- * connections across ordinary loss: Linux's retransmissions start at 200 ms
- * and double, so 8 s still rides out five lost retransmissions in a row.
+ * noticed within the 10 s the service promises in the worst case, not only
+ * the usual one. Linux ends a connection with ETIMEDOUT
+ *   - when idle: at the first keepalive probe once nothing has been received
+ *     for tcp_user_timeout (probes at 2, 3, 4 s: 4 s);
+ *   - with data unacknowledged: tcp_user_timeout after that data was first
+ *     sent, and keepalives pause meanwhile.
+ * So a connection that falls silent and then sends a query just before its
+ * keepalive would have fired (aux's timers, a lone webhook) is only given up
+ * at about 4 + 4 = 8 s; with the 9 s often suggested it would be 18 s. The
+ * usual case (a batch in flight, or an idle connection) is about 4 s. Shorter
+ * would tear down healthy connections across ordinary loss: retransmissions
+ * start at 200 ms and double, so 4 s still rides out four lost in a row.
+ * keepalives_count only matters where TCP_USER_TIMEOUT does not exist (Linux
+ * uses the timeout instead): 2 s + 2 probes 1 s apart is the same 4 s.
  */
 #include "conninfo.h"
 

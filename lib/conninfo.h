@@ -28,9 +28,9 @@
  * CONNINFO_USER_TIMEOUT_MS; so is one waiting for the answer to a query.
  */
 #define CONNINFO_KEEPALIVES_IDLE_S     "2"
-#define CONNINFO_KEEPALIVES_INTERVAL_S "2"
-#define CONNINFO_KEEPALIVES_COUNT      "3"
-#define CONNINFO_USER_TIMEOUT_MS       "8000"
+#define CONNINFO_KEEPALIVES_INTERVAL_S "1"
+#define CONNINFO_KEEPALIVES_COUNT      "2"
+#define CONNINFO_USER_TIMEOUT_MS       "4000"
 
 /* Most addresses used of one host name: a name with more is a mistake, not HA. */
 #define CONNINFO_MAX_ADDRS 8
