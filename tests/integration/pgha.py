@@ -17,9 +17,11 @@ import threading
 import time
 
 import psycopg
+import pytest
 
 import webhooks as wh
-from conftest import FIXTURES, free_port
+from conftest import FIXTURES, Process, free_port
+from receiver import Receiver, wait_for
 
 IS_ROOT = os.geteuid() == 0
 TEMPLATE = json.load(open(os.path.join(FIXTURES, "shopify_order_create.json")))
@@ -332,3 +334,89 @@ def warnings(p):
             k = (r.get("msg"), r.get("sqlstate") or (r.get("detail") or "")[:70])
             seen[k] = seen.get(k, 0) + 1
     return seen
+
+
+# ------------------------------------------------------------------ failover scenarios
+
+ACK_RESUME_S = 5  # the promise: acks within 5 s of the promotion
+DELIVERY_TIMEOUT_S = 90  # a lease of 30 s plus the sweep, with room for a slow CI machine
+
+
+@pytest.fixture
+def base():
+    """A directory for the servers of one test, removed after it."""
+    d = make_base_dir("ordersync-failover-")
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def receivers():
+    rs = {n: Receiver(n) for n in DESTS}
+    yield rs
+    for r in rs.values():
+        r.close()
+
+
+@pytest.fixture
+def cleanup():
+    """Things to undo however the test ends, last first."""
+    todo = []
+    yield todo
+    for fn in reversed(todo):
+        try:
+            fn()
+        except Exception as e:  # keep cleaning up
+            print("cleanup:", repr(e))
+
+
+def ha_url(*nodes):
+    hosts = ",".join(f"{n.host}:{n.port}" for n in nodes)
+    return f"postgresql://ordersync@{hosts}/ordersync?target_session_attrs=read-write"
+
+
+def start_ordersync(url, cleanup):
+    # ORDERSYNC_LEASE_S is the shortest allowed, but the relay makes a lease at
+    # least a destination's timeout + 30 s: rows claimed on the old primary
+    # just before it died wait that long on the new one
+    p = Process(url, env={"ORDERSYNC_SWEEP_INTERVAL_S": "1", "ORDERSYNC_LEASE_S": "5",
+                          "ORDERSYNC_LOG_LEVEL": "info"})
+    cleanup.append(lambda: p.stop(sig=9))
+    p.start()
+    p.wait_ready(timeout=20)
+    return p
+
+
+def ride_through(p, load, promote, new_primary, receivers):
+    """Runs the load across `promote()`, which returns the time the promotion
+    counts from, and checks every promise; returns the numbers."""
+    load.start()
+    load.wait_acks(200, after=load.t0, timeout=20)  # steady state first
+    t_promoted = promote()
+    wait_for(lambda: load.first_ack_after(t_promoted), timeout=30, what="an ack after promotion")
+    resume_s = load.first_ack_after(t_promoted) - t_promoted
+    load.wait_acks(200, after=t_promoted, timeout=20)  # and it keeps acking
+    load.stop()
+    assert resume_s <= ACK_RESUME_S, f"first ack {resume_s:.2f} s after the promotion"
+
+    assert_only_acks_or_retry_later(load)
+    acked = load.acked()
+    assert_acked_orders_committed(new_primary, acked)
+    assert [r for r in p.log_lines("database connected") if r.get("port") == str(new_primary.port)], \
+        "ordersync never logged a connection to the new primary"
+
+    def all_delivered():
+        return all(acked <= delivered(r) for r in receivers.values())
+    t0 = time.time()
+    wait_for(all_delivered, timeout=DELIVERY_TIMEOUT_S, interval=0.5,
+             what="every acknowledged order at every receiver")
+    t1 = time.time()
+    # and the new primary knows it: nothing stays claimed by the dead server's leases
+    wait_for(lambda: new_primary.query("SELECT bool_and(fully_synced) FROM order_sync")[0][0],
+             timeout=DELIVERY_TIMEOUT_S, interval=0.5, what="every order synced on the new primary")
+    stats = {"sent": len(load.snapshot()), "acked": len(acked), "answers": load.summary(),
+             "resume_s": round(resume_s, 2), "delivered_after_s": round(t1 - t0, 1),
+             "synced_after_s": round(time.time() - t0, 1)}
+    print("failover:", stats)
+    print("warnings:", warnings(p))
+    return stats
