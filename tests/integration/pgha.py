@@ -370,8 +370,9 @@ def cleanup():
             print("cleanup:", repr(e))
 
 
-def ha_url(*nodes):
-    hosts = ",".join(f"{n.host}:{n.port}" for n in nodes)
+def ha_url(*nodes, host=None):
+    """The pair's multi-host URL; `host` names every node by that name instead of its address."""
+    hosts = ",".join(f"{host or n.host}:{n.port}" for n in nodes)
     return f"postgresql://ordersync@{hosts}/ordersync?target_session_attrs=read-write"
 
 

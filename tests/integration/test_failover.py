@@ -51,7 +51,9 @@ def sync_pair(base, receivers, cleanup):
 
 def test_promoted_standby_takes_over(base, receivers, cleanup):
     primary, standby = sync_pair(base, receivers, cleanup)
-    p = pgha.start_ordersync(pgha.ha_url(primary, standby), cleanup)
+    # by name: each attempt resolves both hosts off the loop (localhost may also give ::1,
+    # where nothing listens: libpq moves on to the next address)
+    p = pgha.start_ordersync(pgha.ha_url(primary, standby, host="localhost"), cleanup)
     load = pgha.Load("127.0.0.1", p.port, rate=200)
     cleanup.append(load.stop)
 
