@@ -331,6 +331,25 @@ static void drive_connect(struct db *db)
     want_events(db, st == PGRES_POLLING_READING ? UV_READABLE : UV_WRITABLE);
 }
 
+/*
+ * Server notices and warnings (a crash shutdown's "terminating connection",
+ * a cancelled wait for synchronous replication) would otherwise be printed
+ * by libpq's default processor as bare text in the middle of the JSON log.
+ */
+static void on_notice(void *arg, const PGresult *res)
+{
+    struct db *db = arg;
+    const char *severity = PQresultErrorField(res, PG_DIAG_SEVERITY_NONLOCALIZED);
+    const char *msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+    const char *sqlstate = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+    json_t *f = json_pack("{s:s,s:s,s:s,s:s}", "db", db->name, "severity", severity ? severity : "",
+                          "sqlstate", sqlstate ? sqlstate : "", "detail", msg ? msg : "");
+    if (severity != NULL && strcmp(severity, "WARNING") == 0)
+        log_warn("database warning", f);
+    else
+        log_debug("database notice", f);
+}
+
 /* Every name is resolved (or failed): hand libpq the list. */
 static void connect_params(struct db *db)
 {
@@ -352,6 +371,7 @@ static void connect_params(struct db *db)
         go_down(db, PQerrorMessage(db->conn));
         return;
     }
+    PQsetNoticeReceiver(db->conn, on_notice, db);
     set_state(db, DB_CONNECTING);
     db->current = -1;
     if (watch_socket(db) < 0)

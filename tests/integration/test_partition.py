@@ -192,6 +192,7 @@ def test_partition_from_the_database(net, base):
             assert "timed out" in r["detail"].lower(), r
         assert t_503 is not None and t_503 - t_cut <= DETECT_S, stats
         assert resume_s <= RESUME_S, stats
+        assert p.stop(sig=15) == 0  # and it still shuts down cleanly (leak-checked under ASan)
     finally:
         for pr in procs:
             pr.stop(sig=9)
