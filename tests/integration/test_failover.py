@@ -5,7 +5,9 @@ at ~200/s while the primary goes away and the standby is promoted.
 Here the pair is made by hand (initdb, pg_basebackup -R, synchronous
 replication): the primary crashes (pg_ctl stop -m immediate) and the standby
 is promoted; or the primary stays up but stops taking writes (fenced) and the
-standby is promoted. test_auto_failover.py has pg_auto_failover do it.
+standby is promoted. test_auto_failover.py has pg_auto_failover do it. A
+last test gives ordersync a first host that accepts connections and never
+answers, which must not hide the second.
 
 What is proven, with the real binary, real servers and real receivers:
 - acks resume within 5 s of the promotion (DESIGN.md §6: "resumes on the new
@@ -18,6 +20,7 @@ What is proven, with the real binary, real servers and real receivers:
   new primary. Rows claimed on the old primary just before it died come back
   when their lease runs out (at least 30 s today, see the relay's lease
   floor), so the test allows for that."""
+import socket
 import time
 
 import pytest
@@ -86,3 +89,35 @@ def test_fenced_primary_is_left_for_the_promoted_standby(base, receivers, cleanu
         return t
     stats = pgha.ride_through(p, load, promote, standby, receivers)
     assert stats["answers"].get(503), "the fence was noticed"
+
+
+def test_a_hung_first_host_is_passed_over(base, receivers, cleanup):
+    """The first host of the list accepts TCP connections and then says
+    nothing (a hung server, a half-dead machine): the kernel never times the
+    attempt out, libpq's connect_timeout does not apply to PQconnectPoll(),
+    so ordersync's own per-address timeout must end it and the next attempt
+    must start with the other host."""
+    primary = pgha.Node(base, "primary").init().start()
+    cleanup.append(lambda: primary.stop("immediate"))
+    primary.query("CREATE DATABASE ordersync", db="postgres")
+    run_ordersync(["migrate"], primary.url(), check=True)
+    pgha.seed(primary, receivers)
+    hole = socket.socket()
+    hole.bind(("127.0.0.1", 0))
+    hole.listen(64)  # never accepted: the kernel completes handshakes and acknowledges data
+    cleanup.append(hole.close)
+    url = (f"postgresql://ordersync@127.0.0.1:{hole.getsockname()[1]},127.0.0.1:{primary.port}"
+           "/ordersync?target_session_attrs=read-write&connect_timeout=2")
+    p = pgha.Process(url, env={"ORDERSYNC_DB_CONNECT_TIMEOUT_S": "2",
+                               "ORDERSYNC_LOG_LEVEL": "info"})
+    cleanup.append(lambda: p.stop(sig=9))
+    t0 = time.time()
+    p.start(timeout=20)  # the start-up connection: libpq's own per-host timeout
+    p.wait_ready(timeout=20)
+    ready_s = time.time() - t0
+    timeouts = [r for r in p.logs if "timeout expired while connecting" in r.get("detail", "")]
+    print("hung first host:", {"ready_s": round(ready_s, 2), "timeouts": len(timeouts)})
+    assert timeouts, "the hung host was given up by the timeout"
+    assert {r["port"] for r in p.log_lines("database connected")} == {str(primary.port)}
+    assert pgha.post_order("127.0.0.1", p.port, 424242, timeout=10)[0] == 200
+    assert p.stop(sig=15) == 0
