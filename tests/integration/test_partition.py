@@ -31,7 +31,6 @@ DETECT_S = 10  # promise: a dead peer is noticed within 10 s
 RESUME_S = 5  # promise: acks resume within 5 s of the network healing
 # answers read within this long after the cut may be commits that completed just before it
 IN_FLIGHT_S = 0.5
-CONNECTIONS = {"ingest1", "ingest2", "aux", "relay", "feed"}
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0,
@@ -185,8 +184,9 @@ def test_partition_from_the_database(net, base):
         assert not during, f"{len(during)} acks while the database was unreachable: {during[:3]}"
         pgha.assert_only_acks_or_retry_later(load)
         pgha.assert_acked_orders_committed(node, load.acked())
-        # every connection noticed, in time, through the socket timing out
-        assert set(detect) >= CONNECTIONS, stats
+        # every connection that was up noticed, in time, through the socket timing out
+        was_up = {r["db"] for r in p.log_lines("database connected") if pgha.log_time(r) < t_cut}
+        assert len(was_up) >= 3 and set(detect) >= was_up, (was_up, stats)
         assert max(detect.values()) <= DETECT_S, stats
         for r in first_lost.values():
             assert "timed out" in r["detail"].lower(), r
