@@ -1,25 +1,36 @@
 /*
  * db: async libpq connection. States: DOWN (waiting for the retry timer),
- * RESOLVING (uv_getaddrinfo), CONNECTING (PQconnectPoll), PREPARING (sending
- * the statements), READY. One function, set_state(), changes the state.
+ * RESOLVING (uv_getaddrinfo for every host name), CONNECTING (PQconnectPoll),
+ * PREPARING (sending the statements), READY. One function, set_state(),
+ * changes the state.
+ *
+ * Connecting: conninfo.c turns the connection string into libpq's parameters
+ * (keepalive defaults, names replaced by addresses resolved here on the
+ * thread pool). libpq then walks the host list itself and applies
+ * target_session_attrs, which means PQsocket() changes between
+ * PQconnectPoll() calls: the uv_poll_t follows it (watch_socket()). Each
+ * address gets its own connect timeout, as libpq's connect_timeout would in
+ * blocking mode; an address that hangs is tried last on the next attempt.
  *
  * Lifetime: the struct embeds uv handles, so it is freed only after their
- * close callbacks ran (db_close counts them down).
+ * close callbacks ran and every lookup answered (db_close counts them down).
  */
 #include "db.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
+#include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
+#include "conninfo.h"
 #include "log.h"
 
 /* Reconnect backoff: Postgres coming back must be noticed within ~1 s. */
 #define BACKOFF_MIN_MS     50
 #define BACKOFF_MAX_MS     500
-#define CONNECT_TIMEOUT_MS 5000
+#define CONNECT_TIMEOUT_MS 5000 /* per address, unless the string sets connect_timeout */
 
 enum db_state { DB_DOWN, DB_RESOLVING, DB_CONNECTING, DB_PREPARING, DB_READY, DB_CLOSED };
 
@@ -37,6 +48,14 @@ struct db_query {
     _Alignas(void *) char copy[]; /* values, then the strings: one allocation per query */
 };
 
+/* One host name being resolved; lives in db->resolves until every lookup answered. */
+struct db_resolve {
+    uv_getaddrinfo_t req;
+    struct db *db;
+    size_t entry; /* index in the conninfo host list */
+    bool pending;
+};
+
 struct db {
     uv_loop_t *loop;
     char *conninfo;
@@ -47,12 +66,24 @@ struct db {
     void *data;
 
     enum db_state state;
+    struct conninfo *ci; /* parameters of the current attempt */
     PGconn *conn;
-    uv_poll_t *poll; /* separate allocation: replaced on every connection */
+    uv_poll_t *poll; /* separate allocation: replaced whenever the socket changes */
     int poll_events;
+    /* the socket `poll` watches, by fd and inode: libpq may close a socket
+       and get the same fd number back for the next one */
+    int poll_fd;
+    dev_t poll_dev;
+    ino_t poll_ino;
     uv_timer_t timer; /* backoff and connect timeout */
-    uv_getaddrinfo_t resolve;
-    bool resolving;
+    struct db_resolve *resolves;
+    unsigned resolving; /* lookups not answered yet */
+    char resolve_error[256];
+    bool resolve_oom;            /* an answer could not be recorded: the attempt fails */
+    unsigned connect_timeout_ms; /* per address; 0: none */
+    bool wants_primary;          /* target_session_attrs asks for a writable server */
+    size_t first;                /* host list entry the next attempt starts with */
+    long current;                /* entry being tried, -1 when unknown */
     unsigned backoff_ms;
     int prepared; /* statements prepared so far on this connection */
 
@@ -80,7 +111,9 @@ static void set_state(struct db *db, enum db_state s)
 
 static void maybe_free(struct db *db)
 {
-    if (db->state == DB_CLOSED && db->handles_open == 0 && !db->resolving) {
+    if (db->state == DB_CLOSED && db->handles_open == 0 && db->resolving == 0) {
+        conninfo_free(&db->ci);
+        free(db->resolves);
         free(db->conninfo);
         free(db->name);
         free(db);
@@ -167,10 +200,76 @@ static void want_events(struct db *db, int events)
         go_down(db, uv_strerror(rc));
 }
 
+/*
+ * Makes `poll` watch PQsocket(). libpq documents that the socket may change
+ * between PQconnectPoll() calls: it closes the socket of a host it gives up
+ * on (refused, a standby under target_session_attrs=read-write, IPv6 before
+ * IPv4, SSL or GSS fallback) and opens another, often with the same fd
+ * number. A uv_poll_t left on it would watch a closed descriptor (libuv then
+ * aborts in epoll_ctl, or never reports the new socket), so a different
+ * socket (fd or inode) gets a new handle. Returns 1 when the socket changed,
+ * 0 when not, -1 after going down.
+ */
+static int watch_socket(struct db *db)
+{
+    int fd = PQsocket(db->conn);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) < 0) {
+        go_down(db, "the connection has no socket");
+        return -1;
+    }
+    if (db->poll != NULL && fd == db->poll_fd && st.st_dev == db->poll_dev &&
+        st.st_ino == db->poll_ino)
+        return 0;
+    close_poll(db);
+    db->poll = malloc(sizeof(*db->poll));
+    if (db->poll == NULL) {
+        go_down(db, "out of memory");
+        return -1;
+    }
+    int rc = uv_poll_init(db->loop, db->poll, fd);
+    if (rc < 0) {
+        free(db->poll);
+        db->poll = NULL;
+        go_down(db, uv_strerror(rc));
+        return -1;
+    }
+    db->poll->data = db;
+    db->handles_open++;
+    db->poll_events = 0;
+    db->poll_fd = fd;
+    db->poll_dev = st.st_dev;
+    db->poll_ino = st.st_ino;
+    return 1;
+}
+
 static void on_connect_timeout(uv_timer_t *t)
 {
     struct db *db = t->data;
-    go_down(db, "timeout while connecting");
+    char msg[256];
+    snprintf(msg, sizeof(msg), "timeout expired while connecting to server at \"%s\" (%s), port %s",
+             PQhost(db->conn), PQhostaddr(db->conn), PQport(db->conn));
+    /*
+     * libpq cannot be told to skip to the next host, so the attempt ends
+     * here; the next one starts after the host that hung, or a silent
+     * first host (a partitioned primary) would hide every other one.
+     */
+    size_t n = conninfo_target_count(db->ci);
+    if (db->current >= 0 && n > 1)
+        db->first = ((size_t)db->current + 1) % n;
+    go_down(db, msg);
+}
+
+/* libpq moved to another address (or started): a fresh connect timeout for it. */
+static void new_target(struct db *db)
+{
+    db->current =
+        conninfo_find_target(db->ci, PQhost(db->conn), PQhostaddr(db->conn), PQport(db->conn));
+    log_debug("database connecting",
+              json_pack("{s:s,s:s,s:s,s:s}", "db", db->name, "host", PQhost(db->conn), "hostaddr",
+                        PQhostaddr(db->conn), "port", PQport(db->conn)));
+    if (db->connect_timeout_ms > 0)
+        uv_timer_start(&db->timer, on_connect_timeout, db->connect_timeout_ms, 0);
 }
 
 static void send_next_prepare(struct db *db)
@@ -188,7 +287,8 @@ static void became_ready(struct db *db)
 {
     set_state(db, DB_READY);
     db->backoff_ms = BACKOFF_MIN_MS;
-    log_info("database connected", json_pack("{s:s}", "db", db->name));
+    log_info("database connected", json_pack("{s:s,s:s,s:s}", "db", db->name, "host",
+                                             PQhost(db->conn), "port", PQport(db->conn)));
     if (db->cbs->on_ready != NULL)
         db->cbs->on_ready(db, db->data);
 }
@@ -203,6 +303,8 @@ static void became_connected(struct db *db)
     db->prepared = 0;
     set_state(db, DB_PREPARING);
     want_events(db, UV_READABLE);
+    if (db->state != DB_PREPARING)
+        return;
     if (db->n_stmts > 0) {
         send_next_prepare(db);
         return;
@@ -212,166 +314,186 @@ static void became_connected(struct db *db)
 
 static void drive_connect(struct db *db)
 {
-    switch (PQconnectPoll(db->conn)) {
-    case PGRES_POLLING_READING:
-        want_events(db, UV_READABLE);
-        return;
-    case PGRES_POLLING_WRITING:
-        want_events(db, UV_WRITABLE);
-        return;
-    case PGRES_POLLING_OK:
-        became_connected(db);
-        return;
-    default:
+    PostgresPollingStatusType st = PQconnectPoll(db->conn);
+    if (st != PGRES_POLLING_READING && st != PGRES_POLLING_WRITING && st != PGRES_POLLING_OK) {
         go_down(db, PQerrorMessage(db->conn));
         return;
     }
-}
-
-static void connect_with(struct db *db, const char *hostaddr)
-{
-    PQconninfoOption *opts = NULL;
-    const char **keys = NULL, **vals = NULL;
-    char *perr = NULL;
-    opts = PQconninfoParse(db->conninfo ? db->conninfo : "", &perr);
-    if (opts == NULL) {
-        go_down(db, perr ? perr : "invalid connection string");
-        PQfreemem(perr);
+    int changed = watch_socket(db);
+    if (changed < 0)
+        return;
+    if (st == PGRES_POLLING_OK) {
+        became_connected(db);
         return;
     }
-    int n = 0;
-    for (PQconninfoOption *o = opts; o->keyword != NULL; o++)
-        n++;
-    keys = calloc((size_t)n + 4, sizeof(*keys));
-    vals = calloc((size_t)n + 4, sizeof(*vals));
-    if (keys == NULL || vals == NULL) {
-        go_down(db, "out of memory");
-        goto done;
+    if (changed)
+        new_target(db);
+    want_events(db, st == PGRES_POLLING_READING ? UV_READABLE : UV_WRITABLE);
+}
+
+/*
+ * Server notices and warnings (a crash shutdown's "terminating connection",
+ * a cancelled wait for synchronous replication) would otherwise be printed
+ * by libpq's default processor as bare text in the middle of the JSON log.
+ */
+static void on_notice(void *arg, const PGresult *res)
+{
+    struct db *db = arg;
+    const char *severity = PQresultErrorField(res, PG_DIAG_SEVERITY_NONLOCALIZED);
+    const char *msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+    const char *sqlstate = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+    json_t *f = json_pack("{s:s,s:s,s:s,s:s}", "db", db->name, "severity", severity ? severity : "",
+                          "sqlstate", sqlstate ? sqlstate : "", "detail", msg ? msg : "");
+    if (severity != NULL && strcmp(severity, "WARNING") == 0)
+        log_warn("database warning", f);
+    else
+        log_debug("database notice", f);
+}
+
+/* Every name is resolved (or failed): hand libpq the list. */
+static void connect_params(struct db *db)
+{
+    const char *const *keys, *const *vals;
+    int rc = conninfo_params(db->ci, db->first, &keys, &vals);
+    if (rc < 0) {
+        go_down(db, rc == -ENOMEM                  ? "out of memory"
+                    : db->resolve_error[0] != '\0' ? db->resolve_error
+                                                   : "no database host to connect to");
+        return;
     }
-    int k = 0;
-    for (PQconninfoOption *o = opts; o->keyword != NULL; o++) {
-        if (o->val == NULL)
-            continue;
-        if (hostaddr != NULL && strcmp(o->keyword, "hostaddr") == 0)
-            continue;
-        keys[k] = o->keyword;
-        vals[k++] = o->val;
-    }
-    if (hostaddr != NULL) {
-        keys[k] = "hostaddr";
-        vals[k++] = hostaddr;
-    }
-    keys[k] = "application_name";
-    vals[k++] = "ordersync";
-    keys[k] = NULL;
-    /* expand_dbname=0: the options above are already parsed; later keys win over env */
+    /* expand_dbname=0: the options are already parsed */
     db->conn = PQconnectStartParams(keys, vals, 0);
     if (db->conn == NULL) {
         go_down(db, "out of memory");
-        goto done;
+        return;
     }
     if (PQstatus(db->conn) == CONNECTION_BAD) {
         go_down(db, PQerrorMessage(db->conn));
-        goto done;
+        return;
     }
-    db->poll = malloc(sizeof(*db->poll));
-    if (db->poll == NULL) {
-        go_down(db, "out of memory");
-        goto done;
-    }
-    int rc = uv_poll_init(db->loop, db->poll, PQsocket(db->conn));
-    if (rc < 0) {
-        free(db->poll);
-        db->poll = NULL;
-        go_down(db, uv_strerror(rc));
-        goto done;
-    }
-    db->poll->data = db;
-    db->handles_open++;
-    db->poll_events = 0;
+    PQsetNoticeReceiver(db->conn, on_notice, db);
     set_state(db, DB_CONNECTING);
-    uv_timer_start(&db->timer, on_connect_timeout, CONNECT_TIMEOUT_MS, 0);
+    db->current = -1;
+    if (watch_socket(db) < 0)
+        return;
+    new_target(db);
+    /* libpq: before the first PQconnectPoll(), wait as if it had said WRITING */
     want_events(db, UV_WRITABLE);
-done:
-    free(keys);
-    free(vals);
-    PQconninfoFree(opts);
 }
 
 static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
 {
-    struct db *db = req->data;
-    db->resolving = false;
+    struct db_resolve *r = req->data;
+    struct db *db = r->db;
+    r->pending = false;
+    if (db->state != DB_CLOSED) {
+        const char *host = conninfo_host_to_resolve(db->ci, r->entry);
+        char bufs[CONNINFO_MAX_ADDRS][NI_MAXHOST];
+        const char *addrs[CONNINFO_MAX_ADDRS];
+        size_t n = 0;
+        /* numeric only: getnameinfo() then does no lookup (and keeps an IPv6 scope) */
+        for (struct addrinfo *ai = res; status == 0 && ai != NULL && n < CONNINFO_MAX_ADDRS;
+             ai = ai->ai_next) {
+            if (getnameinfo(ai->ai_addr, ai->ai_addrlen, bufs[n], sizeof(bufs[n]), NULL, 0,
+                            NI_NUMERICHOST) == 0) {
+                addrs[n] = bufs[n];
+                n++;
+            }
+        }
+        if (n == 0 && db->resolve_error[0] == '\0')
+            snprintf(db->resolve_error, sizeof(db->resolve_error),
+                     "could not translate host name \"%s\" to address: %s", host,
+                     status < 0 ? uv_strerror(status) : "no usable address");
+        /* a name that did not resolve is left out; libpq skips such a host too */
+        if (conninfo_set_addrs(db->ci, r->entry, addrs, n) < 0)
+            db->resolve_oom = true;
+    }
+    uv_freeaddrinfo(res);
+    if (--db->resolving > 0)
+        return;
+    free(db->resolves);
+    db->resolves = NULL;
     if (db->state == DB_CLOSED) {
-        uv_freeaddrinfo(res);
         maybe_free(db);
         return;
     }
-    if (status < 0 || res == NULL) {
-        char msg[200];
-        snprintf(msg, sizeof(msg), "could not resolve database host: %s", uv_strerror(status));
-        uv_freeaddrinfo(res);
-        go_down(db, msg);
+    if (db->resolve_oom) {
+        go_down(db, "out of memory");
         return;
     }
-    char addr[INET6_ADDRSTRLEN] = "";
-    if (res->ai_family == AF_INET)
-        uv_ip4_name((struct sockaddr_in *)res->ai_addr, addr, sizeof(addr));
-    else
-        uv_ip6_name((struct sockaddr_in6 *)res->ai_addr, addr, sizeof(addr));
-    uv_freeaddrinfo(res);
-    connect_with(db, addr);
+    connect_params(db);
 }
 
 /*
  * libpq resolves host names with a blocking getaddrinfo() inside
  * PQconnectPoll; on the loop that would stall every client (think of a slow
- * DNS in compose). So a single host name is resolved on the thread pool first
- * and handed to libpq as hostaddr (host stays set for TLS and .pgpass).
+ * DNS in compose). So every host name of the list is resolved on the thread
+ * pool first, in parallel, and handed to libpq as hostaddr (host stays set
+ * for TLS and .pgpass). Names are resolved again on every attempt: after a
+ * failover the name may point elsewhere.
  */
 static void start_connect(struct db *db)
 {
-    char *perr = NULL;
-    PQconninfoOption *opts = PQconninfoParse(db->conninfo ? db->conninfo : "", &perr);
-    if (opts == NULL) {
-        go_down(db, perr ? perr : "invalid connection string");
-        PQfreemem(perr);
+    char err[256];
+    conninfo_free(&db->ci);
+    int rc = conninfo_new(db->conninfo, err, sizeof(err), &db->ci);
+    if (rc == 0)
+        rc = conninfo_set(db->ci, "application_name", "ordersync");
+    if (rc < 0) {
+        go_down(db, rc == -ENOMEM ? "out of memory" : err);
         return;
     }
-    const char *host = NULL, *hostaddr = NULL;
-    for (PQconninfoOption *o = opts; o->keyword != NULL; o++) {
-        if (strcmp(o->keyword, "host") == 0)
-            host = o->val;
-        else if (strcmp(o->keyword, "hostaddr") == 0)
-            hostaddr = o->val;
-    }
-    if (host == NULL && hostaddr == NULL)
-        host = getenv("PGHOST");
-    unsigned char tmp[sizeof(struct in6_addr)];
-    bool needs_dns = host != NULL && hostaddr == NULL && host[0] != '/' && host[0] != '@' &&
-                     strchr(host, ',') == NULL && inet_pton(AF_INET, host, tmp) != 1 &&
-                     inet_pton(AF_INET6, host, tmp) != 1 && strcmp(host, "localhost") != 0;
-    if (needs_dns) {
-        char *h = strdup(host);
-        PQconninfoFree(opts);
-        if (h == NULL) {
-            go_down(db, "out of memory");
-            return;
-        }
-        struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
-        set_state(db, DB_RESOLVING);
-        db->resolve.data = db;
-        int rc = uv_getaddrinfo(db->loop, &db->resolve, on_resolved, h, NULL, &hints);
-        free(h);
-        if (rc < 0) {
-            go_down(db, uv_strerror(rc));
-            return;
-        }
-        db->resolving = true;
+    db->connect_timeout_ms = conninfo_connect_timeout_ms(db->ci, CONNECT_TIMEOUT_MS);
+    const char *tsa = conninfo_get(db->ci, "target_session_attrs");
+    if (tsa == NULL)
+        tsa = getenv("PGTARGETSESSIONATTRS");
+    db->wants_primary =
+        tsa != NULL && (strcmp(tsa, "read-write") == 0 || strcmp(tsa, "primary") == 0);
+    db->resolve_error[0] = '\0';
+    db->resolve_oom = false;
+    size_t n = conninfo_host_count(db->ci);
+    bool any = false;
+    for (size_t i = 0; i < n && !any; i++)
+        any = conninfo_host_to_resolve(db->ci, i) != NULL;
+    if (!any) {
+        connect_params(db);
         return;
     }
-    PQconninfoFree(opts);
-    connect_with(db, NULL);
+    db->resolves = calloc(n, sizeof(*db->resolves));
+    if (db->resolves == NULL) {
+        go_down(db, "out of memory");
+        return;
+    }
+    set_state(db, DB_RESOLVING);
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+    for (size_t i = 0; i < n; i++) {
+        const char *host = conninfo_host_to_resolve(db->ci, i);
+        if (host == NULL)
+            continue;
+        struct db_resolve *r = &db->resolves[i];
+        *r = (struct db_resolve){.db = db, .entry = i};
+        r->req.data = r;
+        rc = uv_getaddrinfo(db->loop, &r->req, on_resolved, host, NULL, &hints);
+        if (rc == 0) {
+            r->pending = true;
+            db->resolving++;
+            continue;
+        }
+        if (db->resolve_error[0] == '\0')
+            snprintf(db->resolve_error, sizeof(db->resolve_error),
+                     "could not translate host name \"%s\" to address: %s", host, uv_strerror(rc));
+        if (conninfo_set_addrs(db->ci, i, NULL, 0) < 0)
+            db->resolve_oom = true;
+    }
+    if (db->resolving > 0)
+        return; /* the last answer connects */
+    free(db->resolves);
+    db->resolves = NULL;
+    if (db->resolve_oom) {
+        go_down(db, "out of memory");
+        return;
+    }
+    connect_params(db);
 }
 
 static void finish_query(struct db *db, PGresult *res, const char *err)
@@ -399,6 +521,22 @@ static void send_head(struct db *db)
     db->head_sent = true;
 }
 
+/*
+ * libpq's own test for target_session_attrs=read-write, applied after every
+ * command rather than only at connect: the server stopped taking writes while
+ * we were on it (fenced before a switchover, as pg_auto_failover does, or
+ * demoted in place). PostgreSQL 14+ reports both settings as they change;
+ * older servers are caught by the 25006 (read_only_sql_transaction) of the
+ * first write. Staying would fail every write; a new attempt lets libpq pass
+ * this server over for the primary.
+ */
+static bool server_read_only(const struct db *db)
+{
+    const char *ro = PQparameterStatus(db->conn, "default_transaction_read_only");
+    const char *standby = PQparameterStatus(db->conn, "in_hot_standby");
+    return (ro != NULL && strcmp(ro, "on") == 0) || (standby != NULL && strcmp(standby, "on") == 0);
+}
+
 /* A whole result arrived for what is in flight (a prepare or the head query). */
 static void on_result(struct db *db, PGresult *res)
 {
@@ -421,8 +559,12 @@ static void on_result(struct db *db, PGresult *res)
         became_ready(db);
         return;
     }
+    const char *sqlstate = ok ? NULL : PQresultErrorField(res, PG_DIAG_SQLSTATE);
+    bool read_only = sqlstate != NULL && strcmp(sqlstate, "25006") == 0;
     finish_query(db, res, ok ? NULL : PQresultErrorMessage(res));
     PQclear(res);
+    if (db->wants_primary && db->state == DB_READY && (read_only || server_read_only(db)))
+        go_down(db, "the server no longer accepts writes; looking for the primary");
 }
 
 static void drain_notifies(struct db *db)
@@ -484,8 +626,15 @@ static void on_poll(uv_poll_t *h, int status, int events)
 {
     struct db *db = h->data;
     if (status < 0) {
-        go_down(db, uv_strerror(status));
-        return;
+        /*
+         * libuv reports a socket error (POLLERR) as UV_EBADF and stops the
+         * handle. The error itself is libpq's to read: a refused connection
+         * sends PQconnectPoll() on to the next host; keepalives or
+         * tcp_user_timeout giving up on a silent peer (ETIMEDOUT) make
+         * PQconsumeInput() fail with a message that says so.
+         */
+        db->poll_events = 0;
+        events = UV_READABLE;
     }
     if (db->state == DB_CONNECTING) {
         drive_connect(db);
@@ -603,8 +752,10 @@ void db_close(struct db **pdb)
     uv_timer_stop(&db->timer);
     set_state(db, DB_CLOSED);
     fail_queue(db, "connection closed");
-    if (db->resolving)
-        uv_cancel((uv_req_t *)&db->resolve);
+    /* their callbacks still run (UV_EAI_CANCELED); maybe_free waits for them */
+    for (size_t i = 0; db->resolves != NULL && i < conninfo_host_count(db->ci); i++)
+        if (db->resolves[i].pending)
+            uv_cancel((uv_req_t *)&db->resolves[i].req);
     uv_close((uv_handle_t *)&db->timer, on_handle_closed);
 }
 

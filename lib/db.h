@@ -4,10 +4,18 @@
  *
  * libpq runs non-blocking (PQconnectStart/PQconnectPoll, PQsetnonblocking,
  * PQsendQueryPrepared, PQflush, PQconsumeInput/PQisBusy/PQgetResult,
- * PQnotifies) under a uv_poll_t on PQsocket(), which is re-created after each
- * reconnect because the socket changes. Queries queue in FIFO order and run
- * one at a time; a query's statement is either one of the statements given at
- * open (prepared on every connection before it is reported ready) or plain SQL.
+ * PQnotifies) under a uv_poll_t on PQsocket(), which is re-bound whenever the
+ * socket changes, also between PQconnectPoll() calls. Queries queue in FIFO
+ * order and run one at a time; a query's statement is either one of the
+ * statements given at open (prepared on every connection before it is
+ * reported ready) or plain SQL.
+ *
+ * High availability: a multi-host connection string
+ * (postgresql://u@h1:p1,h2:p2/db?target_session_attrs=read-write) is walked
+ * by libpq host by host, so after a failover the next attempt lands on the
+ * new primary; a connection whose server stops taking writes (fenced or
+ * demoted in place) is dropped for a new attempt. TCP keepalives and tcp_user_timeout are on by
+ * default (conninfo.h), so a silent peer fails the connection within seconds.
  *
  * A lost connection fails every queued query (callback with res == NULL) and
  * reconnects with a short capped backoff, so callers decide what "failed"
@@ -45,8 +53,10 @@ struct db_callbacks {
 typedef void (*db_result_fn)(PGresult *res, const char *err, void *data);
 
 /*
- * Starts connecting (never blocks: host names are resolved on libuv's thread
- * pool). `conninfo` may be NULL (libpq's PG* environment) and is copied;
+ * Starts connecting (never blocks: every host name of the list is resolved on
+ * libuv's thread pool, except hosts that come from a service file, which
+ * libpq resolves itself). `conninfo` may be NULL (libpq's PG* environment)
+ * and is copied;
  * `stmts` (n of them) and `cbs` are borrowed and must outlive the db.
  * Returns 0 or a negative errno.
  */

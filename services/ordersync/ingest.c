@@ -137,12 +137,16 @@ static void reply_outcome(struct ingest *ing, struct item *it, const char *outco
     report(it, INGEST_DONE, o, order_id, emitted, NULL);
 }
 
-/* SQLSTATE classes that a retry can cure: the sender should come back. */
+/*
+ * SQLSTATE classes that a retry can cure: the sender should come back. 25006
+ * (read_only_sql_transaction) is a primary that stopped taking writes during
+ * a switchover: the database is away, not the order wrong (db.c reconnects).
+ */
 static bool transient_sqlstate(const char *st)
 {
     return st != NULL &&
            (strncmp(st, "40", 2) == 0 || strncmp(st, "53", 2) == 0 || strncmp(st, "57", 2) == 0 ||
-            strncmp(st, "08", 2) == 0 || strncmp(st, "55", 2) == 0);
+            strncmp(st, "08", 2) == 0 || strncmp(st, "55", 2) == 0 || strcmp(st, "25006") == 0);
 }
 
 /*

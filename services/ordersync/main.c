@@ -17,6 +17,7 @@
 #include <libpq-fe.h>
 
 #include "config.h"
+#include "conninfo.h"
 #include "log.h"
 #include "maintain.h"
 #include "migrate.h"
@@ -38,15 +39,37 @@ static void usage(FILE *out)
     config_print(out, false);
 }
 
-/* Blocking connection for start-up work; NULL with a logged reason on failure. */
+/*
+ * Blocking connection for start-up work; NULL with a logged reason on
+ * failure. The same parameters as the service's own connections (conninfo.c:
+ * keepalive defaults, so a migration against a dead peer fails instead of
+ * hanging), with connect_timeout applied per host as libpq does in blocking
+ * mode: a multi-host URL moves on to the next host.
+ */
 static PGconn *connect_blocking(const struct config *cfg)
 {
-    char timeout[32];
+    char timeout[32], err[256];
     snprintf(timeout, sizeof(timeout), "%lld", (long long)cfg->db_connect_timeout_s);
-    const char *keys[] = {"dbname", "connect_timeout", "application_name", NULL};
-    const char *vals[] = {cfg->database_url ? cfg->database_url : "", timeout, "ordersync-startup",
-                          NULL};
-    PGconn *conn = PQconnectdbParams(keys, vals, 1);
+    struct conninfo *ci = NULL;
+    const char *const *keys, *const *vals;
+    PGconn *conn = NULL;
+    int rc = conninfo_new(cfg->database_url, err, sizeof(err), &ci);
+    if (rc == 0)
+        rc = conninfo_set(ci, "connect_timeout", timeout);
+    if (rc == 0)
+        rc = conninfo_set(ci, "application_name", "ordersync-startup");
+    if (rc == 0)
+        rc = conninfo_params(ci, 0, &keys, &vals);
+    if (rc < 0) {
+        log_error("invalid database connection string",
+                  json_pack("{s:s,s:s}", "detail", rc == -ENOMEM ? "out of memory" : err, "hint",
+                            "check DATABASE_URL (a libpq URL or key=value string)"));
+        conninfo_free(&ci);
+        return NULL;
+    }
+    /* expand_dbname=0: conninfo_new() already parsed the string */
+    conn = PQconnectdbParams(keys, vals, 0);
+    conninfo_free(&ci);
     if (conn == NULL || PQstatus(conn) != CONNECTION_OK) {
         const char *why = conn ? PQerrorMessage(conn) : "out of memory";
         char detail[512];

@@ -143,8 +143,9 @@ def free_port():
 class Process:
     """A running ordersync; its JSON log lines are collected in `logs`."""
 
-    def __init__(self, database_url, env=None, args=("serve",)):
+    def __init__(self, database_url, env=None, args=("serve",), wrapper=()):
         self.database_url = database_url
+        self.wrapper = list(wrapper)  # e.g. ["ip", "netns", "exec", NAME]: it execs the binary
         self.env = dict(os.environ)
         self.env.update({"DATABASE_URL": database_url, "ORDERSYNC_LISTEN": "127.0.0.1:0",
                          "ORDERSYNC_LOG_LEVEL": "debug"})
@@ -158,7 +159,7 @@ class Process:
     def start(self, timeout=15):
         self.logs = []
         self._listening.clear()
-        self.proc = subprocess.Popen([BIN, *self.args], env=self.env, stdout=subprocess.DEVNULL,
+        self.proc = subprocess.Popen([*self.wrapper, BIN, *self.args], env=self.env, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE, text=True)
         threading.Thread(target=self._read, args=(self.proc,), daemon=True).start()
         if not self._listening.wait(timeout):
