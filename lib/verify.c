@@ -1,7 +1,7 @@
 /*
  * verify: signature checks of inbound webhooks on the raw body bytes, and the
- * Standard Webhooks signer used by the relay. The platform rules are those of
- * DESIGN.md §4; each branch that looks odd names the rule it follows.
+ * Standard Webhooks signer used by the relay. The platform rules are each
+ * platform's published ones; each branch that looks odd names the rule it follows.
  *
  * Every comparison of a signature is constant-time (CRYPTO_memcmp), and every
  * detail string names headers and numbers only, never secrets or signatures,

@@ -1,6 +1,6 @@
 /*
  * verify: webhook signature checks on the raw request body, before any
- * parsing (DESIGN.md §4). One function per signing scheme; the caller (inbound)
+ * parsing. One function per signing scheme; the caller (inbound)
  * picks the scheme from the source's kind. Pure: no I/O, the clock is a
  * parameter and headers come through a callback, so the HTTP server, unit tests
  * and fuzz targets all drive the same code.

@@ -1,6 +1,6 @@
 /*
  * inbound: one webhook request → one inbound_event, or the HTTP status that
- * rejects it. The order of the checks is the contract of DESIGN.md §4:
+ * rejects it. The order of the checks is part of the inbound contract:
  * WooCommerce's unsigned ping, then the signature on the raw bytes (nothing
  * unauthenticated gets parsed), then the content type, the JSON, and last the
  * order itself, checked against the topic. The sender-specific knowledge here

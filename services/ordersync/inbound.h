@@ -2,8 +2,8 @@
  * inbound: the one call the HTTP handler makes for POST /webhooks/{source}.
  * It ties verify (signature on the raw bytes), the content-type check, JSON
  * parsing, the topic → event type mapping, the dedupe key and normalize
- * together, in the order DESIGN.md §4 requires, and says which HTTP status a
- * rejection deserves. Pure: no I/O; the clock is a parameter.
+ * together, in the order the inbound contract requires (see inbound.c), and says which HTTP status
+ * a rejection deserves. Pure: no I/O; the clock is a parameter.
  */
 #ifndef ORDERSYNC_INBOUND_H
 #define ORDERSYNC_INBOUND_H
@@ -49,6 +49,8 @@ struct inbound_event {
      */
     const char *ignored_reason;
     char ignored_detail[256];
+    /* W3C trace id (32 hex): the webhook's traceparent's, else a new trace's (api.c) */
+    char trace_id[33];
     json_t *order;   /* canonical order, new reference; NULL when ignored */
     json_t *payload; /* the parsed body, new reference (stored raw as jsonb for audit) */
 };

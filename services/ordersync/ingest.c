@@ -3,7 +3,7 @@
  *
  * Why one statement per batch rather than BEGIN/INSERT.../COMMIT: it is one
  * round trip and one parse, and the transaction can never be left open by a
- * lost connection. Measured on the 2-core test machine (DESIGN.md §5), one
+ * lost connection. Measured on a 2-core machine (scripts/bench), one
  * order per transaction tops out near 3k/s; batches of 32 reach 14-20k/s.
  */
 #include "ingest.h"
@@ -35,8 +35,9 @@ struct item {
      */
     char *element;
     const char *ignored_reason; /* static; see inbound_event */
-    bool solo;                  /* re-run alone after its batch failed on data */
-    int retries;                /* transient failures (deadlock, serialization) so far */
+    char trace_id[33];
+    bool solo;   /* re-run alone after its batch failed on data */
+    int retries; /* transient failures (deadlock, serialization) so far */
 };
 
 struct batch {
@@ -78,7 +79,8 @@ static void report(struct item *it, enum ingest_result result, const char *outco
         .reason = outcome != NULL && strcmp(outcome, "ignored") == 0 ? it->ignored_reason : NULL,
         .order_id = order_id,
         .events = events,
-        .detail = detail};
+        .detail = detail,
+        .trace_id = it->trace_id};
     it->done(it->ctx, &o);
 }
 
@@ -288,6 +290,11 @@ static char *element_of(const char *source_id, const struct inbound_event *ev)
 {
     json_t *o = json_pack("{s:s,s:s,s:s,s:s?,s:O?}", "s", source_id, "k", ev->dedupe_key, "t",
                           ev->topic, "e", ev->event_type, "o", ev->order);
+    if (o != NULL && ev->trace_id[0] != '\0' &&
+        json_object_set_new(o, "tr", json_string(ev->trace_id)) < 0) {
+        json_decref(o);
+        return NULL;
+    }
     if (o == NULL)
         return NULL;
     char *text = json_dumps(o, JSON_COMPACT);
@@ -465,6 +472,8 @@ void ingest_submit(struct ingest *ing, const char *source_id, struct inbound_eve
     struct item *it = calloc(1, sizeof(*it));
     char *element = it != NULL ? element_of(source_id, ev) : NULL;
     const char *reason = ev->ignored_reason;
+    char trace_id[sizeof(it->trace_id)];
+    snprintf(trace_id, sizeof(trace_id), "%s", ev->trace_id);
     inbound_event_clear(ev);
     if (it == NULL || element == NULL) {
         free(it);
@@ -479,6 +488,7 @@ void ingest_submit(struct ingest *ing, const char *source_id, struct inbound_eve
     it->body_len = body_len;
     it->element = element;
     it->ignored_reason = reason;
+    memcpy(it->trace_id, trace_id, sizeof(it->trace_id));
     if (ing->tail != NULL)
         ing->tail->next = it;
     else

@@ -3,7 +3,7 @@
  * Session is the order (with no line items: Stripe leaves them out of the
  * webhook); payment intents and charges only change part of an order, so
  * they become partial orders. Amounts are integers in the currency's minor
- * units and currencies are lower case (DESIGN.md §4).
+ * units and currencies are lower case, as in every canonical order.
  *
  * Linking: a session is keyed by client_reference_id, else metadata.order_id,
  * else its own id; an intent or charge by metadata.order_id, else the

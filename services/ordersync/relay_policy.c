@@ -1,5 +1,5 @@
 /*
- * relay_policy: the rules, see relay_policy.h. DESIGN's wire contract:
+ * relay_policy: the rules, see relay_policy.h. The outbound wire contract:
  * 2xx delivered; 408, 425, 429, 5xx, timeouts and connection errors retried
  * (Retry-After honoured up to a bound); other 4xx retried on the same
  * schedule but counted (a receiver bug should not lose data silently); 410

@@ -10,8 +10,8 @@ last test gives ordersync a first host that accepts connections and never
 answers, which must not hide the second.
 
 What is proven, with the real binary, real servers and real receivers:
-- acks resume within 5 s of the promotion (DESIGN.md §6: "resumes on the new
-  primary within seconds");
+- acks resume within 5 s of the promotion (the service resumes on the new
+  primary within seconds);
 - nothing is acknowledged that is not committed: every order that got a 2xx,
   before or after the failover, is on the new primary, and every other answer
   is 503 + Retry-After (the sender's retry is the recovery path);

@@ -1,5 +1,5 @@
 /*
- * Unit tests for verify: every signing scheme of DESIGN.md §4 accepts what the
+ * Unit tests for verify: every signing scheme (see verify.h) accepts what the
  * platform would send and rejects each way it can go wrong, with the right
  * result code. Signatures are computed here independently with OpenSSL's
  * one-shot HMAC(), so a shared bug in verify.c cannot hide.
