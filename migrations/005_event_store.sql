@@ -75,6 +75,9 @@ CREATE TABLE events (
                                              'order.cancelled', 'order.refunded',
                                              'order.fulfilled')),
     created_at timestamptz NOT NULL,
+    -- W3C trace id: the shop's, when its webhook carried a traceparent; every
+    -- delivery sends it with a span of its own
+    trace_id   uuid,
     -- the exact envelope sent, {"type", "timestamp", "data"}: text, not
     -- jsonb, because it is only ever sent as it is
     payload    text NOT NULL
@@ -208,6 +211,7 @@ CREATE TABLE inbound_events (
     outcome     text NOT NULL CHECK (outcome IN ('applied', 'stale', 'ignored')),
     order_id    bigint,
     received_at timestamptz NOT NULL DEFAULT now(),
+    trace_id    uuid,
     -- the body as the sender sent it: an audit copy, never parsed again
     payload     text NOT NULL,
     CHECK (outcome = 'ignored' OR event_type IS NOT NULL)

@@ -6,7 +6,8 @@
 --    "e": event type, 'order.sync' (a state read by a poller: the type is
 --         derived from what changed) or null (not about orders, or a topic the
 --         signed body does not support: recorded, emits nothing),
---    "o": canonical order or null, "p": raw payload (only when `payloads` is NULL)}
+--    "o": canonical order or null, "tr": W3C trace id (32 hex; absent: a new trace),
+--    "p": raw payload (only when `payloads` is NULL)}
 -- and payloads[i] is element i's body exactly as received: it is kept as
 -- text and never parsed here (it is an audit copy; parsing 5 KB of JSON per
 -- order into jsonb and printing it back was a large part of the old
@@ -48,6 +49,7 @@ DECLARE
     ev_order bigint[] := '{}';
     ev_type  text[] := '{}';
     ev_doc   jsonb[] := '{}';
+    ev_trace uuid[] := '{}';
     -- the one-at-a-time path
     el       record;
     cur      orders%ROWTYPE;
@@ -59,6 +61,7 @@ DECLARE
     derived  boolean;
     fresh    boolean;
     found_id bigint;
+    found_trace uuid; -- the element's trace id (its own, or a new one)
     j        integer;
     stamp    text := to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"');
 BEGIN
@@ -89,6 +92,7 @@ BEGIN
           FROM jsonb_array_elements(batch) WITH ORDINALITY AS a(value, ord)
     ), cand AS (
         SELECT el.i, el.s, el.x, el.v->>'k' AS k, el.v->>'t' AS t, el.v->'o' AS o,
+               coalesce((el.v->>'tr')::uuid, gen_random_uuid()) AS tr,
                CASE WHEN payloads IS NULL THEN (el.v->'p')::text ELSE payloads[el.i] END AS p,
                CASE WHEN el.v->>'e' <> 'order.sync' THEN el.v->>'e'
                     WHEN el.v->'o'->>'status' = 'cancelled' THEN 'order.cancelled'
@@ -120,17 +124,18 @@ BEGIN
         ON CONFLICT (source_id, external_id) DO NOTHING
         RETURNING t.id, t.source_id, t.external_id
     ), done AS (
-        SELECT doc.i, doc.s, doc.k, doc.t, doc.typ, doc.p, ins.id, doc.m AS doc
+        SELECT doc.i, doc.s, doc.k, doc.t, doc.typ, doc.p, doc.tr, ins.id, doc.m AS doc
           FROM doc JOIN ins ON ins.source_id = doc.s AND ins.external_id = doc.x
     ), inb AS (
         INSERT INTO inbound_events (source_id, dedupe_key, topic, event_type, outcome, order_id,
-                                    payload)
-        SELECT s, k, t, typ, 'applied', id, p FROM done
+                                    trace_id, payload)
+        SELECT s, k, t, typ, 'applied', id, tr, p FROM done
     )
     SELECT coalesce(array_agg(i ORDER BY i), '{}'), coalesce(array_agg(id ORDER BY i), '{}'),
            coalesce(array_agg(typ ORDER BY i), '{}'),
-           coalesce(array_agg(doc || jsonb_build_object('id', id::text) ORDER BY i), '{}')
-      INTO ev_i, ev_order, ev_type, ev_doc
+           coalesce(array_agg(doc || jsonb_build_object('id', id::text) ORDER BY i), '{}'),
+           coalesce(array_agg(tr ORDER BY i), '{}')
+      INTO ev_i, ev_order, ev_type, ev_doc, ev_trace
       FROM done;
     FOR j IN 1 .. coalesce(array_length(ev_i, 1), 0) LOOP
         r_out[ev_i[j]] := 'applied';
@@ -155,8 +160,9 @@ BEGIN
         IF typ IS NULL THEN
             -- not about orders (or a topic the body does not support): keep a
             -- record so the sender stops retrying, emit nothing
-            INSERT INTO inbound_events (source_id, dedupe_key, topic, event_type, outcome, payload)
-            VALUES (el.s, el.v->>'k', el.v->>'t', NULL, 'ignored',
+            INSERT INTO inbound_events (source_id, dedupe_key, topic, event_type, outcome, trace_id,
+                                        payload)
+            VALUES (el.s, el.v->>'k', el.v->>'t', NULL, 'ignored', (el.v->>'tr')::uuid,
                     CASE WHEN payloads IS NULL THEN (el.v->'p')::text ELSE payloads[el.i] END);
             r_out[el.i] := 'ignored';
             CONTINUE;
@@ -164,6 +170,7 @@ BEGIN
 
         o := el.v->'o';
         ev_at := (o->>'updated_at')::timestamptz;
+        found_trace := coalesce((el.v->>'tr')::uuid, gen_random_uuid());
         derived := typ = 'order.sync';
         hash := md5((o - 'partial')::text)::uuid;
         fresh := false;
@@ -231,8 +238,8 @@ BEGIN
                     OR (cur.content_hash IS NULL
                         AND (derived OR cur.last_event_type IS NOT DISTINCT FROM typ))))) THEN
             INSERT INTO inbound_events (source_id, dedupe_key, topic, event_type, outcome,
-                                        order_id, payload)
-            VALUES (el.s, el.v->>'k', el.v->>'t', typ, 'stale', cur.id,
+                                        order_id, trace_id, payload)
+            VALUES (el.s, el.v->>'k', el.v->>'t', typ, 'stale', cur.id, found_trace,
                     CASE WHEN payloads IS NULL THEN (el.v->'p')::text ELSE payloads[el.i] END);
             r_out[el.i] := 'stale';
             r_order[el.i] := cur.id;
@@ -279,8 +286,8 @@ BEGIN
         END IF;
 
         INSERT INTO inbound_events (source_id, dedupe_key, topic, event_type, outcome, order_id,
-                                    payload)
-        VALUES (el.s, el.v->>'k', el.v->>'t', typ, 'applied', cur.id,
+                                    trace_id, payload)
+        VALUES (el.s, el.v->>'k', el.v->>'t', typ, 'applied', cur.id, found_trace,
                 CASE WHEN payloads IS NULL THEN (el.v->'p')::text ELSE payloads[el.i] END);
         r_out[el.i] := 'applied';
         r_order[el.i] := cur.id;
@@ -288,18 +295,19 @@ BEGIN
         ev_order := ev_order || cur.id;
         ev_type := ev_type || typ;
         ev_doc := ev_doc || (merged || jsonb_build_object('id', cur.id::text));
+        ev_trace := ev_trace || found_trace;
     END LOOP;
 
     -- 4. Events, in commit order. Positions are drawn in event order; each
     --    order's row lock is still held, so one order's events never cross.
     IF cardinality(ev_i) > 0 THEN
         PERFORM pg_advisory_xact_lock(event_store_position_lock());
-        INSERT INTO events (position, id, order_id, type, created_at, payload)
-        SELECT nextval('event_position'), gen_random_uuid(), u.oid, u.typ, now(),
+        INSERT INTO events (position, id, order_id, type, created_at, trace_id, payload)
+        SELECT nextval('event_position'), gen_random_uuid(), u.oid, u.typ, now(), u.tr,
                '{"type": "' || u.typ || '", "timestamp": "' || stamp || '", "data": '
                    || u.doc::text || '}'
-          FROM (SELECT * FROM unnest(ev_order, ev_type, ev_doc) WITH ORDINALITY
-                        AS x(oid, typ, doc, n)
+          FROM (SELECT * FROM unnest(ev_order, ev_type, ev_doc, ev_trace) WITH ORDINALITY
+                        AS x(oid, typ, doc, tr, n)
                  ORDER BY n) u;
         -- other instances' relays and feeds learn of new events here (the
         -- local ones are woken in-process); once per batch: NOTIFY serializes

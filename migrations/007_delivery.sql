@@ -146,23 +146,24 @@ CREATE FUNCTION stream_read(dests text[], afters bigint[], types text[], limits 
                             dead_blocks boolean[])
 RETURNS TABLE (destination_id text, horizon bigint, event_position bigint, event_id text,
                order_id bigint, created_at text, payload text, age_s double precision,
-               held boolean)
+               held boolean, trace_id text)
 LANGUAGE plpgsql AS $$
 DECLARE
     h bigint;
 BEGIN
     SELECT coalesce(max(e.position), 0) INTO h FROM events e;
     RETURN QUERY SELECT NULL::text, h, NULL::bigint, NULL::text, NULL::bigint, NULL::text,
-                        NULL::text, NULL::double precision, NULL::boolean;
+                        NULL::text, NULL::double precision, NULL::boolean, NULL::text;
     RETURN QUERY
     SELECT d.id, h, e.position, replace(e.id::text, '-', ''), e.order_id, e.created_at::text,
            e.payload, extract(epoch FROM now() - e.created_at)::double precision,
            EXISTS (SELECT 1 FROM deliveries x
                     WHERE x.destination_id = d.id AND x.order_id = e.order_id
-                      AND x.position < e.position AND (x.state <> 'dead' OR d.db))
+                      AND x.position < e.position AND (x.state <> 'dead' OR d.db)),
+           replace(e.trace_id::text, '-', '')
       FROM unnest(dests, afters, types, limits, dead_blocks) AS d(id, after, types, lim, db)
      CROSS JOIN LATERAL (
-           SELECT e.position, e.id, e.order_id, e.created_at, e.payload FROM events e
+           SELECT e.position, e.id, e.order_id, e.created_at, e.payload, e.trace_id FROM events e
             WHERE e.position > d.after AND e.position <= h
               AND (d.types IS NULL OR e.type = ANY (d.types::text[]))
             ORDER BY e.position LIMIT d.lim) e;
@@ -179,7 +180,7 @@ ALTER FUNCTION stream_read(text[], bigint[], text[], integer[], boolean[]) SET j
 -- size and may hash the whole table.
 CREATE FUNCTION delivery_claim(dest_ids text[], limits integer[], lease interval, owner text)
 RETURNS TABLE (destination_id text, event_position bigint, event_id uuid, order_id bigint,
-               attempts integer, payload text, age_s double precision)
+               attempts integer, payload text, age_s double precision, trace_id text)
 LANGUAGE plpgsql AS $$
 BEGIN
     RETURN QUERY
@@ -200,7 +201,8 @@ BEGIN
         RETURNING x.destination_id, x.position, x.order_id, x.attempts, x.event_created_at
     )
     SELECT upd.destination_id, upd.position, e.id, upd.order_id, upd.attempts, e.payload,
-           extract(epoch FROM now() - e.created_at)::double precision
+           extract(epoch FROM now() - e.created_at)::double precision,
+           replace(e.trace_id::text, '-', '')
       FROM upd
       JOIN events e ON e.position = upd.position AND e.created_at = upd.event_created_at;
 END;

@@ -16,6 +16,7 @@
 #include "ingest.h"
 #include "log.h"
 #include "metrics.h"
+#include "trace.h"
 
 enum route { R_WEBHOOKS, R_FEEDS, R_HEALTHZ, R_READYZ, R_METRICS, R_OTHER, R_COUNT };
 
@@ -55,7 +56,8 @@ static void count(enum route r, int status, double secs)
 }
 
 static void log_request(struct http_request *req, int status, const char *outcome,
-                        const char *source, const char *error, const char *detail, double secs)
+                        const char *source, const char *error, const char *detail,
+                        const char *trace_id, double secs)
 {
     enum log_level lvl = status >= 500 ? LOG_WARN : LOG_INFO;
     if (!log_enabled(lvl))
@@ -71,6 +73,8 @@ static void log_request(struct http_request *req, int status, const char *outcom
         json_object_set_new(f, "error", json_string(error));
     if (f != NULL && detail != NULL)
         json_object_set_new(f, "detail", json_string(detail));
+    if (f != NULL && trace_id != NULL && trace_id[0] != '\0')
+        json_object_set_new(f, "trace_id", json_string(trace_id));
     log_json(lvl, "request", f);
 }
 
@@ -79,17 +83,26 @@ static double elapsed(const struct http_request *req)
     return (double)(uv_hrtime() - http_request_start_ns(req)) / 1e9;
 }
 
-void api_reply(struct http_request *req, int status, const char *json, const char *outcome,
-               const char *source)
+/* An answer whose log line also names the webhook's trace. */
+static void reply_traced(struct http_request *req, int status, const char *json,
+                         const char *outcome, const char *source, const char *trace_id)
 {
     double secs = elapsed(req);
     count(route_of(req), status, secs);
-    log_request(req, status, outcome, source, NULL, NULL, secs);
+    log_request(req, status, outcome, source, NULL, NULL, trace_id, secs);
     http_respond_json(req, status, json);
 }
 
-void api_reply_error(struct http_request *req, int status, const char *error, const char *detail,
-                     const char *source, const struct http_header *headers, size_t n_headers)
+void api_reply(struct http_request *req, int status, const char *json, const char *outcome,
+               const char *source)
+{
+    reply_traced(req, status, json, outcome, source, NULL);
+}
+
+static void reply_error_traced(struct http_request *req, int status, const char *error,
+                               const char *detail, const char *source,
+                               const struct http_header *headers, size_t n_headers,
+                               const char *trace_id)
 {
     double secs = elapsed(req);
     enum route r = route_of(req);
@@ -101,8 +114,14 @@ void api_reply_error(struct http_request *req, int status, const char *error, co
                                    "Webhooks by outcome (rejected ones by reason)", labels),
                    1);
     }
-    log_request(req, status, NULL, source, error, detail, secs);
+    log_request(req, status, NULL, source, error, detail, trace_id, secs);
     http_respond_error(req, status, error, detail, headers, n_headers);
+}
+
+void api_reply_error(struct http_request *req, int status, const char *error, const char *detail,
+                     const char *source, const struct http_header *headers, size_t n_headers)
+{
+    reply_error_traced(req, status, error, detail, source, headers, n_headers, NULL);
 }
 
 static void reply_method_not_allowed(struct http_request *req, const char *allow)
@@ -142,32 +161,38 @@ static void on_ingested(void *ctx, const struct ingest_outcome *o)
     struct http_request *req = ctx;
     const char *source = source_of(req);
     switch (o->result) {
-    case INGEST_UNAVAILABLE:
-        reply_unavailable(req, "database_unavailable", o->detail, source);
+    case INGEST_UNAVAILABLE: {
+        char ra[16];
+        snprintf(ra, sizeof(ra), "%lld", (long long)(the_app ? the_app->cfg->retry_after_s : 5));
+        struct http_header h = {"Retry-After", ra};
+        reply_error_traced(req, 503, "database_unavailable", o->detail, source, &h, 1, o->trace_id);
         return;
+    }
     case INGEST_REJECTED:
-        api_reply_error(req, 422, "rejected_by_database", o->detail, source, NULL, 0);
+        reply_error_traced(req, 422, "rejected_by_database", o->detail, source, NULL, 0,
+                           o->trace_id);
         return;
     case INGEST_FAILED:
-        api_reply_error(req, 500, "internal_error", o->detail, source, NULL, 0);
+        reply_error_traced(req, 500, "internal_error", o->detail, source, NULL, 0, o->trace_id);
         return;
     case INGEST_DONE:
         break;
     }
     /* "applied" is the database's word; senders are told "accepted" */
     const char *status = strcmp(o->outcome, "applied") == 0 ? "accepted" : o->outcome;
-    json_t *body = json_pack("{s:s}", "status", status);
+    /* every value is a static word or digits: printed, not built with jansson
+       (this is once per webhook, and allocation-free) */
+    char body[160];
+    int n = snprintf(body, sizeof(body), "{\"status\":\"%s\"", status);
     /* the sender (or whoever forged its topic) learns why nothing happened */
-    if (body != NULL && o->reason != NULL)
-        json_object_set_new(body, "reason", json_string(o->reason));
-    if (body != NULL && o->order_id != NULL && o->order_id[0] != '\0')
-        json_object_set_new(body, "order_id", json_string(o->order_id));
-    if (body != NULL && o->events > 0)
-        json_object_set_new(body, "events", json_integer(o->events));
-    char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
-    json_decref(body);
-    api_reply(req, 200, text ? text : "{\"status\":\"accepted\"}", status, source);
-    free(text);
+    if (o->reason != NULL)
+        n += snprintf(body + n, sizeof(body) - (size_t)n, ",\"reason\":\"%s\"", o->reason);
+    if (o->order_id != NULL && o->order_id[0] != '\0')
+        n += snprintf(body + n, sizeof(body) - (size_t)n, ",\"order_id\":\"%s\"", o->order_id);
+    if (o->events > 0)
+        n += snprintf(body + n, sizeof(body) - (size_t)n, ",\"events\":%d", o->events);
+    snprintf(body + n, sizeof(body) - (size_t)n, "}");
+    reply_traced(req, 200, body, status, source, o->trace_id);
 }
 
 static void handle_webhook(struct app *app, struct http_request *req, const char *source_id)
@@ -234,6 +259,10 @@ static void handle_webhook(struct app *app, struct http_request *req, const char
                  json_pack("{s:I,s:s,s:s,s:s,s:s}", "request_id", (json_int_t)http_request_id(req),
                            "source", src->id, "topic", ev.topic, "reason", ev.ignored_reason,
                            "detail", ev.ignored_detail));
+    /* the shop's trace, if it sent a valid one (an invalid one is ignored, never refused) */
+    if (!trace_parse_parent(http_request_header(req, "traceparent"), ev.trace_id) &&
+        !trace_new_id(ev.trace_id))
+        ev.trace_id[0] = '\0'; /* no randomness: the database starts the trace */
     ingest_submit(app->ingest, src->id, &ev, body, len, on_ingested, req);
 }
 

@@ -60,6 +60,7 @@ struct ingest_outcome {
     const char *order_id; /* may be NULL; borrowed for the call */
     int events;           /* events emitted */
     const char *detail;   /* why, when not done; borrowed for the call */
+    const char *trace_id; /* the webhook's trace id ("" if none); borrowed for the call */
 };
 
 /* Called exactly once per submitted webhook, on the loop. */

@@ -35,6 +35,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "relay_window.h"
+#include "trace.h"
 #include "verify.h"
 
 #define PARAM_CAP ((size_t)64 << 20)
@@ -61,7 +62,7 @@ enum stmt_id {
 
 static const struct db_stmt stmts[N_STMTS] = {
     [S_CLAIM] = {"claim", "SELECT destination_id, event_position, replace(event_id::text, '-', '')"
-                          " AS event_id, order_id, attempts, payload, age_s"
+                          " AS event_id, order_id, attempts, payload, age_s, trace_id"
                           " FROM delivery_claim($1::text[], $2::integer[],"
                           " make_interval(secs => $3::float8), $4)"},
     [S_COMPLETE] = {"complete", "SELECT lost FROM relay_complete($1, $2::jsonb)"},
@@ -88,9 +89,10 @@ static const struct db_stmt stmts[N_STMTS] = {
 
 /* The read connection's one statement (see read_streams). */
 static const struct db_stmt read_stmts[] = {
-    {"stream_read", "SELECT destination_id, horizon, event_position, event_id, order_id,"
-                    " created_at, payload, age_s, held FROM stream_read($1::text[], $2::bigint[],"
-                    " $3::text[], $4::integer[], $5::boolean[])"},
+    {"stream_read",
+     "SELECT destination_id, horizon, event_position, event_id, order_id,"
+     " created_at, payload, age_s, held, trace_id FROM stream_read($1::text[], $2::bigint[],"
+     " $3::text[], $4::integer[], $5::boolean[])"},
 };
 
 enum job_result { JOB_NONE, JOB_OK, JOB_RETRY, JOB_DEAD, JOB_RELEASED };
@@ -104,6 +106,8 @@ struct job {
     int64_t position, order_id;
     char created_at[48]; /* the event's partition key, as the database printed it */
     char msg_id[40];     /* "msg_" + event uuid hex: the webhook-id */
+    char trace_id[TRACE_ID_HEX +
+                  1]; /* the order's trace (see trace.h); empty for events from before */
     int attempt;
     double age_s;   /* of the event when read */
     double started; /* wall clock, epoch s */
@@ -289,7 +293,7 @@ static void job_release(struct job *j)
 }
 
 static struct job *job_new(struct relay *r, struct dest *d, const PGresult *res, int row, int c_pos,
-                           int c_id, int c_order, int c_payload, int c_age)
+                           int c_id, int c_order, int c_payload, int c_age, int c_trace)
 {
     struct job *j = calloc(1, sizeof(*j));
     if (j == NULL)
@@ -300,6 +304,9 @@ static struct job *job_new(struct relay *r, struct dest *d, const PGresult *res,
     j->order_id = strtoll(PQgetvalue(res, row, c_order), NULL, 10);
     j->age_s = atof(PQgetvalue(res, row, c_age));
     snprintf(j->msg_id, sizeof(j->msg_id), "msg_%s", PQgetvalue(res, row, c_id));
+    /* hex digits, as the statement prints it; NULL (events from before) leaves it empty */
+    if (PQgetlength(res, row, c_trace) == TRACE_ID_HEX)
+        memcpy(j->trace_id, PQgetvalue(res, row, c_trace), TRACE_ID_HEX + 1);
     j->payload_len = (size_t)PQgetlength(res, row, c_payload);
     j->payload = malloc(j->payload_len + 1);
     if (j->payload == NULL) {
@@ -437,15 +444,16 @@ static void on_http_done(const struct http_client_result *res, void *data)
         if (dec.verdict == RELAY_DEAD) {
             metric_add(d->m_dead, 1);
             log_warn("delivery dead",
-                     json_pack("{s:s,s:I,s:s,s:i,s:s}", "destination", d->id, "position",
+                     json_pack("{s:s,s:I,s:s,s:i,s:s,s:s}", "destination", d->id, "position",
                                (json_int_t)j->position, "webhook_id", j->msg_id, "attempts",
-                               j->attempt, "last_error", err));
+                               j->attempt, "last_error", err, "trace_id", j->trace_id));
         } else {
             metric_add(d->m_retry, 1);
             log_info("delivery failed, will retry",
-                     json_pack("{s:s,s:I,s:s,s:i,s:s,s:f}", "destination", d->id, "position",
+                     json_pack("{s:s,s:I,s:s,s:i,s:s,s:f,s:s}", "destination", d->id, "position",
                                (json_int_t)j->position, "webhook_id", j->msg_id, "attempt",
-                               j->attempt, "error", err, "retry_in_s", dec.delay_s));
+                               j->attempt, "error", err, "retry_in_s", dec.delay_s, "trace_id",
+                               j->trace_id));
         }
     }
     if (bc == RELAY_BREAKER_PAUSED) {
@@ -506,7 +514,13 @@ static bool start_http(struct relay *r, struct job *j, char *err, size_t errlen)
         snprintf(hdr_sig, sizeof(hdr_sig), "webhook-signature: %s %s", sig1, sig2);
     else
         snprintf(hdr_sig, sizeof(hdr_sig), "webhook-signature: %s", sig1);
-    const char *headers[] = {"Content-Type: application/json", hdr_id, hdr_ts, hdr_sig, NULL};
+    /* each delivery is a new span of the order's trace */
+    char hdr_trace[16 + TRACE_PARENT_LEN + 1], parent[TRACE_PARENT_LEN + 1];
+    bool traced = j->trace_id[0] != '\0' && trace_new_parent(j->trace_id, parent);
+    if (traced)
+        snprintf(hdr_trace, sizeof(hdr_trace), "traceparent: %s", parent);
+    const char *headers[] = {"Content-Type: application/json", hdr_id, hdr_ts, hdr_sig,
+                             traced ? hdr_trace : NULL,        NULL};
     struct http_client_request req = {.url = d->url,
                                       .body = j->payload,
                                       .body_len = j->payload_len,
@@ -720,11 +734,12 @@ enum {
     RC_PAYLOAD,
     RC_AGE,
     RC_HELD,
+    RC_TRACE,
     N_RC
 };
-static const char *const read_cols[N_RC] = {"destination_id", "horizon",  "event_position",
-                                            "event_id",       "order_id", "created_at",
-                                            "payload",        "age_s",    "held"};
+static const char *const read_cols[N_RC] = {
+    "destination_id", "horizon", "event_position", "event_id", "order_id",
+    "created_at",     "payload", "age_s",          "held",     "trace_id"};
 
 /* The rows of one stream in a read's result: [from, to). */
 static void take_events(struct relay *r, struct stream *s, const struct read_part *part,
@@ -734,8 +749,8 @@ static void take_events(struct relay *r, struct stream *s, const struct read_par
     bool whole = true; /* every event returned went into the window */
     int64_t last = s->read_pos;
     for (int row = from; row < to; row++) {
-        struct job *j =
-            job_new(r, s->d, res, row, c[RC_POS], c[RC_ID], c[RC_ORDER], c[RC_PAYLOAD], c[RC_AGE]);
+        struct job *j = job_new(r, s->d, res, row, c[RC_POS], c[RC_ID], c[RC_ORDER], c[RC_PAYLOAD],
+                                c[RC_AGE], c[RC_TRACE]);
         if (j == NULL) {
             whole = false; /* out of memory: read again from the last one kept */
             break;
@@ -1094,9 +1109,10 @@ static void on_next_due(PGresult *res, const char *err, void *data)
     schedule_due(r, secs);
 }
 
-enum { CC_DEST, CC_POS, CC_ID, CC_ORDER, CC_ATTEMPTS, CC_PAYLOAD, CC_AGE, N_CC };
-static const char *const claim_cols[N_CC] = {
-    "destination_id", "event_position", "event_id", "order_id", "attempts", "payload", "age_s"};
+enum { CC_DEST, CC_POS, CC_ID, CC_ORDER, CC_ATTEMPTS, CC_PAYLOAD, CC_AGE, CC_TRACE, N_CC };
+static const char *const claim_cols[N_CC] = {"destination_id", "event_position", "event_id",
+                                             "order_id",       "attempts",       "payload",
+                                             "age_s",          "trace_id"};
 
 static void on_claim(PGresult *res, const char *err, void *data)
 {
@@ -1114,9 +1130,9 @@ static void on_claim(PGresult *res, const char *err, void *data)
     metric_add(r->m_claims, 1);
     for (int row = 0; row < n; row++) {
         struct dest *d = destinations_find(r->dests, PQgetvalue(res, row, c[CC_DEST]));
-        struct job *j =
-            d ? job_new(r, d, res, row, c[CC_POS], c[CC_ID], c[CC_ORDER], c[CC_PAYLOAD], c[CC_AGE])
-              : NULL;
+        struct job *j = d ? job_new(r, d, res, row, c[CC_POS], c[CC_ID], c[CC_ORDER], c[CC_PAYLOAD],
+                                    c[CC_AGE], c[CC_TRACE])
+                          : NULL;
         if (j == NULL)
             continue; /* its lease runs out and it comes back */
         j->row = true;

@@ -6,6 +6,7 @@ import copy
 import json
 import os
 import random
+import re
 import subprocess
 import tempfile
 import threading
@@ -416,3 +417,83 @@ def test_a_postgres_restart_leaves_no_row_waiting_for_its_lease(tmp_path, receiv
         p.stop()
     finally:
         pg_script("destroy", d)
+
+
+TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-01$")
+
+
+def send_traced(p, oid, traceparent):
+    b = order_body(oid)
+    h = wh.shopify(b, "orders/create")
+    if traceparent is not None:
+        h["traceparent"] = traceparent
+    st, _, resp = request(p.port, "POST", "/webhooks/shop", body=b, headers=h)
+    return st, json.loads(resp)
+
+
+def test_trace_context_from_the_shop_to_every_destination(stack, db, receivers):
+    inv = receivers["inventory"]
+    first = {"seen": set()}
+
+    def fail_once(rec):  # one failed attempt per event, so the retry log line is there too
+        wid = rec["headers"]["webhook-id"]
+        if wid not in first["seen"]:
+            first["seen"].add(wid)
+            return 500, {}, b"try again"
+        return 200, {}, b"ok"
+    inv.behaviour = fail_once
+    p = stack()
+    shop_trace, shop_span = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    invalid = ["00-00000000000000000000000000000000-00f067aa0ba902b7-01",  # all-zero trace
+               "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",  # upper case
+               "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",  # all-zero span
+               "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",  # forbidden version
+               "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-x",  # v00 with a tail
+               "garbage", ""]
+    assert send_traced(p, 900, f"00-{shop_trace}-{shop_span}-01")[0] == 200
+    # a later version may carry more fields: its trace id is still taken
+    assert send_traced(p, 901, "cc-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-bbbbbbbbbbbbbbbb-01-more")[0] == 200
+    for i, v in enumerate(invalid):
+        st, resp = send_traced(p, 910 + i, v)
+        assert st == 200 and resp["status"] == "accepted", (v, resp)  # ignored, never refused
+    assert send_traced(p, 920, None)[0] == 200
+    n = 3 + len(invalid)
+    wait_for(lambda: all(len(r.accepted()) == n for r in receivers.values()), what="delivery")
+
+    def traces(oid):
+        """The trace and span ids each destination got for one order."""
+        out = {}
+        for name, r in receivers.items():
+            for rec in r.accepted():
+                if rec["json"]["data"]["external_id"] == str(oid):
+                    m = TRACEPARENT.match(rec["headers"].get("traceparent", ""))
+                    assert m, rec["headers"].get("traceparent")
+                    out[name] = m.groups()
+        return out
+
+    kept = traces(900)
+    assert {t for t, _ in kept.values()} == {shop_trace}
+    spans = [s for _, s in kept.values()]
+    assert len(set(spans)) == 3 and shop_span not in spans, "each delivery is a new span"
+    assert {t for t, _ in traces(901).values()} == {"a" * 32}
+    started = set()
+    for oid in [910 + i for i in range(len(invalid))] + [920]:
+        ts = {t for t, _ in traces(oid).values()}
+        assert len(ts) == 1, "one trace per order across destinations"
+        started |= ts
+    assert len(started) == len(invalid) + 1 and shop_trace not in started
+    # the retry of a failed attempt carries the same trace with yet another span
+    inv_900 = [rec for rec in inv.all() if rec["json"]["data"]["external_id"] == "900"]
+    assert [rec["status"] for rec in inv_900] == [500, 200]
+    a, b = (TRACEPARENT.match(rec["headers"]["traceparent"]).groups() for rec in inv_900)
+    assert a[0] == b[0] == shop_trace and a[1] != b[1]
+    # the database keeps it with the event
+    assert db.scalar("SELECT replace(e.trace_id::text, '-', '') FROM events e JOIN orders o"
+                     " ON o.id = e.order_id WHERE o.external_id = '900'") == shop_trace
+    assert db.scalar("SELECT count(DISTINCT trace_id) FROM inbound_events") == n
+    # log lines name it: the webhook's request, and the failed delivery attempt
+    assert any(r.get("trace_id") == shop_trace and r.get("status") == 200
+               for r in p.log_lines("request"))
+    retry = [r for r in p.log_lines("delivery failed, will retry")
+             if r.get("trace_id") == shop_trace]
+    assert retry and retry[0]["destination"] == "inventory"
