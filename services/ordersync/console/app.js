@@ -53,9 +53,13 @@ function badge(text, kind) {
   return el('span', { class: `badge ${kind || text}` }, text);
 }
 
+// replaceChildren() would print a null as "null": absent parts are left out
+function put(node, ...children) {
+  node.replaceChildren(...children.filter(c => c !== null && c !== undefined && c !== false));
+}
+
 function setMain(...children) {
-  const main = document.getElementById('main');
-  main.replaceChildren(...children.filter(c => c !== null && c !== undefined));
+  put(document.getElementById('main'), ...children);
 }
 
 function errorBox(err) {
@@ -163,7 +167,7 @@ async function viewOverview() {
         el('td', { class: 'num' }, d.dead ? el('a', { href: `#/dead?state=dead&destination=${d.id}`, class: 'deadlink' }, d.dead) : 0),
         el('td', { class: 'num' }, fmtAge(d.oldest_pending_s)),
         el('td', {}, chart(d.minutes))));
-      box.replaceChildren(doc.destinations.length === 0
+      put(box, doc.destinations.length === 0
         ? el('p', { class: 'muted' }, 'No destinations yet: INSERT INTO destinations … (see the README).')
         : el('table', { class: 'grid', id: 'overview' },
           el('thead', {}, el('tr', {}, ['destination', 'state', 'pending', 'retrying', 'in flight',
@@ -171,7 +175,7 @@ async function viewOverview() {
           el('tbody', {}, rows)));
       document.getElementById('refreshed').textContent = `updated ${fmtTime(doc.now)} · refreshes every 5 s`;
     } catch (e) {
-      box.replaceChildren(errorBox(e));
+      put(box, errorBox(e));
     }
     state.timer = setTimeout(refresh, 5000);
   };
@@ -203,14 +207,14 @@ async function viewOrders(params) {
       el('td', {}, o.customer_email || ''), el('td', {}, o.status, o.financial_status ? ` · ${o.financial_status}` : ''),
       el('td', { class: 'num' }, o.total !== null ? `${o.total} ${o.currency || ''}` : ''),
       el('td', {}, fmtTime(o.created_at)), el('td', {}, syncSummary(o.sync))));
-    box.replaceChildren(
+    put(box, 
       el('p', { class: 'muted small' }, q ? `Orders matching “${q}”` : 'Latest orders', before ? ` (older than order ${before})` : ''),
       rows.length ? el('table', { class: 'grid', id: 'orders' },
         el('thead', {}, el('tr', {}, ['id', 'source', 'external id', 'number', 'customer email', 'status', 'total', 'received', 'deliveries'].map(t => el('th', {}, t)))),
         el('tbody', {}, rows)) : el('p', {}, 'No order found.'),
       doc.next ? el('p', {}, el('a', { href: `#/orders${query({ q, before: doc.next })}`, id: 'older' }, 'Older orders →')) : null);
   } catch (e) {
-    box.replaceChildren(errorBox(e));
+    put(box, errorBox(e));
   }
 }
 
@@ -291,7 +295,7 @@ async function viewOrder(id) {
       badge(a.http_status ? String(a.http_status) : 'error', ok ? 'delivered' : 'dead'),
       ` ${a.destination}, attempt ${a.attempt} of #${a.position}`,
       el('span', { class: 'muted small' }, ` · ${a.duration_ms} ms`),
-      a.error ? el('div', { class: 'small err' }, a.error) : null,
+      a.error && a.error !== `HTTP ${a.http_status}` ? el('div', { class: 'small err' }, a.error) : null,
       a.excerpt ? el('div', { class: 'small excerpt' }, a.excerpt) : null) });
   }
   for (const a of doc.actions) {
@@ -350,7 +354,7 @@ async function viewDead(params) {
   try {
     doc = await api(`/api/deliveries${query({ state: f.state, destination: f.destination, since: f.since, until: f.until, before: f.before })}`);
   } catch (e) {
-    box.replaceChildren(errorBox(e));
+    put(box, errorBox(e));
     return;
   }
   const checks = [];
@@ -364,7 +368,8 @@ async function viewDead(params) {
       el('td', {}, it.type || '', el('div', { class: 'muted small' }, `#${it.position}`)),
       el('td', {}, stateBadge(it), it.blocked_by ? el('div', { class: 'muted small' }, `waits for #${it.blocked_by} (${it.blocked_by_state || 'settled'})`) : null),
       el('td', { class: 'num' }, it.attempts),
-      el('td', {}, it.last_status ? `HTTP ${it.last_status} ` : '', it.last_error ? el('span', { class: 'small err' }, it.last_error) : ''),
+      el('td', {}, it.last_status ? `HTTP ${it.last_status} ` : '',
+        it.last_error && it.last_error !== `HTTP ${it.last_status}` ? el('span', { class: 'small err' }, it.last_error) : ''),
       el('td', {}, fmtTime(it.event_created_at)), el('td', {}, fmtTime(it.updated_at)));
   });
   const selected = () => checks.filter(c => c.cb.checked).map(c => ({ destination: c.it.destination, position: c.it.position }));
@@ -397,7 +402,7 @@ async function viewDead(params) {
       { matching: { destination: f.destination || null, since: f.since || null, until: f.until || null, state: f.state } },
       `Skip every ${f.state} event of ${scope}? They will never be delivered.`) }, 'Skip all matching'));
   const all = el('input', { type: 'checkbox', 'aria-label': 'select all', onchange: ev => checks.forEach(c => { c.cb.checked = ev.target.checked; }) });
-  box.replaceChildren(
+  put(box, 
     rows.length ? el('div', {}, buttons, el('table', { class: 'grid', id: 'dead' },
       el('thead', {}, el('tr', {}, el('th', {}, all), ['destination', 'order', 'event', 'state', 'attempts', 'last error', 'event time', 'since'].map(t => el('th', {}, t)))),
       el('tbody', {}, rows))) : el('p', { id: 'none' }, `No ${f.state === 'pending' ? 'retrying' : f.state} event${f.destination ? ' for ' + f.destination : ''}.`),
