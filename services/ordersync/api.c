@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "api_console.h"
 #include "buf.h"
 #include "feed.h"
 #include "inbound.h"
@@ -18,10 +19,20 @@
 #include "metrics.h"
 #include "trace.h"
 
-enum route { R_WEBHOOKS, R_FEEDS, R_HEALTHZ, R_READYZ, R_METRICS, R_OTHER, R_COUNT };
+enum route {
+    R_WEBHOOKS,
+    R_FEEDS,
+    R_HEALTHZ,
+    R_READYZ,
+    R_METRICS,
+    R_CONSOLE,
+    R_CONSOLE_API,
+    R_OTHER,
+    R_COUNT
+};
 
-static const char *const route_names[R_COUNT] = {"webhooks", "feeds",   "healthz",
-                                                 "readyz",   "metrics", "other"};
+static const char *const route_names[R_COUNT] = {"webhooks", "feeds",   "healthz",     "readyz",
+                                                 "metrics",  "console", "console_api", "other"};
 
 static struct metric *m_requests[R_COUNT][6];
 static struct metric *m_seconds[R_COUNT];
@@ -122,6 +133,15 @@ void api_reply_error(struct http_request *req, int status, const char *error, co
                      const char *source, const struct http_header *headers, size_t n_headers)
 {
     reply_error_traced(req, status, error, detail, source, headers, n_headers, NULL);
+}
+
+void api_respond(struct http_request *req, int status, const char *content_type, const char *body,
+                 size_t len, const struct http_header *headers, size_t n_headers)
+{
+    double secs = elapsed(req);
+    count(route_of(req), status, secs);
+    log_request(req, status, NULL, NULL, NULL, NULL, NULL, secs);
+    http_respond(req, status, content_type, body, len, headers, n_headers);
 }
 
 static void reply_method_not_allowed(struct http_request *req, const char *allow)
@@ -428,27 +448,39 @@ static void handle_healthz(struct app *app, struct http_request *req)
     api_reply(req, 200, "{\"status\":\"ok\"}", NULL, NULL);
 }
 
-/* A route with an exact path, answering GET and HEAD (dispatch refuses the rest). */
+/*
+ * A route: an exact path answering GET and HEAD (dispatch refuses the rest),
+ * or, with `prefix`, the path and everything under it ("/api/": everything
+ * under it), for a handler that checks methods itself.
+ */
 struct api_route {
     const char *path;
     enum route route;
     void (*handle)(struct app *app, struct http_request *req);
+    bool prefix;
 };
 
 /* What an operator (or an orchestrator's probes) reads; served by both listeners. */
 static const struct api_route ops_routes[] = {
-    {"/healthz", R_HEALTHZ, handle_healthz},
-    {"/readyz", R_READYZ, handle_readyz},
-    {"/metrics", R_METRICS, handle_metrics},
-    {NULL, R_OTHER, NULL},
+    {"/healthz", R_HEALTHZ, handle_healthz, false},
+    {"/readyz", R_READYZ, handle_readyz, false},
+    {"/metrics", R_METRICS, handle_metrics, false},
+    {NULL, R_OTHER, NULL, false},
+};
+
+/* The operator console: its pages and its JSON API (api_console.c). */
+static const struct api_route console_routes[] = {
+    {"/console", R_CONSOLE, api_console_page, true},
+    {"/api/", R_CONSOLE_API, api_console_api, true},
+    {NULL, R_OTHER, NULL, false},
 };
 
 /*
- * The admin listener's routes: the operations ones, and later whatever only
- * operators may reach (the console). One table per listener, so an
- * admin-only route is one line here and can never leak onto the public port.
+ * The admin listener's routes: the operations ones, and what only operators
+ * may reach (the console). One table per listener, so an admin-only route is
+ * one line here and can never leak onto the public port.
  */
-static const struct api_route *const admin_tables[] = {ops_routes, NULL};
+static const struct api_route *const admin_tables[] = {ops_routes, console_routes, NULL};
 static const struct api_route *const public_tables[] = {ops_routes, NULL};
 
 /* Routes req through the tables; answers 404 or 405 itself when nothing fits. */
@@ -461,7 +493,11 @@ static void dispatch(struct app *app, struct http_request *req,
 
     for (const struct api_route *const *t = tables; *t != NULL && found == NULL; t++) {
         for (const struct api_route *r = *t; r->path != NULL; r++) {
-            if (strcmp(path, r->path) == 0) {
+            size_t n = strlen(r->path);
+            /* "/console" owns "/console/..." but not "/consoles" */
+            bool under = r->prefix && strncmp(path, r->path, n) == 0 &&
+                         (path[n] == '\0' || path[n] == '/' || r->path[n - 1] == '/');
+            if (under || strcmp(path, r->path) == 0) {
                 found = r;
                 break;
             }
@@ -472,7 +508,7 @@ static void dispatch(struct app *app, struct http_request *req,
         api_reply_error(req, 404, "not_found", "no such endpoint", NULL, NULL, 0);
         return;
     }
-    if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0) {
+    if (!found->prefix && strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0) {
         reply_method_not_allowed(req, "GET");
         return;
     }

@@ -9,6 +9,8 @@
 #include <uv.h>
 
 #include "config.h"
+#include "console.h"
+#include "console_auth.h"
 #include "db.h"
 #include "destinations.h"
 #include "feed.h"
@@ -28,7 +30,10 @@ struct app {
     struct destinations *dests; /* destinations, for the relay and the feeds */
     struct ingest *ingest;
     struct feed *feed;
-    bool schema_current; /* checked at every (re)connection of db_aux */
+    struct console *console;          /* the console's connection; NULL when it is off */
+    struct console_auth console_auth; /* keys from ORDERSYNC_ADMIN_TOKEN */
+    bool console_enabled;             /* ORDERSYNC_ADMIN_TOKEN is set */
+    bool schema_current;              /* checked at every (re)connection of db_aux */
     bool stopping;
 };
 

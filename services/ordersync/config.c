@@ -33,7 +33,10 @@ static const struct setting settings[] = {
      "address:port of the HTTP server (port 0 picks a free one)"},
     {"ORDERSYNC_ADMIN_LISTEN", T_LISTEN, NULL, 0, 0, F(admin_listen),
      "address:port of the admin listener: /healthz, /readyz and /metrics outside "
-     "ORDERSYNC_MAX_CONNECTIONS (unset: off)"},
+     "ORDERSYNC_MAX_CONNECTIONS, and the operator console (unset: off)"},
+    {"ORDERSYNC_ADMIN_TOKEN", T_STRING, NULL, 0, 0, F(admin_token),
+     "turns on the operator console at /console on the admin listener: its bearer token and"
+     " login password, at least 16 characters (unset: the console is off)"},
     {"ORDERSYNC_MIGRATE_ON_START", T_BOOL, "0", 0, 1, F(migrate_on_start),
      "apply pending migrations at start instead of refusing to run"},
     {"ORDERSYNC_LOG_LEVEL", T_STRING, "info", 0, 0, F(log_level), "debug, info, warn or error"},

@@ -21,6 +21,7 @@ struct config {
     char *database_url; /* NULL: libpq's PG* variables decide */
     struct config_addr listen;
     struct config_addr admin_listen; /* /healthz, /readyz, /metrics outside the connection cap */
+    char *admin_token;               /* opens the console (NULL: the console is off) */
     bool migrate_on_start;
     char *log_level;
     int64_t max_body;

@@ -242,6 +242,8 @@ static void close_all(struct server *s)
     maintain_free(&s->maintain);
     ingest_free(&s->app.ingest);
     feed_free(&s->app.feed);
+    /* before the servers: its queries in flight answer their requests (503) */
+    console_free(&s->app.console);
     http_server_close(&s->app.http, NULL, NULL);
     http_server_close(&s->app.admin_http, NULL, NULL);
 }
@@ -335,6 +337,35 @@ static void raise_fd_limit(const struct config *cfg)
                            "raise the hard limit (ulimit -Hn, LimitNOFILE=)"));
 }
 
+/*
+ * The console, when ORDERSYNC_ADMIN_TOKEN is set: its keys and its own
+ * database connection. 0, or a negative errno (logged).
+ */
+static int start_console(struct app *app, const struct config *cfg)
+{
+    if (cfg->admin_token == NULL)
+        return 0;
+    if (console_auth_init(&app->console_auth, cfg->admin_token) < 0) {
+        log_error("ORDERSYNC_ADMIN_TOKEN is too short",
+                  json_pack("{s:i}", "minimum_length", CONSOLE_AUTH_MIN_TOKEN));
+        return -EINVAL;
+    }
+    if (cfg->admin_listen.host == NULL) {
+        /* never on the public port: without an admin listener there is no console */
+        log_warn("ORDERSYNC_ADMIN_TOKEN is set but ORDERSYNC_ADMIN_LISTEN is not: the console "
+                 "is served only on the admin listener, so it is off",
+                 NULL);
+        return 0;
+    }
+    int rc = console_new(app->loop, cfg->database_url, &app->console);
+    if (rc < 0) {
+        log_error("could not start the console", json_pack("{s:s}", "detail", uv_strerror(rc)));
+        return rc;
+    }
+    app->console_enabled = true;
+    return 0;
+}
+
 /* The admin listener, when ORDERSYNC_ADMIN_LISTEN is set: 0 or a libuv error (logged). */
 static int start_admin(struct app *app, const struct config *cfg)
 {
@@ -358,9 +389,10 @@ static int start_admin(struct app *app, const struct config *cfg)
         return rc;
     }
     /* not "listening": that line names the public port, which tools wait for */
-    log_info("admin listening", json_pack("{s:s,s:i,s:i}", "host", cfg->admin_listen.host, "port",
-                                          http_server_port(app->admin_http), "max_connections",
-                                          ADMIN_MAX_CONNECTIONS));
+    log_info("admin listening",
+             json_pack("{s:s,s:i,s:i,s:b}", "host", cfg->admin_listen.host, "port",
+                       http_server_port(app->admin_http), "max_connections", ADMIN_MAX_CONNECTIONS,
+                       "console", app->console_enabled));
     return 0;
 }
 
@@ -426,6 +458,9 @@ int server_run(const struct config *cfg)
                                                 cfg->listen.port, "detail", uv_strerror(rc)));
         goto fail;
     }
+    rc = start_console(app, cfg);
+    if (rc < 0)
+        goto fail;
     rc = start_admin(app, cfg);
     if (rc < 0)
         goto fail;
@@ -489,6 +524,7 @@ fail:
     http_server_close(&app->http, NULL, NULL);
     http_server_close(&app->admin_http, NULL, NULL);
     feed_free(&app->feed);
+    console_free(&app->console);
     for (unsigned i = 0; i < app->n_ingest; i++)
         db_close(&app->db_ingest[i]);
     db_close(&app->db_aux);

@@ -1,0 +1,85 @@
+/*
+ * console_auth: who may use the operator console, without I/O (the clock and
+ * the random bytes are the only things it takes from outside), so every rule
+ * is unit-tested on its own (tests/unit/test_console_auth.c).
+ *
+ * One secret, ORDERSYNC_ADMIN_TOKEN, opens the console:
+ *   - API clients send it as `Authorization: Bearer <token>`;
+ *   - a browser posts it once to the login form and gets a session cookie.
+ * The cookie never holds the token: it is "v1.<expires>.<nonce>.<name>.<mac>",
+ * signed with a key derived from the token (HMAC), so sessions survive a
+ * restart, are shared by every instance with the same token, and all end
+ * when the token changes. The operator's name rides in the signed cookie and
+ * is recorded with every replay and skip.
+ * Cookie-authenticated requests that change something must carry the
+ * session's CSRF token (an HMAC of its nonce), which only a page of the
+ * console's own origin can read.
+ */
+#ifndef OS_CONSOLE_AUTH_H
+#define OS_CONSOLE_AUTH_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <time.h>
+
+/* A token shorter than this is refused at start: it could be guessed. */
+#define CONSOLE_AUTH_MIN_TOKEN 16
+/* How long a login lasts. */
+#define CONSOLE_AUTH_SESSION_S (12 * 3600)
+/* Operator names: 1 to this many characters of [A-Za-z0-9 ._@-]. */
+#define CONSOLE_AUTH_MAX_NAME 64
+/* Room for a cookie value (and its NUL). */
+#define CONSOLE_AUTH_COOKIE_SIZE 320
+/* Room for a CSRF token: 64 hex digits and a NUL. */
+#define CONSOLE_AUTH_CSRF_SIZE 65
+/* The cookie's name. */
+#define CONSOLE_AUTH_COOKIE "ordersync_console"
+
+struct console_auth {
+    unsigned char token_digest[32]; /* SHA-256 of the token: compared, never the token */
+    unsigned char key[32];          /* HMAC key of sessions and CSRF tokens */
+};
+
+struct console_session {
+    char name[CONSOLE_AUTH_MAX_NAME + 1];
+    char csrf[CONSOLE_AUTH_CSRF_SIZE];
+    time_t expires;
+};
+
+/* Derives the keys from `token` (borrowed). Returns 0, or -EINVAL when it is too short. */
+int console_auth_init(struct console_auth *a, const char *token)
+    __attribute__((warn_unused_result));
+/* Is `given` the token? Constant time, whatever the lengths. */
+bool console_auth_token_ok(const struct console_auth *a, const char *given, size_t len);
+/* Is `name` an acceptable operator name? */
+bool console_auth_name_ok(const char *name);
+/*
+ * Writes a new session cookie value for `name` (checked) valid from `now`,
+ * with `nonce` (16 random bytes from the caller). Returns 0 or -EINVAL.
+ */
+int console_auth_session_new(const struct console_auth *a, const char *name, time_t now,
+                             const unsigned char nonce[16], char out[CONSOLE_AUTH_COOKIE_SIZE])
+    __attribute__((warn_unused_result));
+/*
+ * Checks a cookie value (`len` bytes, borrowed): well-formed, signed by this
+ * token and not expired at `now`. Fills *out and returns true, else false.
+ */
+bool console_auth_session_check(const struct console_auth *a, const char *value, size_t len,
+                                time_t now, struct console_session *out);
+/* Is `given` the session's CSRF token? Constant time. */
+bool console_auth_csrf_ok(const struct console_session *s, const char *given);
+/*
+ * Finds cookie `name` in a Cookie header (borrowed): returns a pointer to its
+ * value and its length in *len, or NULL.
+ */
+const char *console_auth_cookie(const char *header, const char *name, size_t *len);
+/*
+ * May a state-changing request be trusted not to come from another site?
+ * `origin` (the Origin header), `fetch_site` (Sec-Fetch-Site) and `host`
+ * (Host) may each be NULL. A browser sends Origin with every POST; when it
+ * names another host, or Sec-Fetch-Site says cross-site or same-site, no.
+ * Clients that send neither (curl) pass: they carry no ambient cookie.
+ */
+bool console_auth_same_origin(const char *origin, const char *fetch_site, const char *host);
+
+#endif
