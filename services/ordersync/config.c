@@ -68,7 +68,7 @@ static const struct setting settings[] = {
     {"ORDERSYNC_DB_CONNECT_TIMEOUT_S", T_INT, "5", 1, 600, F(db_connect_timeout_s),
      "start-up connections (migrate, schema check, replay) give up after this"},
     {"ORDERSYNC_RELAY", T_BOOL, "1", 0, 1, F(relay_enabled),
-     "deliver the outbox from this process (0: ingest only)"},
+     "deliver events to destinations from this process (0: ingest only)"},
     {"ORDERSYNC_LEASE_S", T_INT, "60", 5, 3600, F(lease_s),
      "a destination's stream, or a claimed delivery, passes to another instance this long after"
      " its process died"},

@@ -30,7 +30,7 @@ struct ingest_config {
     unsigned batch_max;     /* most requests per transaction */
     unsigned max_pending;   /* most requests queued or being committed (ingest_full) */
     unsigned retry_after_s; /* sent with 503 */
-    /* Called after a commit that created outbox rows (wakes the local relay). */
+    /* Called after a commit that emitted events (wakes the local relay). */
     void (*on_committed)(void *data);
     void *data;
 };
