@@ -48,7 +48,8 @@ DECLARE
     ev_i     integer[] := '{}';
     ev_order bigint[] := '{}';
     ev_type  text[] := '{}';
-    ev_doc   jsonb[] := '{}';
+    ev_body  text[] := '{}'; -- the envelope every destination receives, printed
+    ev_id    uuid[] := '{}';
     ev_trace uuid[] := '{}';
     -- the one-at-a-time path
     el       record;
@@ -133,9 +134,12 @@ BEGIN
     )
     SELECT coalesce(array_agg(i ORDER BY i), '{}'), coalesce(array_agg(id ORDER BY i), '{}'),
            coalesce(array_agg(typ ORDER BY i), '{}'),
-           coalesce(array_agg(doc || jsonb_build_object('id', id::text) ORDER BY i), '{}'),
+           coalesce(array_agg('{"type": "' || typ || '", "timestamp": "' || stamp || '", "data": '
+                              || (doc || jsonb_build_object('id', id::text))::text || '}'
+                              ORDER BY i), '{}'),
+           coalesce(array_agg(gen_random_uuid() ORDER BY i), '{}'),
            coalesce(array_agg(tr ORDER BY i), '{}')
-      INTO ev_i, ev_order, ev_type, ev_doc, ev_trace
+      INTO ev_i, ev_order, ev_type, ev_body, ev_id, ev_trace
       FROM done;
     FOR j IN 1 .. coalesce(array_length(ev_i, 1), 0) LOOP
         r_out[ev_i[j]] := 'applied';
@@ -294,21 +298,23 @@ BEGIN
         ev_i := ev_i || el.i;
         ev_order := ev_order || cur.id;
         ev_type := ev_type || typ;
-        ev_doc := ev_doc || (merged || jsonb_build_object('id', cur.id::text));
+        ev_body := ev_body || ('{"type": "' || typ || '", "timestamp": "' || stamp || '", "data": '
+                               || (merged || jsonb_build_object('id', cur.id::text))::text || '}');
+        ev_id := ev_id || gen_random_uuid();
         ev_trace := ev_trace || found_trace;
     END LOOP;
 
     -- 4. Events, in commit order. Positions are drawn in event order; each
     --    order's row lock is still held, so one order's events never cross.
+    --    Everything but the rows themselves was made before the lock: the
+    --    lock is held until commit, and other batches wait for it.
     IF cardinality(ev_i) > 0 THEN
         PERFORM pg_advisory_xact_lock(event_store_position_lock());
         INSERT INTO events (position, id, order_id, type, created_at, trace_id, payload)
-        SELECT nextval('event_position'), gen_random_uuid(), u.oid, u.typ, now(), u.tr,
-               '{"type": "' || u.typ || '", "timestamp": "' || stamp || '", "data": '
-                   || u.doc::text || '}'
-          FROM (SELECT * FROM unnest(ev_order, ev_type, ev_doc, ev_trace) WITH ORDINALITY
-                        AS x(oid, typ, doc, tr, n)
-                 ORDER BY n) u;
+        SELECT nextval('event_position'), u.id, u.oid, u.typ, now(), u.tr, u.body
+          FROM unnest(ev_order, ev_type, ev_body, ev_id, ev_trace) WITH ORDINALITY
+               AS u(oid, typ, body, id, tr, n)
+         ORDER BY u.n;
         -- other instances' relays and feeds learn of new events here (the
         -- local ones are woken in-process); once per batch: NOTIFY serializes
         -- commits
