@@ -323,7 +323,14 @@ static void on_close(uv_handle_t *h)
         maybe_finish(lg);
         return;
     }
-    conn_connect(lg, c); /* replace the connection */
+    if (lg->o.rate > 0) {
+        /* open loop: opened again only when a request waits (conn_new), so a
+           connection the server closed for idling is not replaced by another
+           idle one, again and again, through a long run */
+        c->dead = true;
+        return;
+    }
+    conn_connect(lg, c); /* closed loop: replace the connection */
 }
 
 static void conn_fail(struct conn *c)
@@ -488,6 +495,14 @@ static void conn_connect(struct lg *lg, struct conn *c)
 
 static struct conn *conn_new(struct lg *lg)
 {
+    for (unsigned i = 0; i < lg->n_conns; i++) {
+        struct conn *c = lg->conns[i];
+        if (c->dead) { /* closed earlier: open it again */
+            c->dead = false;
+            conn_connect(lg, c);
+            return c;
+        }
+    }
     if (lg->n_conns == lg->cap_conns)
         return NULL;
     struct conn *c = calloc(1, sizeof(*c));
