@@ -87,6 +87,19 @@ static double uniform(struct faults *f)
     return (double)(next_random(f) >> 11) * 0x1.0p-53;
 }
 
+/*
+ * splitmix64: spreads a seed over all 64 bits. xorshift64 started from a
+ * small seed (1, 2, 42) gives draws near 0 first, so every seeded receiver
+ * failed its first webhooks whatever the fail_rate.
+ */
+static uint64_t mix_seed(uint64_t z)
+{
+    z += 0x9e3779b97f4a7c15ull;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
 void faults_init(struct faults *f, const struct fault_knobs *knobs, uint64_t seed, uint64_t now_ms)
 {
     memset(f, 0, sizeof(*f));
@@ -94,6 +107,7 @@ void faults_init(struct faults *f, const struct fault_knobs *knobs, uint64_t see
     f->down_origin_ms = now_ms;
     if (seed == 0)
         seed = uv_hrtime() ^ ((uint64_t)getpid() << 32);
+    seed = mix_seed(seed);
     f->rng = seed != 0 ? seed : 0x9e3779b97f4a7c15ull; /* xorshift never leaves 0 */
 }
 

@@ -1,5 +1,5 @@
 /*
- * maintain: one round = extend, retire, then prune until a call deletes
+ * maintain: one round = respan, extend, retire, then prune until a call deletes
  * less than a batch (each call is its own short transaction, so a big
  * backlog of old rows never becomes one long lock). Statements go on the
  * shared aux connection one after the other.
@@ -27,6 +27,17 @@ struct maintain {
     struct metric *m_dropped, *m_pruned;
 };
 
+/* The outcome of event_store_respan(): partitions replaced, or -1 when busy. */
+static void log_respan(int n)
+{
+    if (n > 0)
+        log_info("partitions made ahead at another interval replaced",
+                 json_pack("{s:i}", "count", n));
+    else if (n < 0)
+        log_warn("partitions made ahead at another interval kept",
+                 json_pack("{s:s}", "reason", "busy: tried again at the next round"));
+}
+
 int maintain_setup(PGconn *conn, const char *retention, const char *partition_interval,
                    uint64_t *every_ms, char *detail, size_t detail_len)
 {
@@ -43,6 +54,14 @@ int maintain_setup(PGconn *conn, const char *retention, const char *partition_in
     PQclear(res);
     if (rc < 0)
         return rc;
+    /* before the first row: a new database gets the interval from its first partition */
+    res = PQexec(conn, "SELECT event_store_respan()");
+    if (PQresultStatus(res) != PGRES_TUPLES_OK)
+        log_warn("could not replace the partitions made at another interval",
+                 json_pack("{s:s}", "detail", PQresultErrorMessage(res)));
+    else
+        log_respan(atoi(PQgetvalue(res, 0, 0)));
+    PQclear(res);
     /* a quarter of the interval, between 5 s and a minute: partitions are made
        three intervals ahead, so three rounds can fail before ingest needs one */
     res = PQexec(conn, "SELECT event_store_extend(now() + 3 * partition_interval),"
@@ -125,14 +144,26 @@ static void on_extended(PGresult *res, const char *err, void *data)
         m->running = false;
 }
 
+static void on_respanned(PGresult *res, const char *err, void *data)
+{
+    struct maintain *m = data;
+    if (err != NULL)
+        log_warn("could not replace the partitions made at another interval",
+                 json_pack("{s:s}", "detail", err));
+    else if (res != NULL && PQntuples(res) == 1)
+        log_respan(atoi(PQgetvalue(res, 0, 0)));
+    if (db_query(m->db, false,
+                 "SELECT event_store_extend(now() + 3 * partition_interval)"
+                 " FROM event_store_settings",
+                 0, NULL, on_extended, m) < 0)
+        m->running = false;
+}
+
 void maintain_run(struct maintain *m)
 {
     if (m->running || !db_is_ready(m->db))
         return;
-    if (db_query(m->db, false,
-                 "SELECT event_store_extend(now() + 3 * partition_interval)"
-                 " FROM event_store_settings",
-                 0, NULL, on_extended, m) == 0)
+    if (db_query(m->db, false, "SELECT event_store_respan()", 0, NULL, on_respanned, m) == 0)
         m->running = true;
 }
 

@@ -1,7 +1,9 @@
 /*
  * maintain: keeps the event store's storage bounded (005_event_store.sql).
  * Every few minutes (a quarter of the partition interval, at most one
- * minute) it makes partitions ahead (event_store_extend), drops those past
+ * minute) it replaces partitions made ahead at another interval that hold
+ * nothing yet (event_store_respan, 010_partition_interval.sql), makes
+ * partitions ahead (event_store_extend), drops those past
  * the retention that hold nothing undelivered (event_store_retire), and
  * deletes old dedupe keys and forgotten orders in bounded batches
  * (event_store_prune). Several instances may run it: the functions take
@@ -23,7 +25,9 @@ struct maintain;
 
 /*
  * Blocking, at start-up: stores `retention` and `partition_interval`
- * (PostgreSQL intervals) and makes partitions for the next intervals; sets
+ * (PostgreSQL intervals), replaces the partitions made ahead at another
+ * interval that hold nothing yet (a warning if they are busy: the rounds try
+ * again), and makes partitions for the next intervals; sets
  * *every_ms to the period of the rounds. Returns 0, or -1 with the reason in
  * `detail` (a bad interval, say).
  */

@@ -59,7 +59,9 @@ enum relay_breaker_change relay_breaker_record(struct relay_breaker *b,
                                                uint64_t now_ms)
 {
     if (success) {
-        bool was = b->failures > 0 || b->probing || b->paused_until != 0;
+        /* only the end of a pause is news: a success after a failure or two (a
+           receiver failing now and then) resets the streak and nothing else */
+        bool was = b->probing || b->paused_until != 0 || b->failures >= p->breaker_threshold;
         b->failures = 0;
         b->probing = false;
         b->paused_until = 0;

@@ -65,7 +65,7 @@ bool relay_breaker_allows(struct relay_breaker *b, uint64_t now_ms, unsigned max
 enum relay_breaker_change {
     RELAY_BREAKER_SAME,
     RELAY_BREAKER_PAUSED,  /* persist paused_until and failures */
-    RELAY_BREAKER_RESUMED, /* persist: no pause, no failures */
+    RELAY_BREAKER_RESUMED, /* the end of a pause; persist: no pause, no failures */
 };
 
 /* Records one attempt's outcome. Returns what changed and must be persisted. */

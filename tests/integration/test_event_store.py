@@ -11,6 +11,7 @@
 6. the upgrade from the outbox schema keeps every undelivered event.
 """
 import copy
+import datetime
 import json
 import os
 import re
@@ -384,13 +385,71 @@ def test_retention_drops_delivered_partitions_and_keeps_undelivered_ones(db):
     assert db.scalar("SELECT count(*) FROM inbound_keys") == 0
 
 
+PARENTS = ("events", "inbound_events", "delivery_attempts", "delivery_log")
+
+
+def longest_ahead(db, parent):
+    """The longest span among the partitions of `parent` not ended yet."""
+    return db.scalar("SELECT max(hi - lo) FROM event_store_partitions WHERE parent = %s"
+                     " AND hi > now()", (parent,))
+
+
 def test_ordersync_makes_partitions_ahead_at_start(db, ordersync):
-    ordersync(env={"ORDERSYNC_PARTITION_INTERVAL": "2 minutes",
-                   "ORDERSYNC_RETENTION": "10 minutes"})
+    # the migration made day-long partitions ahead, at the default interval
+    assert longest_ahead(db, "events") > datetime.timedelta(hours=2)
+    add_source(db)
+    p = ordersync(env={"ORDERSYNC_PARTITION_INTERVAL": "2 minutes",
+                       "ORDERSYNC_RETENTION": "10 minutes"})
     assert db.query("SELECT retention, partition_interval FROM event_store_settings") == [
-        (__import__("datetime").timedelta(minutes=10), __import__("datetime").timedelta(minutes=2))]
-    for parent in ("events", "inbound_events", "delivery_attempts", "delivery_log"):
+        (datetime.timedelta(minutes=10), datetime.timedelta(minutes=2))]
+    for parent in PARENTS:
         assert db.scalar("SELECT max(hi) >= now() + interval '5 minutes' FROM"
+                         " event_store_partitions WHERE parent = %s", (parent,)), parent
+        # they held nothing yet: replaced, so retention can drop 2 minutes at a time
+        assert longest_ahead(db, parent) <= datetime.timedelta(minutes=2), parent
+    # the first order's event lands in a 2-minute partition
+    assert send(p, 1)[0] == 200
+    assert db.scalar("SELECT p.hi - p.lo FROM events e JOIN event_store_partitions p"
+                     " ON p.name = e.tableoid::regclass::text") <= datetime.timedelta(minutes=2)
+
+
+def test_respan_keeps_a_partition_that_holds_rows(db):
+    add_source(db)
+    ingest(db, [{"s": "shop", "k": "k1", "t": "orders/create", "e": "order.created",
+                 "o": canonical("1"), "p": {}}])
+    current = db.scalar("SELECT e.tableoid::regclass::text FROM events e")
+    db.query("UPDATE event_store_settings SET partition_interval = '1 hour'")
+    assert db.scalar("SELECT event_store_respan()") > 0
+    # the day-long partition holding the event stays; the empty ones after it go
+    assert db.scalar("SELECT e.tableoid::regclass::text FROM events e") == current
+    assert db.scalar("SELECT count(*) FROM events") == 1
+    hour = datetime.timedelta(hours=1)
+    ahead = db.query("SELECT name, hi - lo FROM event_store_partitions WHERE parent = 'events'"
+                     " AND hi > now() ORDER BY lo")
+    assert ahead[0][0] == current and all(span == hour for _, span in ahead[1:]), ahead
+    # nothing more to do: the next call only looks
+    assert db.scalar("SELECT event_store_respan()") == 0
+    # the partitions after the current one, made when needed, are an hour long
+    db.query("SELECT event_store_extend((SELECT hi FROM event_store_partitions WHERE name = %s)"
+             " + interval '3 hours')", (current,))
+    assert db.query("SELECT DISTINCT hi - lo FROM event_store_partitions WHERE parent = 'events'"
+                    " AND lo >= (SELECT hi FROM event_store_partitions WHERE name = %s)",
+                    (current,)) == [(hour,)]
+
+
+def test_respan_gives_way_to_a_busy_table(db):
+    db.query("UPDATE event_store_settings SET partition_interval = '1 hour'")
+    before = db.query("SELECT name FROM event_store_partitions ORDER BY name")
+    with db.connect() as c:
+        c.execute("BEGIN")
+        c.execute("LOCK TABLE delivery_log IN ACCESS SHARE MODE")
+        assert db.scalar("SELECT event_store_respan()") == -1
+        c.execute("ROLLBACK")
+    assert db.query("SELECT name FROM event_store_partitions ORDER BY name") == before
+    assert db.scalar("SELECT event_store_respan()") > 0
+    for parent in PARENTS:
+        assert longest_ahead(db, parent) <= datetime.timedelta(hours=1), parent
+        assert db.scalar("SELECT max(hi) >= now() + interval '3 hours' FROM"
                          " event_store_partitions WHERE parent = %s", (parent,)), parent
 
 

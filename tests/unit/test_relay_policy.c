@@ -127,6 +127,24 @@ static void breaker_pauses_after_the_streak_then_probes_once(void **state)
     assert_int_equal(relay_breaker_record(&b, &p, true, 61700), RELAY_BREAKER_SAME);
 }
 
+static void breaker_forgets_a_short_streak_without_persisting(void **state)
+{
+    struct relay_policy p = policy();
+    struct relay_breaker b = {0};
+    unsigned cap = 0;
+    /* a receiver failing now and then: nothing to persist, nothing to log */
+    assert_int_equal(relay_breaker_record(&b, &p, false, 1000), RELAY_BREAKER_SAME);
+    assert_int_equal(relay_breaker_record(&b, &p, false, 1000), RELAY_BREAKER_SAME);
+    assert_int_equal(relay_breaker_record(&b, &p, true, 1100), RELAY_BREAKER_SAME);
+    assert_int_equal(b.failures, 0);
+    assert_true(relay_breaker_allows(&b, 1100, 64, &cap));
+    assert_int_equal(cap, 64);
+    /* the streak starts again from zero */
+    assert_int_equal(relay_breaker_record(&b, &p, false, 1200), RELAY_BREAKER_SAME);
+    assert_int_equal(relay_breaker_record(&b, &p, false, 1200), RELAY_BREAKER_SAME);
+    assert_int_equal(relay_breaker_record(&b, &p, false, 1200), RELAY_BREAKER_PAUSED);
+}
+
 static void breaker_follows_other_instances(void **state)
 {
     struct relay_breaker b = {0};
@@ -137,6 +155,13 @@ static void breaker_follows_other_instances(void **state)
     relay_breaker_sync(&b, 0, 0, 6000);
     assert_true(relay_breaker_allows(&b, 6000, 64, &cap));
     assert_int_equal(cap, 64);
+    /* an operator cleared the pause but not the count: the next success persists the reset */
+    struct relay_policy p = policy();
+    relay_breaker_sync(&b, 10, 20, 7000);
+    relay_breaker_sync(&b, 0, 20, 8000);
+    assert_true(relay_breaker_allows(&b, 8000, 64, &cap));
+    assert_int_equal(relay_breaker_record(&b, &p, true, 8100), RELAY_BREAKER_RESUMED);
+    assert_int_equal(b.failures, 0);
 }
 
 int main(void)
@@ -150,6 +175,7 @@ int main(void)
         cmocka_unit_test(gone_disables),
         cmocka_unit_test(dead_after_max_attempts_or_past_the_window),
         cmocka_unit_test(breaker_pauses_after_the_streak_then_probes_once),
+        cmocka_unit_test(breaker_forgets_a_short_streak_without_persisting),
         cmocka_unit_test(breaker_follows_other_instances),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -26,13 +26,13 @@ static void invalid_values_are_ignored(void **state)
     const char *bad[] = {
         NULL,
         "",
-        "00-" TID "-00f067aa0ba902b7",                      /* no flags */
-        "00-" TID "-00f067aa0ba902b7-01-extra",             /* v00 is exact */
-        "ff-" TID "-00f067aa0ba902b7-01",                   /* forbidden version */
+        "00-" TID "-00f067aa0ba902b7",                             /* no flags */
+        "00-" TID "-00f067aa0ba902b7-01-extra",                    /* v00 is exact */
+        "ff-" TID "-00f067aa0ba902b7-01",                          /* forbidden version */
         "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01", /* upper case */
         "00-00000000000000000000000000000000-00f067aa0ba902b7-01", /* zero trace id */
-        "00-" TID "-0000000000000000-01",                   /* zero parent id */
-        "00-" TID "-00f067aa0ba902b7-0g",                   /* bad flags */
+        "00-" TID "-0000000000000000-01",                          /* zero parent id */
+        "00-" TID "-00f067aa0ba902b7-0g",                          /* bad flags */
         "00_" TID "-00f067aa0ba902b7-01",
         "0-" TID "-00f067aa0ba902b7-01",
         "00-" TID "x-00f067aa0ba902b7-01",

@@ -14,6 +14,7 @@
  *   loadgen --target HOST:PORT --path /webhooks/shopify --secret S --template FILE
  *           (--concurrency C | --rate R) --duration SECS [--requests N]
  *           [--id-base N] [--connections N] [--drain-timeout SECS]
+ *           [--update-every K [--update-lag L]] [--responses FILE]
  *
  * Closed loop (--concurrency C): C keep-alive connections, each sends its next
  * request when the previous answer arrived; latency = answer - send.
@@ -26,6 +27,19 @@
  * 2^53 are exercised), X-Shopify-Webhook-Id derived from it, HMAC-SHA256 over
  * the exact body. Prints one JSON object on stdout; a summary on stderr.
  * Latency percentiles are exact (every sample kept, sorted at the end).
+ *
+ * --update-every K makes every K-th request an orders/updated of the order
+ * created L requests earlier (--update-lag, default 1000), with a later
+ * updated_at and fulfillment_status "fulfilled": a mix of new orders and
+ * changes to existing ones, as a shop sends (scripts/soak).
+ * --responses FILE appends one line per answer, "<unix time, µs>\t<webhook
+ * id>\t<order id>\t<HTTP status, 0 when the connection failed>\t<latency,
+ * µs>", flushed every second: which webhooks and orders were acknowledged,
+ * and latency over time for a long run. Webhook ids are lg-<n> for new
+ * orders, lu-<n> for updates.
+ * Requests are pre-signed while they fit in PRESIGN_MAX bytes (every phase of
+ * scripts/bench does); a longer run (a soak: 200/s for 30 minutes) builds and
+ * signs each one when it is sent instead, a few microseconds per request.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -46,6 +60,8 @@
 #define PLACEHOLDER    "1111111111111111111"
 #define ID_DIGITS      19
 #define READ_BUF       65536
+#define PRESIGN_MAX    ((size_t)256 << 20)
+#define UPDATED_AT     "2030-01-01T00:00:00+00:00" /* later than any template's */
 
 struct lg;
 
@@ -58,7 +74,17 @@ struct conn {
     struct conn *next_idle;
     bool connected, busy, idle, closing, dead;
     uint64_t t_start; /* ns: send time (closed loop) or due time (open loop) */
+    uint64_t idx;     /* the request in flight */
+    char *wbuf;       /* its bytes, when requests are signed at send time */
     char rbuf[READ_BUF];
+};
+
+/* A request kind (new order or update): head and body with the places the
+ * order id, the webhook id and the signature go. */
+struct kind {
+    char head[1024];
+    char *body;
+    size_t hlen, blen, id_off, wh_off, mac_off;
 };
 
 struct opts {
@@ -70,6 +96,8 @@ struct opts {
     uint64_t requests;
     long long id_base;
     unsigned max_conns;
+    uint64_t update_every, update_lag;
+    const char *responses;
 };
 
 struct lg {
@@ -79,9 +107,12 @@ struct lg {
     struct sockaddr_in addr;
     llhttp_settings_t settings;
 
-    char *arena; /* requests, each req_len bytes */
-    size_t req_len;
+    struct kind kinds[2]; /* 0: orders/create (or --topic), 1: orders/updated */
+    char *arena;          /* pre-signed requests, one slot of req_len bytes each; or NULL */
+    size_t req_len;       /* the longest request */
     uint64_t n_reqs;
+    FILE *responses;
+    uint64_t t_flushed;
 
     struct conn **conns;
     unsigned n_conns, cap_conns, n_connecting;
@@ -134,7 +165,87 @@ static char *read_file(const char *path, size_t *len)
     return buf;
 }
 
-/* Builds and signs every request before the clock starts. */
+/* Request i updates an order (orders/updated) rather than creating one. */
+static bool is_update(const struct lg *lg, uint64_t i)
+{
+    uint64_t k = lg->o.update_every;
+    return k > 1 && i >= lg->o.update_lag && i % k == k - 1;
+}
+
+/* The order request i is about: its own for a new order, an earlier new order's for an update. */
+static long long order_of(const struct lg *lg, uint64_t i)
+{
+    if (is_update(lg, i)) {
+        i -= lg->o.update_lag;
+        if (is_update(lg, i))
+            i--; /* updates are at most every other request: the one before is a new order */
+    }
+    return lg->o.id_base + (long long)i;
+}
+
+/* One kind's head and body from the template, with fixed-width fields. */
+static void build_kind(struct lg *lg, struct kind *k, const json_t *tpl, const char *topic,
+                       const char *wh_prefix, bool update)
+{
+    json_t *doc = json_deep_copy(tpl);
+    if (doc == NULL)
+        die("out of memory");
+    json_object_set_new(doc, "id", json_integer(PLACEHOLDER_ID));
+    if (update) {
+        json_object_set_new(doc, "updated_at", json_string(UPDATED_AT));
+        json_object_set_new(doc, "fulfillment_status", json_string("fulfilled"));
+    }
+    k->body = json_dumps(doc, JSON_COMPACT);
+    json_decref(doc);
+    if (k->body == NULL)
+        die("out of memory");
+    char *ph = strstr(k->body, "\"id\":" PLACEHOLDER);
+    if (ph == NULL)
+        die("template: could not place the order id");
+    k->id_off = (size_t)(ph - k->body) + 5;
+    k->blen = strlen(k->body);
+
+    int hlen =
+        snprintf(k->head, sizeof(k->head),
+                 "POST %s HTTP/1.1\r\nHost: %s:%d\r\nContent-Type: application/json\r\n"
+                 "Content-Length: %zu\r\nX-Shopify-Topic: %s\r\n"
+                 "X-Shopify-Shop-Domain: bench.myshopify.com\r\n"
+                 "X-Shopify-API-Version: 2024-07\r\n"
+                 "X-Shopify-Webhook-Id: %s-%0*lld\r\n"
+                 "X-Shopify-Hmac-Sha256: %44s\r\n\r\n",
+                 lg->o.path, lg->o.host, lg->o.port, k->blen, topic, wh_prefix, ID_DIGITS, 0LL, "");
+    if (hlen <= 0 || (size_t)hlen >= sizeof(k->head))
+        die("request head too long");
+    k->hlen = (size_t)hlen;
+    k->wh_off = (size_t)(strstr(k->head, "X-Shopify-Webhook-Id: ") - k->head) +
+                strlen("X-Shopify-Webhook-Id: ") + strlen(wh_prefix) + 1;
+    k->mac_off = (size_t)(strstr(k->head, "X-Shopify-Hmac-Sha256: ") - k->head) +
+                 strlen("X-Shopify-Hmac-Sha256: ");
+}
+
+/* Writes request i, signed, to `r` (req_len bytes); returns its length. */
+static size_t fill_request(const struct lg *lg, uint64_t i, char *r)
+{
+    const struct kind *k = &lg->kinds[is_update(lg, i) ? 1 : 0];
+    memcpy(r, k->head, k->hlen);
+    memcpy(r + k->hlen, k->body, k->blen);
+    char id[ID_DIGITS + 1];
+    snprintf(id, sizeof(id), "%0*lld", ID_DIGITS, order_of(lg, i));
+    memcpy(r + k->hlen + k->id_off, id, ID_DIGITS);
+    /* the webhook id is the request's own number: unique for updates too */
+    snprintf(id, sizeof(id), "%0*lld", ID_DIGITS, lg->o.id_base + (long long)i);
+    memcpy(r + k->wh_off, id, ID_DIGITS);
+    unsigned char md[32];
+    unsigned mdlen = 0;
+    HMAC(EVP_sha256(), lg->o.secret, (int)strlen(lg->o.secret), (unsigned char *)r + k->hlen,
+         k->blen, md, &mdlen);
+    char b64[48];
+    EVP_EncodeBlock((unsigned char *)b64, md, 32); /* 44 chars */
+    memcpy(r + k->mac_off, b64, 44);
+    return k->hlen + k->blen;
+}
+
+/* Builds both kinds, then signs every request before the clock starts when they fit. */
 static void build_requests(struct lg *lg)
 {
     size_t tlen;
@@ -146,55 +257,33 @@ static void build_requests(struct lg *lg)
     free(text);
     if (doc == NULL || !json_is_object(doc))
         die("--template is not a JSON object");
-    json_object_set_new(doc, "id", json_integer(PLACEHOLDER_ID));
-    char *body = json_dumps(doc, JSON_COMPACT);
+    build_kind(lg, &lg->kinds[0], doc, lg->o.topic, "lg", false);
+    build_kind(lg, &lg->kinds[1], doc, "orders/updated", "lu", true);
     json_decref(doc);
-    if (body == NULL)
-        die("out of memory");
-    char *ph = strstr(body, "\"id\":" PLACEHOLDER);
-    if (ph == NULL)
-        die("template: could not place the order id");
-    size_t id_off = (size_t)(ph - body) + 5;
-    size_t blen = strlen(body);
+    for (int i = 0; i < 2; i++)
+        if (lg->kinds[i].hlen + lg->kinds[i].blen > lg->req_len)
+            lg->req_len = lg->kinds[i].hlen + lg->kinds[i].blen;
 
-    /* fixed-width fields: every request has the same length */
-    char head[1024];
-    int hlen = snprintf(head, sizeof(head),
-                        "POST %s HTTP/1.1\r\nHost: %s:%d\r\nContent-Type: application/json\r\n"
-                        "Content-Length: %zu\r\nX-Shopify-Topic: %s\r\n"
-                        "X-Shopify-Shop-Domain: bench.myshopify.com\r\n"
-                        "X-Shopify-API-Version: 2024-07\r\n"
-                        "X-Shopify-Webhook-Id: lg-%0*lld\r\n"
-                        "X-Shopify-Hmac-Sha256: %44s\r\n\r\n",
-                        lg->o.path, lg->o.host, lg->o.port, blen, lg->o.topic, ID_DIGITS, 0LL, "");
-    if (hlen <= 0 || (size_t)hlen >= sizeof(head))
-        die("request head too long");
-    char *wh = strstr(head, "X-Shopify-Webhook-Id: lg-") + strlen("X-Shopify-Webhook-Id: lg-");
-    char *mac = strstr(head, "X-Shopify-Hmac-Sha256: ") + strlen("X-Shopify-Hmac-Sha256: ");
-    size_t wh_off = (size_t)(wh - head), mac_off = (size_t)(mac - head);
-
-    lg->req_len = (size_t)hlen + blen;
+    if (lg->n_reqs > PRESIGN_MAX / lg->req_len)
+        return; /* signed at send time, see send_req */
     lg->arena = malloc(lg->req_len * lg->n_reqs);
     if (lg->arena == NULL)
         die("out of memory for the pre-signed requests (lower --requests)");
-    size_t klen = strlen(lg->o.secret);
-    for (uint64_t i = 0; i < lg->n_reqs; i++) {
-        char *r = lg->arena + i * lg->req_len;
-        memcpy(r, head, (size_t)hlen);
-        memcpy(r + hlen, body, blen);
-        char id[ID_DIGITS + 1];
-        long long v = lg->o.id_base + (long long)i;
-        snprintf(id, sizeof(id), "%0*lld", ID_DIGITS, v);
-        memcpy(r + hlen + id_off, id, ID_DIGITS);
-        memcpy(r + wh_off, id, ID_DIGITS);
-        unsigned char md[32];
-        unsigned mdlen = 0;
-        HMAC(EVP_sha256(), lg->o.secret, (int)klen, (unsigned char *)r + hlen, blen, md, &mdlen);
-        char b64[48];
-        EVP_EncodeBlock((unsigned char *)b64, md, 32); /* 44 chars */
-        memcpy(r + mac_off, b64, 44);
-    }
-    free(body);
+    for (uint64_t i = 0; i < lg->n_reqs; i++)
+        fill_request(lg, i, lg->arena + i * lg->req_len);
+}
+
+/* --responses: one line per answer (status 0: the connection failed). */
+static void note_response(struct lg *lg, uint64_t idx, int status, uint64_t latency_ns)
+{
+    if (lg->responses == NULL)
+        return;
+    uv_timeval64_t tv;
+    uv_gettimeofday(&tv);
+    fprintf(lg->responses, "%lld\t%s-%0*lld\t%0*lld\t%d\t%" PRIu64 "\n",
+            (long long)tv.tv_sec * 1000000 + tv.tv_usec, is_update(lg, idx) ? "lu" : "lg",
+            ID_DIGITS, lg->o.id_base + (long long)idx, ID_DIGITS, order_of(lg, idx), status,
+            latency_ns / 1000);
 }
 
 /* ------------------------------------------------------------- connections */
@@ -234,7 +323,14 @@ static void on_close(uv_handle_t *h)
         maybe_finish(lg);
         return;
     }
-    conn_connect(lg, c); /* replace the connection */
+    if (lg->o.rate > 0) {
+        /* open loop: opened again only when a request waits (conn_new), so a
+           connection the server closed for idling is not replaced by another
+           idle one, again and again, through a long run */
+        c->dead = true;
+        return;
+    }
+    conn_connect(lg, c); /* closed loop: replace the connection */
 }
 
 static void conn_fail(struct conn *c)
@@ -244,6 +340,7 @@ static void conn_fail(struct conn *c)
         c->busy = false;
         lg->in_flight--;
         lg->errors++;
+        note_response(lg, c->idx, 0, 0);
     }
     c->connected = false;
     if (!c->closing) {
@@ -260,8 +357,22 @@ static void on_write(uv_write_t *w, int status)
 
 static void send_req(struct lg *lg, struct conn *c, uint64_t idx, uint64_t t_start)
 {
-    uv_buf_t b = uv_buf_init(lg->arena + idx * lg->req_len, (unsigned)lg->req_len);
+    char *r;
+    size_t len;
+    if (lg->arena != NULL) {
+        const struct kind *k = &lg->kinds[is_update(lg, idx) ? 1 : 0];
+        r = lg->arena + idx * lg->req_len;
+        len = k->hlen + k->blen;
+    } else {
+        /* one request in flight per connection: its buffer is free again */
+        if (c->wbuf == NULL && (c->wbuf = malloc(lg->req_len)) == NULL)
+            die("out of memory");
+        r = c->wbuf;
+        len = fill_request(lg, idx, r);
+    }
+    uv_buf_t b = uv_buf_init(r, (unsigned)len);
     c->busy = true;
+    c->idx = idx;
     c->t_start = t_start;
     lg->in_flight++;
     c->write_req.data = c;
@@ -310,6 +421,7 @@ static int on_message_complete(llhttp_t *p)
     else
         lg->st_other++;
     lg->lat[lg->done++] = t > c->t_start ? t - c->t_start : 0;
+    note_response(lg, c->idx, st, lg->lat[lg->done - 1]);
     lg->t_last = t;
     c->busy = false;
     lg->in_flight--;
@@ -383,6 +495,14 @@ static void conn_connect(struct lg *lg, struct conn *c)
 
 static struct conn *conn_new(struct lg *lg)
 {
+    for (unsigned i = 0; i < lg->n_conns; i++) {
+        struct conn *c = lg->conns[i];
+        if (c->dead) { /* closed earlier: open it again */
+            c->dead = false;
+            conn_connect(lg, c);
+            return c;
+        }
+    }
     if (lg->n_conns == lg->cap_conns)
         return NULL;
     struct conn *c = calloc(1, sizeof(*c));
@@ -432,6 +552,10 @@ static void on_tick(uv_timer_t *t)
     } else if (!lg->stopping && el >= lg->o.duration) {
         lg->stopping = true;
         lg->t_stop_send = now;
+    }
+    if (lg->responses != NULL && now - lg->t_flushed >= 1000000000) {
+        fflush(lg->responses); /* readable while the run goes on */
+        lg->t_flushed = now;
     }
     if (lg->stopping && (double)(now - lg->t_stop_send) / 1e9 > lg->o.drain_timeout) {
         lg->drain_expired = true;
@@ -513,6 +637,9 @@ static void report(struct lg *lg, double gen_s)
         lg->done ? (double)lg->lat[0] / 1e6 : 0, "mean", mean, "cpu", "user_s", user, "sys_s", sys,
         "wall_s", wall, "share", wall > 0 ? (user + sys) / wall : 0, "presign_s", gen_s,
         "max_connections", (json_int_t)lg->n_conns);
+    if (o == NULL)
+        die("out of memory");
+    json_object_set_new(o, "presigned", json_boolean(lg->arena != NULL));
     char *s = json_dumps(o, JSON_COMPACT);
     printf("%s\n", s);
     fflush(stdout);
@@ -537,7 +664,8 @@ static void usage(void)
             "usage: loadgen --target HOST:PORT --secret S --template FILE\n"
             "               (--concurrency C | --rate R) --duration SECS [--requests N]\n"
             "               [--path /webhooks/shopify] [--topic orders/create] [--id-base N]\n"
-            "               [--connections N] [--drain-timeout SECS]\n");
+            "               [--connections N] [--drain-timeout SECS]\n"
+            "               [--update-every K [--update-lag L]] [--responses FILE]\n");
     exit(2);
 }
 
@@ -551,20 +679,17 @@ int main(int argc, char **argv)
     lg->o.drain_timeout = 30;
     lg->o.max_conns = 512;
     lg->o.id_base = 2000000000000000000LL;
+    lg->o.update_lag = 1000;
     const char *target = NULL;
-    static const struct option longopts[] = {{"target", required_argument, 0, 't'},
-                                             {"path", required_argument, 0, 'p'},
-                                             {"secret", required_argument, 0, 's'},
-                                             {"template", required_argument, 0, 'f'},
-                                             {"topic", required_argument, 0, 'T'},
-                                             {"concurrency", required_argument, 0, 'c'},
-                                             {"rate", required_argument, 0, 'r'},
-                                             {"duration", required_argument, 0, 'd'},
-                                             {"requests", required_argument, 0, 'n'},
-                                             {"id-base", required_argument, 0, 'i'},
-                                             {"connections", required_argument, 0, 'C'},
-                                             {"drain-timeout", required_argument, 0, 'D'},
-                                             {0, 0, 0, 0}};
+    static const struct option longopts[] = {
+        {"target", required_argument, 0, 't'},       {"path", required_argument, 0, 'p'},
+        {"secret", required_argument, 0, 's'},       {"template", required_argument, 0, 'f'},
+        {"topic", required_argument, 0, 'T'},        {"concurrency", required_argument, 0, 'c'},
+        {"rate", required_argument, 0, 'r'},         {"duration", required_argument, 0, 'd'},
+        {"requests", required_argument, 0, 'n'},     {"id-base", required_argument, 0, 'i'},
+        {"connections", required_argument, 0, 'C'},  {"drain-timeout", required_argument, 0, 'D'},
+        {"update-every", required_argument, 0, 'u'}, {"update-lag", required_argument, 0, 'L'},
+        {"responses", required_argument, 0, 'R'},    {0, 0, 0, 0}};
     int ch;
     while ((ch = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
         switch (ch) {
@@ -604,6 +729,15 @@ int main(int argc, char **argv)
         case 'D':
             lg->o.drain_timeout = strtod(optarg, NULL);
             break;
+        case 'u':
+            lg->o.update_every = strtoull(optarg, NULL, 10);
+            break;
+        case 'L':
+            lg->o.update_lag = strtoull(optarg, NULL, 10);
+            break;
+        case 'R':
+            lg->o.responses = optarg;
+            break;
         default:
             usage();
         }
@@ -613,6 +747,8 @@ int main(int argc, char **argv)
         usage();
     if (sscanf(target, "%63[^:]:%d", lg->o.host, &lg->o.port) != 2)
         usage();
+    if (lg->o.update_every == 1)
+        die("--update-every must be at least 2: every update needs an earlier new order");
     if (uv_ip4_addr(lg->o.host, lg->o.port, &lg->addr) != 0)
         die("--target must be IPv4 HOST:PORT");
     if (lg->o.requests == 0)
@@ -623,6 +759,12 @@ int main(int argc, char **argv)
         die("--id-base must keep ids at 19 digits");
     lg->n_reqs = lg->o.requests;
 
+    if (lg->o.responses != NULL) {
+        lg->responses = fopen(lg->o.responses, "a");
+        if (lg->responses == NULL)
+            die("cannot open --responses");
+        setvbuf(lg->responses, NULL, _IOFBF, 1 << 20);
+    }
     uint64_t g0 = now_ns();
     build_requests(lg);
     double gen_s = (double)(now_ns() - g0) / 1e9;
@@ -653,5 +795,7 @@ int main(int argc, char **argv)
     uv_timer_start(&lg->tick, on_tick, 1, 1);
     uv_run(lg->loop, UV_RUN_DEFAULT);
     report(lg, gen_s);
+    if (lg->responses != NULL && fclose(lg->responses) != 0)
+        die("could not write --responses");
     return 0;
 }
