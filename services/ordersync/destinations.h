@@ -8,6 +8,9 @@
  * Entries survive reloads, keeping the runtime state the relay hangs on them
  * (in-flight count, breaker, metrics): a `struct dest *` stays valid for the
  * registry's life. One that vanished from the table is marked !present.
+ *
+ * Extra headers (destinations.headers) are secrets: they are kept only as
+ * the request lines the relay sends, and never logged.
  */
 #ifndef OS_DESTINATIONS_H
 #define OS_DESTINATIONS_H
@@ -38,6 +41,9 @@ struct dest {
     struct relay_policy policy;
     double paused_for_s; /* as loaded: the breaker pause left (any instance's) */
     int failures;        /* as loaded: consecutive_failures */
+    /* headers: "Name: value" lines (NULL-terminated, one allocation), NULL: none */
+    char **headers;
+    bool headers_bad;    /* the column holds headers we refuse to send: not delivered to */
     uint64_t generation; /* bumped by every reload that changed this entry's settings */
 
     /* runtime state of this process's relay */
@@ -54,6 +60,9 @@ struct destinations;
 struct destinations *destinations_new(void);
 /* Frees every entry. Sets *dests to NULL. */
 void destinations_free(struct destinations **dests);
+
+/* At most this many extra headers per destination (the table refuses more). */
+#define DESTINATIONS_MAX_HEADERS 32
 
 /* SQL whose result destinations_load() takes. */
 extern const char destinations_sql[];

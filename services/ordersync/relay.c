@@ -519,8 +519,15 @@ static bool start_http(struct relay *r, struct job *j, char *err, size_t errlen)
     bool traced = j->trace_id[0] != '\0' && trace_new_parent(j->trace_id, parent);
     if (traced)
         snprintf(hdr_trace, sizeof(hdr_trace), "traceparent: %s", parent);
-    const char *headers[] = {"Content-Type: application/json", hdr_id, hdr_ts, hdr_sig,
-                             traced ? hdr_trace : NULL,        NULL};
+    const char *headers[5 + DESTINATIONS_MAX_HEADERS + 1] = {"Content-Type: application/json",
+                                                             hdr_id, hdr_ts, hdr_sig};
+    unsigned nh = 4;
+    if (traced)
+        headers[nh++] = hdr_trace;
+    /* the destination's own (destinations.headers), which may not be any of ours */
+    for (char **h = d->headers; h != NULL && *h != NULL && nh < 5 + DESTINATIONS_MAX_HEADERS; h++)
+        headers[nh++] = *h;
+    headers[nh] = NULL;
     struct http_client_request req = {.url = d->url,
                                       .body = j->payload,
                                       .body_len = j->payload_len,
