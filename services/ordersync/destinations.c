@@ -31,7 +31,8 @@ const char destinations_sql[] =
     "   AS paused_for_s,"
     " d.consecutive_failures,"
     " (SELECT array_agg(s.event_type ORDER BY s.event_type) FROM subscriptions s"
-    "   WHERE s.destination_id = d.id)::text AS types, d.headers::text AS headers"
+    "   WHERE s.destination_id = d.id)::text AS types,"
+    " d.headers::text AS headers, d.rate_limit_per_s::float8 AS rate_limit_per_s"
     " FROM destinations d ORDER BY d.id";
 
 enum col {
@@ -55,6 +56,7 @@ enum col {
     C_FAILURES,
     C_TYPES,
     C_HEADERS,
+    C_RATE_LIMIT,
     N_COLS
 };
 
@@ -77,7 +79,8 @@ static const char *const col_names[N_COLS] = {"id",
                                               "paused_for_s",
                                               "consecutive_failures",
                                               "types",
-                                              "headers"};
+                                              "headers",
+                                              "rate_limit_per_s"};
 
 struct destinations *destinations_new(void)
 {
@@ -298,13 +301,15 @@ static int parse_row(const PGresult *res, int row, const int *c, struct dest *n)
     n->dead_blocks = PQgetvalue(res, row, c[C_DEAD_BLOCKS])[0] == 't';
     n->paused_for_s = atof(PQgetvalue(res, row, c[C_PAUSED_FOR]));
     n->failures = atoi(PQgetvalue(res, row, c[C_FAILURES]));
+    n->rate_limit_per_s =
+        PQgetisnull(res, row, c[C_RATE_LIMIT]) ? 0 : atof(PQgetvalue(res, row, c[C_RATE_LIMIT]));
     return 0;
 }
 
 /*
- * Does the relay need a new window for this destination? Headers are not
- * compared: they are read at each request, and a new window would send what
- * is in flight again.
+ * Does the relay need a new window for this destination? Headers and the
+ * rate limit are not compared: they are read at each request, and a new
+ * window would send what is in flight again.
  */
 static bool settings_differ(const struct dest *a, const struct dest *b)
 {
@@ -360,6 +365,7 @@ int destinations_load(struct destinations *ds, const PGresult *res)
                       json_pack("{s:s,s:s}", "destination", d->id, "hint",
                                 "see destination_options_check() for the rules"));
         d->headers_bad = n.headers_bad;
+        d->rate_limit_per_s = n.rate_limit_per_s;
         d->timeout_ms = n.timeout_ms;
         d->max_in_flight = n.max_in_flight;
         d->dead_blocks = n.dead_blocks;

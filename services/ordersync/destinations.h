@@ -21,6 +21,7 @@
 #include <libpq-fe.h>
 
 #include "relay_policy.h"
+#include "relay_rate.h"
 
 struct metric;
 
@@ -43,12 +44,20 @@ struct dest {
     int failures;        /* as loaded: consecutive_failures */
     /* headers: "Name: value" lines (NULL-terminated, one allocation), NULL: none */
     char **headers;
-    bool headers_bad;    /* the column holds headers we refuse to send: not delivered to */
-    uint64_t generation; /* bumped by every reload that changed this entry's settings */
+    bool headers_bad;        /* the column holds headers we refuse to send: not delivered to */
+    double rate_limit_per_s; /* 0: none */
+    uint64_t generation;     /* bumped by every reload that changed this entry's settings */
 
     /* runtime state of this process's relay */
     unsigned in_flight;
     struct relay_breaker breaker;
+    struct relay_rate rate;
+    unsigned rate_lent;        /* tokens lent to the claim in flight */
+    unsigned rate_claim_asked; /* rows that claim asked for, when the rate limit sized it */
+    unsigned rate_claimed;     /* rows it brought back and sent */
+    bool rate_claim_owed;      /* a claim skipped it for want of tokens */
+    bool rate_short;           /* the last look at its room found the rate limit in the way */
+    uint64_t limited_noted_ms; /* when limited_until was last written (loop ms) */
     bool metrics_ready;
     struct metric *m_delivered, *m_retry, *m_client_error, *m_dead, *m_gone, *m_attempts,
         *m_in_flight, *m_seconds, *m_lag, *m_paused;

@@ -1,16 +1,22 @@
-"""Per-destination options (migrations/008), black-box against the real
-binary, a real PostgreSQL and receivers that record what arrives
-(receiver.py).
+"""Per-destination options (migrations/008): extra request headers and a rate
+limit, black-box against the real binary, a real PostgreSQL and receivers
+that record what arrives (receiver.py).
 
 1. headers: sent with every delivery, changed without a restart, refused by
    the table when they are not valid HTTP fields or are ordersync's own;
    their values never appear in a log line, a view or a command's output;
+2. the rate limit: held for the destination as a whole by two instances
+   through hand-overs (a clean stop, a rebalance, a kill -9), with retries
+   in the mix; what it holds back costs no reads or claims while it waits;
+   a 429 still backs off; a changed limit applies without a restart;
+   sync_backlog shows the limit and when it holds deliveries back.
 """
 import collections
 import copy
 import json
 import os
 import subprocess
+import threading
 import time
 import uuid
 
@@ -22,6 +28,7 @@ from conftest import FIXTURES, REPO, Process, free_port, request, run_ordersync
 from receiver import Receiver, wait_for
 
 TEMPLATE = json.load(open(os.path.join(FIXTURES, "shopify_order_create.json")))
+SANITIZED = os.environ.get("ORDERSYNC_SANITIZED") == "1"
 
 
 @pytest.fixture
@@ -94,6 +101,14 @@ def until_headers(p, receiver, pred, first_oid, what):
 def event_ids(db, dest):
     return {"msg_" + e.replace("-", "") for (e,) in db.query(
         "SELECT event_id::text FROM event_deliveries WHERE destination_id = %s", (dest,))}
+
+
+def metric(p, name):
+    text = request(p.port, "GET", "/metrics")[2].decode()
+    for line in text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
 
 
 # ------------------------------------------------------------------ headers
@@ -272,3 +287,225 @@ def test_header_values_are_never_logged_nor_shown(stack, db, receivers):
     for out in outputs:
         for v in values:
             assert v not in out, v
+
+
+# ------------------------------------------------------------------ rate limit
+
+
+def per_second(times):
+    c = collections.Counter(int(t) for t in times)
+    return c
+
+
+def test_two_instances_hold_the_limit_through_hand_overs(stack, db, receivers):
+    """2 instances, invoicing limited to 20/s, 600 events (30 s at the limit),
+    one in 20 answered 503 the first time (retries go through the limit too).
+    The stream changes hands three times: its owner stops cleanly, comes back
+    (the streams are shared out again: it takes invoicing back), and is
+    killed -9 (the other takes it when the lease runs out). Inventory has no
+    limit and is not held back by invoicing's."""
+    limit = 20
+    burst = 0.1  # relay_rate.h: a tenth of a second's worth
+    total = 600
+    db.query("UPDATE destinations SET rate_limit_per_s = %s, retry_schedule = '{1 second}'"
+             " WHERE id = 'invoicing'", (limit,))
+    inv, invo = receivers["inventory"], receivers["invoicing"]
+    seen = collections.Counter()
+    lock = threading.Lock()
+
+    def one_in_twenty_fails_once(rec):
+        wid = rec["headers"]["webhook-id"]
+        with lock:
+            seen[wid] += 1
+            first = seen[wid] == 1
+        return (503, {}, b"busy") if first and int(wid[-2:], 16) % 20 == 0 else (200, {}, b"ok")
+    invo.behaviour = one_in_twenty_fails_once
+
+    procs = [stack(), stack()]
+    wait_for(lambda: db.scalar("SELECT count(DISTINCT lease_owner) FROM delivery_streams") == 2,
+             timeout=15, what="streams shared by both instances")
+    owners = []
+    stop = threading.Event()
+
+    def watch_owner():
+        while not stop.is_set():
+            o = db.scalar("SELECT lease_owner FROM delivery_streams"
+                          " WHERE destination_id = 'invoicing'")
+            if o and (not owners or owners[-1] != o):
+                owners.append(o)
+            time.sleep(0.1)
+    watcher = threading.Thread(target=watch_owner)
+    watcher.start()
+
+    def holder():
+        o = db.scalar("SELECT lease_owner FROM delivery_streams WHERE destination_id = 'invoicing'")
+        return next((p for p in procs if p.proc.poll() is None and o
+                     and o.endswith(":%d" % p.proc.pid)), None)
+
+    t0 = time.time()
+    for i in range(total):
+        send(procs[i % 2], 50000 + i)
+    # the unlimited destination is not held back by the limited one
+    wait_for(lambda: len(inv.accepted()) == total, timeout=30, what="inventory")
+    assert len(invo.accepted()) < total / 2
+    try:
+        # hand-over 1: the owner stops cleanly; the other takes the stream
+        wait_for(lambda: time.time() - t0 > 8, timeout=30)
+        h = wait_for(holder, what="the stream's owner")
+        assert h.stop(sig=15) == 0
+        procs.remove(h)
+        # hand-over 2: it comes back; streams are shared out again and
+        # invoicing (released first: highest id) goes to the newcomer
+        time.sleep(3)
+        newcomer = stack()
+        procs.append(newcomer)
+        wait_for(lambda: holder() is newcomer, timeout=15, what="invoicing handed to the newcomer")
+        # hand-over 3: its owner dies; the lease runs out and the other takes it
+        time.sleep(5)
+        h = wait_for(holder, what="the stream's owner")
+        h.stop(sig=9)
+        procs.remove(h)
+        time.sleep(2)
+        procs.append(stack())
+        want = event_ids(db, "invoicing")
+        assert len(want) == total
+        wait_for(lambda: {r["headers"]["webhook-id"] for r in invo.accepted()} >= want,
+                 timeout=120, interval=0.5, what="everything delivered to invoicing")
+    finally:
+        stop.set()
+        watcher.join()
+    done_at = time.time()
+
+    reqs = invo.all()
+    arrivals = per_second(r["time"] for r in reqs)
+    # webhook-timestamp is when the sender started the request (whole seconds):
+    # the limit itself, without the network's and the receiver's jitter
+    starts = per_second(int(r["headers"]["webhook-timestamp"]) for r in reqs)
+    retries = sum(1 for n in seen.values() if n > 1)
+    print(f"\ninvoicing: {len(reqs)} requests ({retries} retried events) over"
+          f" {done_at - t0:.1f} s; max arrivals/s {max(arrivals.values())}, max starts/s"
+          f" {max(starts.values())}; owners {len(owners)}; inventory done"
+          f" {max(r['time'] for r in inv.accepted()) - t0:.1f} s after the first webhook")
+    assert len(set(owners)) >= 3 and len(owners) >= 4, owners  # three hand-overs
+    assert retries >= 10
+    assert max(starts.values()) <= limit * (1 + burst), sorted(starts.items())
+    # arrivals: the same bound, plus one tenth for requests started just before
+    # a second's end and counted by the receiver just after it
+    assert max(arrivals.values()) <= limit * (1 + 2 * burst), sorted(arrivals.items())
+    # held to the limit, not far below it: 600 + retries at 20/s, plus the
+    # hand-overs (a lease of 5 s after the kill)
+    assert done_at - t0 >= (total + retries) / (limit * (1 + burst)) - 1
+    assert len(inv.accepted()) == total
+
+
+def test_held_back_deliveries_cost_no_reads_or_claims(stack, db, receivers):
+    """A backlog waiting for the limit: deliveries go out at the limit, and the
+    relay reads and claims nothing more for it while it waits (a timer for the
+    next token). sync_backlog says it is limited, then not once drained."""
+    db.query("UPDATE destinations SET rate_limit_per_s = 4, enabled = (id = 'invoicing')")
+    invo = receivers["invoicing"]
+    p = stack()
+    for i in range(30):
+        send(p, 60000 + i)
+    wait_for(lambda: len(invo.accepted()) >= 3, what="the first deliveries")
+    wait_for(lambda: db.scalar("SELECT rate_limited FROM sync_backlog"
+                               " WHERE destination_id = 'invoicing'"), what="rate_limited")
+    assert db.scalar("SELECT rate_limit_per_s FROM sync_backlog"
+                     " WHERE destination_id = 'invoicing'") == 4
+    reads0, claims0 = metric(p, "ordersync_relay_reads_total"), \
+        metric(p, "ordersync_relay_claims_total")
+    n0 = len(invo.accepted())
+    time.sleep(3)
+    n1 = len(invo.accepted())
+    reads = metric(p, "ordersync_relay_reads_total") - reads0
+    claims = metric(p, "ordersync_relay_claims_total") - claims0
+    print(f"\nwhile waiting: {n1 - n0} deliveries, {reads:.0f} reads, {claims:.0f} claims")
+    assert 8 <= n1 - n0 <= 3 * 4 * 1.1 + 1, n1 - n0
+    # the window holds what waits: no read is needed, and no claim is made
+    # while there is no token for one (a read or claim a wake-up or the 1 s
+    # sweep happens to make is allowed: what matters is not one per delivery)
+    assert reads <= 2, reads
+    assert claims <= 2, claims
+    wait_for(lambda: len(invo.accepted()) == 30, timeout=20, what="the backlog drained")
+    wait_for(lambda: db.scalar("SELECT NOT rate_limited FROM sync_backlog"
+                               " WHERE destination_id = 'invoicing'"), timeout=10,
+             what="rate_limited lapses")
+
+
+def test_retries_wait_for_the_limit_too(stack, db, receivers):
+    """Rows due for a retry are claimed as tokens come, not all at once."""
+    db.query("UPDATE destinations SET rate_limit_per_s = 5, retry_schedule = '{1 second}',"
+             " breaker_threshold = 1000, enabled = (id = 'invoicing')")
+    invo = receivers["invoicing"]
+    failing = {"on": True}
+    invo.behaviour = lambda rec: (503, {}, b"down") if failing["on"] else (200, {}, b"ok")
+    p = stack()
+    for i in range(20):
+        send(p, 70000 + i)
+    wait_for(lambda: db.scalar("SELECT count(*) FROM deliveries WHERE destination_id ="
+                               " 'invoicing' AND attempts > 0") == 20, timeout=20,
+             what="20 failed events")
+    failing["on"] = False
+    # every row due at once: one claim could take them all; the limit says 5/s
+    db.query("UPDATE deliveries SET next_at = now() WHERE state = 'pending'")
+    t = time.time()
+    wait_for(lambda: len(invo.accepted()) == 20, timeout=30, what="retries delivered")
+    ok = [r["time"] for r in invo.accepted()]
+    print(f"\n20 due retries delivered in {max(ok) - t:.1f} s,"
+          f" at most {max(per_second(ok).values())} a second")
+    assert max(per_second(ok).values()) <= 5 * 1.2 + 1
+    assert max(ok) - t >= 20 / 6 - 1
+
+
+def test_a_429_still_backs_off_under_a_limit(stack, db, receivers):
+    db.query("UPDATE destinations SET rate_limit_per_s = 50, enabled = (id = 'invoicing')")
+    invo = receivers["invoicing"]
+    first = {"done": False}
+
+    def behaviour(rec):
+        if not first["done"]:
+            first["done"] = True
+            return 429, {"Retry-After": "2"}, b"slow down"
+        return 200, {}, b"ok"
+    invo.behaviour = behaviour
+    p = stack()
+    send(p, 80000)
+    wait_for(lambda: len(invo.accepted()) == 1, timeout=15, what="retry")
+    reqs = invo.all()
+    assert [r["status"] for r in reqs] == [429, 200]
+    assert reqs[1]["time"] - reqs[0]["time"] >= 1.9  # Retry-After, not the limit, decides
+
+
+def test_a_changed_limit_applies_without_a_restart(stack, db, receivers):
+    db.query("UPDATE destinations SET rate_limit_per_s = 1, enabled = (id = 'invoicing')")
+    invo = receivers["invoicing"]
+    p = stack()
+    for i in range(40):
+        send(p, 90000 + i)
+    wait_for(lambda: len(invo.accepted()) >= 2, timeout=10, what="the first deliveries")
+    assert len(invo.accepted()) < 10  # 1/s: 40 events would take 40 s
+    db.query("UPDATE destinations SET rate_limit_per_s = 100 WHERE id = 'invoicing'")
+    wait_for(lambda: len(invo.accepted()) == 40, timeout=10, what="the rest at the new limit")
+    assert db.scalar("SELECT rate_limit_per_s FROM sync_backlog"
+                     " WHERE destination_id = 'invoicing'") == 100
+    # and no limit at all
+    db.query("UPDATE destinations SET rate_limit_per_s = NULL WHERE id = 'invoicing'")
+    for i in range(20):
+        send(p, 91000 + i)
+    wait_for(lambda: len(invo.accepted()) == 60, timeout=10, what="unlimited again")
+    assert db.scalar("SELECT rate_limit_per_s IS NULL AND NOT rate_limited FROM sync_backlog"
+                     " WHERE destination_id = 'invoicing'")
+
+
+def test_the_table_refuses_a_limit_that_is_not_positive(db):
+    secret = "Bearer " + uuid.uuid4().hex
+    db.query("INSERT INTO destinations (id, url, secret, headers) VALUES ('inventory',"
+             " 'http://x.invalid/', %s, %s)", (wh.DEST_SECRET, json.dumps({"Authorization": secret})))
+    for bad in ("0", "-1", "100001", "NaN"):
+        with pytest.raises(psycopg.errors.CheckViolation) as e:
+            db.query("UPDATE destinations SET rate_limit_per_s = %s::numeric", (bad,))
+        # a CHECK would have printed the whole row, the header's value with it
+        msg = str(e.value) + repr(e.value.diag.message_detail)
+        assert "rate_limit_per_s" in msg and secret not in msg, msg
+    db.query("UPDATE destinations SET rate_limit_per_s = 0.5")
+    assert float(db.scalar("SELECT rate_limit_per_s FROM sync_backlog")) == 0.5
