@@ -54,6 +54,10 @@
    is kept this far ahead (sync_backlog.rate_limited), written again when
    half of it has passed: a flag nobody refreshes lapses by itself. */
 #define LIMITED_HOLD_S 5
+/* A stream is sent to for at most this share of a lease after the acquire
+   that renewed it was sent (stream_leased); the rest absorbs the loop's
+   cached clock and the database's and this host's clocks running apart. */
+#define LEASE_TRUST_PERMILLE 900
 
 enum stmt_id {
     S_CLAIM,
@@ -145,6 +149,7 @@ struct stream {
     bool in_complete;        /* part of the statement in flight */
     bool unsure;             /* a statement about it failed: wait for the database's cursor */
     int64_t complete_from, complete_to;
+    uint64_t lease_until_ms; /* loop ms: sending stops here unless a renewal comes back */
 };
 
 struct relay {
@@ -160,7 +165,8 @@ struct relay {
     uint64_t next_gen;
     uv_timer_t due_timer, sweep_timer, acquire_timer, rate_timer;
     uv_check_t check;
-    uint64_t rate_timer_at; /* loop ms the rate timer fires at, when it runs */
+    uint64_t rate_timer_at;   /* loop ms the rate timer fires at, when it runs */
+    uint64_t acquire_sent_ms; /* loop ms the acquire in flight was sent */
 
     bool claiming, reclaim, acquiring, reacquire, completing, stopping, aborting, leaving;
     bool reading, reread;
@@ -623,12 +629,25 @@ static bool start_http(struct relay *r, struct job *j, char *err, size_t errlen)
     return true;
 }
 
+/*
+ * Is the stream's lease still ours by this process's own clock? relay_acquire
+ * renewed it for lease_s from when the database ran it, which is after the
+ * acquire was sent. Past that, another instance may have taken the stream
+ * without this one knowing (it cannot reach the database, say): two senders
+ * would break the one-sender rule, and double the destination's rate limit.
+ * So sending stops there until a renewal comes back.
+ */
+static bool stream_leased(struct relay *r, const struct stream *s)
+{
+    return now_ms(r) < s->lease_until_ms;
+}
+
 /* Starts what the window lets go, as far as the destination has room. */
 static void dispatch(struct relay *r, struct stream *s)
 {
     unsigned room;
     s->d->rate_short = false;
-    while (dest_room(r, s->d, &room)) {
+    while (stream_leased(r, s) && dest_room(r, s->d, &room)) {
         struct wev *e = relay_window_next(&s->win, now_ms(r));
         if (e == NULL)
             return;
@@ -690,7 +709,8 @@ static void stream_drop(struct relay *r, struct stream *s)
     stream_free(s);
 }
 
-static int stream_new(struct relay *r, struct dest *d, int64_t position)
+/* A stream this instance was given, leased until lease_until_ms (loop ms). */
+static int stream_new(struct relay *r, struct dest *d, int64_t position, uint64_t lease_until_ms)
 {
     struct stream *s = calloc(1, sizeof(*s));
     if (s == NULL)
@@ -706,6 +726,7 @@ static int stream_new(struct relay *r, struct dest *d, int64_t position)
     s->dest_gen = d->generation;
     s->gen = ++r->next_gen;
     s->cursor = s->read_pos = position;
+    s->lease_until_ms = lease_until_ms;
     s->next = r->streams;
     r->streams = s;
     /* the previous owner may have spent a whole burst just before it let go */
@@ -1175,7 +1196,7 @@ static bool claim_room(struct relay *r, struct stream *s, unsigned *room)
     struct dest *d = s->d;
     d->rate_short = false;
     d->rate_claim_asked = 0;
-    if (!dest_room(r, d, room)) {
+    if (!stream_leased(r, s) || !dest_room(r, d, room)) {
         if (d->rate_short) {
             d->rate_claim_owed = true;
             rate_wait(r, d);
@@ -1354,6 +1375,7 @@ static void on_acquired(PGresult *res, const char *err, void *data)
         return;
     }
     /* streams still ours stay; new ones start at the database's cursor */
+    uint64_t until = r->acquire_sent_ms + (uint64_t)r->cfg.lease_s * LEASE_TRUST_PERMILLE;
     for (int row = 0; row < PQntuples(res); row++) {
         struct dest *d = destinations_find(r->dests, PQgetvalue(res, row, 0));
         if (d == NULL)
@@ -1361,11 +1383,12 @@ static void on_acquired(PGresult *res, const char *err, void *data)
         int64_t pos = strtoll(PQgetvalue(res, row, 1), NULL, 10);
         struct stream *s = find_stream(r, d);
         if (s == NULL) {
-            if (stream_new(r, d, pos) < 0)
+            if (stream_new(r, d, pos, until) < 0)
                 log_error("out of memory taking a stream",
                           json_pack("{s:s}", "destination", d->id));
             continue;
         }
+        s->lease_until_ms = until;
         if (!s->in_complete && !r->completing && (pos != s->cursor || s->unsure)) {
             /* moved by someone else (we lost it for a while): start from the database */
             log_warn("stream moved meanwhile: reading it again",
@@ -1432,6 +1455,7 @@ static void acquire(struct relay *r)
     char lease[32];
     snprintf(lease, sizeof(lease), "%u", r->cfg.lease_s);
     const char *v[3] = {r->instance, lease, ids->data};
+    r->acquire_sent_ms = now_ms(r);
     if (db_query(r->db, true, "acquire", 3, v, on_acquired, r) == 0)
         r->acquiring = true;
 }

@@ -15,9 +15,11 @@ import collections
 import copy
 import json
 import os
+import socket
 import subprocess
 import threading
 import time
+import urllib.parse
 import uuid
 
 import psycopg
@@ -396,6 +398,111 @@ def test_two_instances_hold_the_limit_through_hand_overs(stack, db, receivers):
     # hand-overs (a lease of 5 s after the kill)
     assert done_at - t0 >= (total + retries) / (limit * (1 + burst)) - 1
     assert len(inv.accepted()) == total
+
+
+class SilentProxy:
+    """A TCP proxy in front of PostgreSQL that can go silent: every connection
+    stays open but no byte passes any more, as in a network partition (nothing
+    is refused or reset, so the client cannot tell it lost the database)."""
+
+    def __init__(self, target_port):
+        self.target_port = target_port
+        self.silent = threading.Event()
+        self.closed = threading.Event()
+        self.socks = []
+        self.lsock = socket.socket()
+        self.lsock.bind(("127.0.0.1", 0))
+        self.lsock.listen(64)
+        self.port = self.lsock.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while not self.closed.is_set():
+            try:
+                c, _ = self.lsock.accept()
+                u = socket.create_connection(("127.0.0.1", self.target_port))
+            except OSError:
+                return
+            self.socks += [c, u]
+            threading.Thread(target=self._pipe, args=(c, u), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(u, c), daemon=True).start()
+
+    def _pipe(self, src, dst):
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                while self.silent.is_set() and not self.closed.is_set():
+                    time.sleep(0.05)  # held, never delivered while silent
+                if self.closed.is_set():
+                    break
+                dst.sendall(data)
+        except OSError:
+            pass
+
+    def close(self):
+        self.closed.set()
+        for s in [self.lsock] + self.socks:
+            try:
+                s.close()
+            except OSError:
+                pass
+
+
+def test_an_owner_cut_off_from_the_database_stops_sending_before_its_lease_ends(
+        db, receivers):
+    """The stream's owner loses the database without noticing (a silent
+    partition): it cannot learn that another instance took its stream, and
+    its window still holds 10 s of events. It stops sending when its lease
+    may have run out by its own clock, so the instance that takes the stream
+    over is never a second sender: the limit holds, and everything arrives."""
+    limit = 20
+    db.query("INSERT INTO sources (id, kind, secret) VALUES ('shop', 'shopify', %s)",
+             (wh.SHOPIFY_SECRET,))
+    invo = receivers["invoicing"]
+    # disabled while the events come in: the owner then reads a full window at once
+    db.query("INSERT INTO destinations (id, url, secret, rate_limit_per_s, enabled) VALUES"
+             " ('invoicing', %s, %s, %s, false)", (invo.url, wh.DEST_SECRET, limit))
+    proxy = SilentProxy(urllib.parse.urlsplit(db.url).port)
+    parts = urllib.parse.urlsplit(db.url)
+    cut_off_url = urllib.parse.urlunsplit(
+        parts._replace(netloc=parts.netloc.replace(":%d" % parts.port, ":%d" % proxy.port)))
+    env = {"ORDERSYNC_SWEEP_INTERVAL_S": "1", "ORDERSYNC_LEASE_S": "5"}
+    a = Process(cut_off_url, env=env).start()
+    b = None
+    try:
+        a.wait_ready()
+        total = 300
+        for i in range(total):
+            send(a, 95000 + i)
+        db.query("UPDATE destinations SET enabled = true")
+        wait_for(lambda: (db.scalar("SELECT lease_owner FROM delivery_streams") or "")
+                 .endswith(":%d" % a.proc.pid), what="the first instance owns the stream")
+        b = Process(db.url, env=env).start()
+        b.wait_ready()
+        wait_for(lambda: len(invo.accepted()) >= 40, timeout=20, what="deliveries by the owner")
+        proxy.silent.set()
+        cut = time.time()
+        want = event_ids(db, "invoicing")
+        wait_for(lambda: {r["headers"]["webhook-id"] for r in invo.accepted()} >= want,
+                 timeout=90, interval=0.5, what="everything delivered by the other instance")
+        assert (db.scalar("SELECT lease_owner FROM delivery_streams") or "").endswith(
+            ":%d" % b.proc.pid)
+        reqs = invo.all()
+        starts = per_second(int(r["headers"]["webhook-timestamp"]) for r in reqs)
+        after = sorted(r["time"] - cut for r in reqs if r["time"] > cut)
+        # the quiet spell between the owner's fence and the take-over
+        gap = max(y - x for x, y in zip(after, after[1:]))
+        print(f"\ncut off: {len(reqs)} requests for {total} events, max starts/s"
+              f" {max(starts.values())}, longest quiet spell after the cut {gap:.1f} s")
+        assert max(starts.values()) <= limit * 1.1, sorted(starts.items())
+        assert gap >= 0.3, after
+    finally:
+        a.stop(sig=9)
+        if b is not None:
+            b.stop(sig=9)
+        proxy.close()
 
 
 def test_held_back_deliveries_cost_no_reads_or_claims(stack, db, receivers):
