@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "db.h"
 #include "log.h"
@@ -30,7 +31,8 @@ const char destinations_sql[] =
     "   AS paused_for_s,"
     " d.consecutive_failures,"
     " (SELECT array_agg(s.event_type ORDER BY s.event_type) FROM subscriptions s"
-    "   WHERE s.destination_id = d.id)::text AS types"
+    "   WHERE s.destination_id = d.id)::text AS types,"
+    " d.headers::text AS headers, d.rate_limit_per_s::float8 AS rate_limit_per_s"
     " FROM destinations d ORDER BY d.id";
 
 enum col {
@@ -53,6 +55,8 @@ enum col {
     C_PAUSED_FOR,
     C_FAILURES,
     C_TYPES,
+    C_HEADERS,
+    C_RATE_LIMIT,
     N_COLS
 };
 
@@ -74,7 +78,9 @@ static const char *const col_names[N_COLS] = {"id",
                                               "dead_blocks",
                                               "paused_for_s",
                                               "consecutive_failures",
-                                              "types"};
+                                              "types",
+                                              "headers",
+                                              "rate_limit_per_s"};
 
 struct destinations *destinations_new(void)
 {
@@ -88,6 +94,7 @@ static void dest_strings_free(struct dest *d)
     free(d->prev_secret);
     free(d->feed_token);
     free(d->types);
+    free(d->headers);
 }
 
 void destinations_free(struct destinations **pdests)
@@ -139,6 +146,119 @@ static bool same_str(const char *a, const char *b)
     return (a == NULL && b == NULL) || (a != NULL && b != NULL && strcmp(a, b) == 0);
 }
 
+/*
+ * Extra headers: the rules of destination_options_check() in
+ * migrations/008_destination_options.sql, checked again here because a line
+ * with a CR or LF in it would let the table write arbitrary requests (the
+ * trigger can be disabled, a dump restored without it). Keep the two in step.
+ */
+#define HEADER_NAME_MAX  128
+#define HEADER_VALUE_MAX 4096
+#define HEADERS_TOTAL    8192
+
+/* ordersync's own fields (the trace context too), and those libcurl owns (framing, the connection)
+ */
+static const char *const own_headers[] = {
+    "content-type", "content-length",    "user-agent", "host",       "traceparent", "tracestate",
+    "expect",       "transfer-encoding", "connection", "keep-alive", "te",          "trailer",
+    "upgrade"};
+
+/* RFC 9110 5.1: a field name is a token */
+static bool header_name_ok(const char *k)
+{
+    size_t n = strlen(k);
+    if (n == 0 || n > HEADER_NAME_MAX)
+        return false;
+    for (const unsigned char *p = (const unsigned char *)k; *p; p++)
+        if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+              strchr("!#$%&'*+-.^_`|~", *p) != NULL))
+            return false;
+    if (strncasecmp(k, "webhook-", 8) == 0)
+        return false;
+    for (size_t i = 0; i < sizeof(own_headers) / sizeof(*own_headers); i++)
+        if (strcasecmp(k, own_headers[i]) == 0)
+            return false;
+    return true;
+}
+
+/* RFC 9110 5.5, ASCII only: visible characters, spaces and tabs inside, no CR/LF */
+static bool header_value_ok(const char *v, size_t n)
+{
+    if (n > HEADER_VALUE_MAX)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (v[i] != '\t' && (v[i] < 0x20 || v[i] > 0x7e))
+            return false;
+    return n == 0 || (v[0] != ' ' && v[0] != '\t' && v[n - 1] != ' ' && v[n - 1] != '\t');
+}
+
+/*
+ * Parses the headers column (JSON text) into request lines: *out is a new
+ * allocation (pointers, then the lines), or NULL when there are none.
+ * Returns 0, -EINVAL (headers we refuse to send) or -ENOMEM.
+ */
+static int parse_headers(const char *text, char ***out)
+{
+    *out = NULL;
+    json_t *obj = json_loads(text, 0, NULL);
+    int rc = -EINVAL;
+    size_t n = json_is_object(obj) ? json_object_size(obj) : 0;
+    if (obj == NULL || !json_is_object(obj) || n > DESTINATIONS_MAX_HEADERS)
+        goto done;
+    size_t total = 0, bytes = (n + 1) * sizeof(char *);
+    const char *k;
+    json_t *v;
+    json_object_foreach(obj, k, v)
+    {
+        if (!json_is_string(v) || !header_name_ok(k) ||
+            !header_value_ok(json_string_value(v), json_string_length(v)))
+            goto done;
+        const char *k2;
+        json_t *v2;
+        json_object_foreach(obj, k2, v2)
+        {
+            if (k2 != k && strcasecmp(k2, k) == 0)
+                goto done; /* names ignore case: which one would the receiver see? */
+        }
+        total += strlen(k) + json_string_length(v) + 4;
+        bytes += strlen(k) + json_string_length(v) + 3;
+    }
+    if (total > HEADERS_TOTAL)
+        goto done;
+    rc = 0;
+    if (n == 0)
+        goto done;
+    char **lines = malloc(bytes);
+    if (lines == NULL) {
+        rc = -ENOMEM;
+        goto done;
+    }
+    char *p = (char *)(lines + n + 1);
+    size_t i = 0;
+    json_object_foreach(obj, k, v)
+    {
+        size_t kl = strlen(k), vl = json_string_length(v);
+        lines[i++] = p;
+        memcpy(p, k, kl);
+        p += kl;
+        /* libcurl drops a header written "Name:" with nothing after it, and
+           sends "Name;" as that header with an empty value */
+        if (vl == 0) {
+            *p++ = ';';
+        } else {
+            memcpy(p, ": ", 2);
+            memcpy(p + 2, json_string_value(v), vl);
+            p += 2 + vl;
+        }
+        *p++ = '\0';
+    }
+    lines[n] = NULL;
+    *out = lines;
+done:
+    json_decref(obj);
+    return rc;
+}
+
 /* Fills the settings of `n` from one row; strings are new allocations. */
 static int parse_row(const PGresult *res, int row, const int *c, struct dest *n)
 {
@@ -150,6 +270,10 @@ static int parse_row(const PGresult *res, int row, const int *c, struct dest *n)
     n->prev_secret = text_or_null(res, row, c[C_PREV_SECRET], &oom);
     n->feed_token = text_or_null(res, row, c[C_FEED_TOKEN], &oom);
     n->types = text_or_null(res, row, c[C_TYPES], &oom);
+    int hrc = parse_headers(PQgetvalue(res, row, c[C_HEADERS]), &n->headers);
+    if (hrc == -ENOMEM)
+        oom = true;
+    n->headers_bad = hrc == -EINVAL;
     if (oom) {
         dest_strings_free(n);
         return -ENOMEM;
@@ -177,9 +301,16 @@ static int parse_row(const PGresult *res, int row, const int *c, struct dest *n)
     n->dead_blocks = PQgetvalue(res, row, c[C_DEAD_BLOCKS])[0] == 't';
     n->paused_for_s = atof(PQgetvalue(res, row, c[C_PAUSED_FOR]));
     n->failures = atoi(PQgetvalue(res, row, c[C_FAILURES]));
+    n->rate_limit_per_s =
+        PQgetisnull(res, row, c[C_RATE_LIMIT]) ? 0 : atof(PQgetvalue(res, row, c[C_RATE_LIMIT]));
     return 0;
 }
 
+/*
+ * Does the relay need a new window for this destination? Headers and the
+ * rate limit are not compared: they are read at each request, and a new
+ * window would send what is in flight again.
+ */
 static bool settings_differ(const struct dest *a, const struct dest *b)
 {
     return a->push != b->push || a->enabled != b->enabled || !same_str(a->url, b->url) ||
@@ -228,14 +359,22 @@ int destinations_load(struct destinations *ds, const PGresult *res)
         d->prev_secret = n.prev_secret;
         d->feed_token = n.feed_token;
         d->types = n.types;
+        d->headers = n.headers;
+        if (n.headers_bad && !d->headers_bad)
+            log_error("destination headers refused; nothing is sent to it until they are fixed",
+                      json_pack("{s:s,s:s}", "destination", d->id, "hint",
+                                "see destination_options_check() for the rules"));
+        d->headers_bad = n.headers_bad;
+        d->rate_limit_per_s = n.rate_limit_per_s;
         d->timeout_ms = n.timeout_ms;
         d->max_in_flight = n.max_in_flight;
         d->dead_blocks = n.dead_blocks;
         d->policy = n.policy;
         d->paused_for_s = n.paused_for_s;
         d->failures = n.failures;
-        /* a push destination without a URL or secret cannot be delivered to */
-        d->present = !d->push || (d->url != NULL && d->secret != NULL);
+        /* a push destination without a URL or secret, or with headers we
+           refuse to send, cannot be delivered to */
+        d->present = !d->push || (d->url != NULL && d->secret != NULL && !d->headers_bad);
     }
     if (rc == 0)
         ds->loaded = true;

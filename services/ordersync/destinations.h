@@ -8,6 +8,9 @@
  * Entries survive reloads, keeping the runtime state the relay hangs on them
  * (in-flight count, breaker, metrics): a `struct dest *` stays valid for the
  * registry's life. One that vanished from the table is marked !present.
+ *
+ * Extra headers (destinations.headers) are secrets: they are kept only as
+ * the request lines the relay sends, and never logged.
  */
 #ifndef OS_DESTINATIONS_H
 #define OS_DESTINATIONS_H
@@ -18,6 +21,7 @@
 #include <libpq-fe.h>
 
 #include "relay_policy.h"
+#include "relay_rate.h"
 
 struct metric;
 
@@ -38,11 +42,22 @@ struct dest {
     struct relay_policy policy;
     double paused_for_s; /* as loaded: the breaker pause left (any instance's) */
     int failures;        /* as loaded: consecutive_failures */
-    uint64_t generation; /* bumped by every reload that changed this entry's settings */
+    /* headers: "Name: value" lines (NULL-terminated, one allocation), NULL: none */
+    char **headers;
+    bool headers_bad;        /* the column holds headers we refuse to send: not delivered to */
+    double rate_limit_per_s; /* 0: none */
+    uint64_t generation;     /* bumped by every reload that changed this entry's settings */
 
     /* runtime state of this process's relay */
     unsigned in_flight;
     struct relay_breaker breaker;
+    struct relay_rate rate;
+    unsigned rate_lent;        /* tokens lent to the claim in flight */
+    unsigned rate_claim_asked; /* rows that claim asked for, when the rate limit sized it */
+    unsigned rate_claimed;     /* rows it brought back and sent */
+    bool rate_claim_owed;      /* a claim skipped it for want of tokens */
+    bool rate_short;           /* the last look at its room found the rate limit in the way */
+    uint64_t limited_noted_ms; /* when limited_until was last written (loop ms) */
     bool metrics_ready;
     struct metric *m_delivered, *m_retry, *m_client_error, *m_dead, *m_gone, *m_attempts,
         *m_in_flight, *m_seconds, *m_lag, *m_paused;
@@ -54,6 +69,9 @@ struct destinations;
 struct destinations *destinations_new(void);
 /* Frees every entry. Sets *dests to NULL. */
 void destinations_free(struct destinations **dests);
+
+/* At most this many extra headers per destination (the table refuses more). */
+#define DESTINATIONS_MAX_HEADERS 32
 
 /* SQL whose result destinations_load() takes. */
 extern const char destinations_sql[];

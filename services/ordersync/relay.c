@@ -17,6 +17,11 @@
  *
  * Results are written once per loop turn (uv_check), in one statement, one
  * statement at a time: a burst of responses costs one round trip.
+ *
+ * A destination's rate limit (relay_rate.h) is one more bound on its room
+ * next to max_in_flight and the breaker (dest_room): what it holds back waits
+ * in the window, or as due rows nobody claims, until the rate timer says
+ * the next token is there. No read or claim is made on its behalf meanwhile.
  */
 #include "relay.h"
 
@@ -45,6 +50,14 @@
 #define LEASE_AFTER_FULL_MS 250
 /* A row that could not even be sent (bad secret, out of memory) is offered again after this */
 #define NOT_SENT_DELAY_S 5.0
+/* While the rate limit holds deliveries back, delivery_streams.limited_until
+   is kept this far ahead (sync_backlog.rate_limited), written again when
+   half of it has passed: a flag nobody refreshes lapses by itself. */
+#define LIMITED_HOLD_S 5
+/* A stream is sent to for at most this share of a lease after the acquire
+   that renewed it was sent (stream_leased); the rest absorbs the loop's
+   cached clock and the database's and this host's clocks running apart. */
+#define LEASE_TRUST_PERMILLE 900
 
 enum stmt_id {
     S_CLAIM,
@@ -57,6 +70,7 @@ enum stmt_id {
     S_PAUSE,
     S_RESUME,
     S_DISABLE,
+    S_LIMITED,
     N_STMTS
 };
 
@@ -85,6 +99,9 @@ static const struct db_stmt stmts[N_STMTS] = {
                   " WHERE id = $1 AND (paused_until IS NOT NULL OR consecutive_failures <> 0)"},
     [S_DISABLE] = {"disable", "UPDATE destinations SET enabled = false, disabled_reason = $2"
                               " WHERE id = $1"},
+    [S_LIMITED] = {"limited",
+                   "UPDATE delivery_streams SET limited_until = now() + make_interval(secs =>"
+                   " $3::float8) WHERE destination_id = $1 AND lease_owner = $2"},
 };
 
 /* The read connection's one statement (see read_streams). */
@@ -132,6 +149,7 @@ struct stream {
     bool in_complete;        /* part of the statement in flight */
     bool unsure;             /* a statement about it failed: wait for the database's cursor */
     int64_t complete_from, complete_to;
+    uint64_t lease_until_ms; /* loop ms: sending stops here unless a renewal comes back */
 };
 
 struct relay {
@@ -145,8 +163,10 @@ struct relay {
     struct stream *streams;
     struct job *in_http; /* every job whose request runs */
     uint64_t next_gen;
-    uv_timer_t due_timer, sweep_timer, acquire_timer;
+    uv_timer_t due_timer, sweep_timer, acquire_timer, rate_timer;
     uv_check_t check;
+    uint64_t rate_timer_at;   /* loop ms the rate timer fires at, when it runs */
+    uint64_t acquire_sent_ms; /* loop ms the acquire in flight was sent */
 
     bool claiming, reclaim, acquiring, reacquire, completing, stopping, aborting, leaving;
     bool reading, reread;
@@ -175,6 +195,13 @@ static void acquire(struct relay *r);
 static uint64_t now_ms(struct relay *r)
 {
     return uv_now(r->loop);
+}
+
+/* The rate limit's clock: the time now, not the loop's, cached when this turn
+   began, so that a token is counted when its request really starts. */
+static uint64_t rate_now(void)
+{
+    return uv_hrtime() / 1000000;
 }
 
 static double wall_now(void)
@@ -246,9 +273,22 @@ static bool dest_usable(struct relay *r, const struct dest *d)
            (d->breaker.paused_until == 0 || d->breaker.paused_until <= now_ms(r));
 }
 
-/* Can the relay deliver to d now, and how many more requests may it start? */
+/* Whole tokens d's rate limit allows now (UINT32_MAX: none), the current limit applied first. */
+static uint32_t dest_tokens(struct dest *d)
+{
+    uint64_t now = rate_now();
+    relay_rate_set(&d->rate, d->rate_limit_per_s, now);
+    return relay_rate_room(&d->rate, now);
+}
+
+/*
+ * Can the relay deliver to d now, and how many more requests may it start?
+ * Sets d->rate_short when the rate limit is what stops (no token) or bounds
+ * (fewer tokens than places in flight) the answer.
+ */
 static bool dest_room(struct relay *r, struct dest *d, unsigned *room)
 {
+    d->rate_short = false;
     if (!d->present || !d->enabled || !d->push || r->stopping)
         return false;
     unsigned cap;
@@ -258,7 +298,28 @@ static bool dest_room(struct relay *r, struct dest *d, unsigned *room)
     if (d->in_flight >= cap)
         return false;
     *room = cap - d->in_flight;
-    return true;
+    uint32_t tokens = dest_tokens(d);
+    if (tokens <= *room) {
+        d->rate_short = true;
+        *room = tokens;
+    }
+    return *room > 0;
+}
+
+static void on_rate_timer(uv_timer_t *t);
+
+/* d waits for a token: one timer for every destination, at the soonest next token. */
+static void rate_wait(struct relay *r, struct dest *d)
+{
+    if (r->stopping)
+        return;
+    /* +1: the timer runs on the loop's clock, which may lag rate_now() a little */
+    uint64_t wait = relay_rate_wait_ms(&d->rate, rate_now()) + 1;
+    uint64_t at = now_ms(r) + wait;
+    if (uv_is_active((uv_handle_t *)&r->rate_timer) && r->rate_timer_at <= at)
+        return;
+    r->rate_timer_at = at;
+    uv_timer_start(&r->rate_timer, on_rate_timer, wait, 0);
 }
 
 static void on_dest_stmt(PGresult *res, const char *err, void *data)
@@ -266,6 +327,23 @@ static void on_dest_stmt(PGresult *res, const char *err, void *data)
     if (err != NULL)
         log_warn("relay statement failed",
                  json_pack("{s:s,s:s}", "statement", (const char *)data, "detail", err));
+}
+
+/*
+ * The rate limit holds back deliveries that are ready: sync_backlog shows it
+ * (rate_limited) while delivery_streams.limited_until is ahead. Only the
+ * stream's owner writes it, at most every LIMITED_HOLD_S / 2 seconds.
+ */
+static void note_limited(struct relay *r, struct dest *d)
+{
+    uint64_t now = now_ms(r);
+    if (d->limited_noted_ms != 0 && now - d->limited_noted_ms < LIMITED_HOLD_S * 1000 / 2)
+        return;
+    char hold[16];
+    snprintf(hold, sizeof(hold), "%d", LIMITED_HOLD_S);
+    const char *v[3] = {d->id, r->instance, hold};
+    if (db_query(r->db, true, "limited", 3, v, on_dest_stmt, (void *)"limited") == 0)
+        d->limited_noted_ms = now;
 }
 
 /* Destination bookkeeping (pause, resume, disable): fire and forget, logged on failure. */
@@ -519,8 +597,15 @@ static bool start_http(struct relay *r, struct job *j, char *err, size_t errlen)
     bool traced = j->trace_id[0] != '\0' && trace_new_parent(j->trace_id, parent);
     if (traced)
         snprintf(hdr_trace, sizeof(hdr_trace), "traceparent: %s", parent);
-    const char *headers[] = {"Content-Type: application/json", hdr_id, hdr_ts, hdr_sig,
-                             traced ? hdr_trace : NULL,        NULL};
+    const char *headers[5 + DESTINATIONS_MAX_HEADERS + 1] = {"Content-Type: application/json",
+                                                             hdr_id, hdr_ts, hdr_sig};
+    unsigned nh = 4;
+    if (traced)
+        headers[nh++] = hdr_trace;
+    /* the destination's own (destinations.headers), which may not be any of ours */
+    for (char **h = d->headers; h != NULL && *h != NULL && nh < 5 + DESTINATIONS_MAX_HEADERS; h++)
+        headers[nh++] = *h;
+    headers[nh] = NULL;
     struct http_client_request req = {.url = d->url,
                                       .body = j->payload,
                                       .body_len = j->payload_len,
@@ -531,6 +616,7 @@ static bool start_http(struct relay *r, struct job *j, char *err, size_t errlen)
         snprintf(err, errlen, "not sent: %s", rc == -ENOMEM ? "out of memory" : uv_strerror(rc));
         return false;
     }
+    relay_rate_take(&d->rate, rate_now(), 1);
     j->in_http = true;
     j->prev = NULL;
     j->next = r->in_http;
@@ -543,11 +629,25 @@ static bool start_http(struct relay *r, struct job *j, char *err, size_t errlen)
     return true;
 }
 
+/*
+ * Is the stream's lease still ours by this process's own clock? relay_acquire
+ * renewed it for lease_s from when the database ran it, which is after the
+ * acquire was sent. Past that, another instance may have taken the stream
+ * without this one knowing (it cannot reach the database, say): two senders
+ * would break the one-sender rule, and double the destination's rate limit.
+ * So sending stops there until a renewal comes back.
+ */
+static bool stream_leased(struct relay *r, const struct stream *s)
+{
+    return now_ms(r) < s->lease_until_ms;
+}
+
 /* Starts what the window lets go, as far as the destination has room. */
 static void dispatch(struct relay *r, struct stream *s)
 {
     unsigned room;
-    while (dest_room(r, s->d, &room)) {
+    s->d->rate_short = false;
+    while (stream_leased(r, s) && dest_room(r, s->d, &room)) {
         struct wev *e = relay_window_next(&s->win, now_ms(r));
         if (e == NULL)
             return;
@@ -563,6 +663,11 @@ static void dispatch(struct relay *r, struct stream *s)
             j->attempt = 0;
             relay_window_settle(&s->win, e, WEV_FAILED);
         }
+    }
+    /* out of tokens with an event ready: it waits for the rate timer */
+    if (s->d->rate_short && relay_window_has_ready(&s->win)) {
+        rate_wait(r, s->d);
+        note_limited(r, s->d);
     }
 }
 
@@ -604,7 +709,8 @@ static void stream_drop(struct relay *r, struct stream *s)
     stream_free(s);
 }
 
-static int stream_new(struct relay *r, struct dest *d, int64_t position)
+/* A stream this instance was given, leased until lease_until_ms (loop ms). */
+static int stream_new(struct relay *r, struct dest *d, int64_t position, uint64_t lease_until_ms)
 {
     struct stream *s = calloc(1, sizeof(*s));
     if (s == NULL)
@@ -620,8 +726,14 @@ static int stream_new(struct relay *r, struct dest *d, int64_t position)
     s->dest_gen = d->generation;
     s->gen = ++r->next_gen;
     s->cursor = s->read_pos = position;
+    s->lease_until_ms = lease_until_ms;
     s->next = r->streams;
     r->streams = s;
+    /* the previous owner may have spent a whole burst just before it let go */
+    uint64_t now = rate_now();
+    relay_rate_set(&d->rate, d->rate_limit_per_s, now);
+    relay_rate_empty(&d->rate, now);
+    d->limited_noted_ms = 0;
     dest_metrics(d);
     log_info("delivering a stream",
              json_pack("{s:s,s:I}", "destination", d->id, "position", (json_int_t)position));
@@ -656,6 +768,9 @@ static unsigned read_room(struct relay *r, struct stream *s)
 {
     if (s->unsure || !dest_usable(r, s->d))
         return 0; /* paused or disabled: the window waits too */
+    double per_s = s->d->rate_limit_per_s;
+    if (per_s > 0 && relay_window_len(&s->win) >= per_s + relay_rate_burst(per_s))
+        return 0; /* a second's worth waits for the rate limit: completions read again */
     unsigned limit = relay_window_room(&s->win);
     if (limit > r->cfg.claim_batch)
         limit = r->cfg.claim_batch;
@@ -1070,6 +1185,42 @@ static void schedule_due(struct relay *r, double secs)
     uv_timer_start(&r->due_timer, on_due_timer, ms, 0);
 }
 
+/*
+ * May d's due rows be claimed now, and how many? The rate limit's share is
+ * lent to the claim (given back in on_claim): no request of the window can
+ * spend a token that a claimed row will need. A destination out of tokens
+ * is claimed for when the next one comes (on_rate_timer), not before.
+ */
+static bool claim_room(struct relay *r, struct stream *s, unsigned *room)
+{
+    struct dest *d = s->d;
+    d->rate_short = false;
+    d->rate_claim_asked = 0;
+    if (!stream_leased(r, s) || !dest_room(r, d, room)) {
+        if (d->rate_short) {
+            d->rate_claim_owed = true;
+            rate_wait(r, d);
+        }
+        return false;
+    }
+    d->rate_claim_owed = false;
+    d->rate_claim_asked = d->rate_short ? *room : 0;
+    if (d->rate.per_s > 0) {
+        relay_rate_lend(&d->rate, rate_now(), *room);
+        d->rate_lent += *room;
+    }
+    return true;
+}
+
+/* The tokens lent to claims come back (the claim was answered, failed or not sent). */
+static void rate_repay_all(struct relay *r)
+{
+    for (struct dest *d = destinations_first(r->dests); d != NULL; d = d->next) {
+        relay_rate_repay(&d->rate, d->rate_lent);
+        d->rate_lent = 0;
+    }
+}
+
 /* The owned destinations as a text[] literal (and, with room, their limits). */
 static int dest_arrays(struct relay *r, struct buf *ids, struct buf *lims, unsigned *n_out)
 {
@@ -1083,7 +1234,7 @@ static int dest_arrays(struct relay *r, struct buf *ids, struct buf *lims, unsig
     unsigned n = 0;
     for (struct stream *s = r->streams; s != NULL && rc == 0; s = s->next) {
         unsigned room = 0;
-        if (lims != NULL && !dest_room(r, s->d, &room))
+        if (lims != NULL && !claim_room(r, s, &room))
             continue;
         rc = buf_append_str(ids, n ? "," : "");
         if (rc == 0)
@@ -1118,6 +1269,8 @@ static void on_claim(PGresult *res, const char *err, void *data)
 {
     struct relay *r = data;
     r->claiming = false;
+    /* each row sent below takes its token from what the claim gives back */
+    rate_repay_all(r);
     int c[N_CC];
     if (err != NULL || res == NULL || db_columns(res, "claim", claim_cols, c, N_CC) < 0) {
         metric_add(r->m_db_errors, 1);
@@ -1142,7 +1295,15 @@ static void on_claim(PGresult *res, const char *err, void *data)
             set_outcome(j, JOB_RELEASED, 0, 0, r->stopping ? 0 : NOT_SENT_DELAY_S,
                         r->stopping ? "not sent: ordersync stopped" : why, NULL);
             row_result(r, j);
+        } else {
+            d->rate_claimed++;
         }
+    }
+    /* a claim the rate limit sized came back full: more due rows wait for tokens */
+    for (struct dest *d = destinations_first(r->dests); d != NULL; d = d->next) {
+        if (d->rate_claim_asked > 0 && d->rate_claimed >= d->rate_claim_asked)
+            note_limited(r, d);
+        d->rate_claim_asked = d->rate_claimed = 0;
     }
     if (r->reclaim || n > 0) {
         /* a full claim may have left more due rows; a new wake may have come */
@@ -1168,12 +1329,38 @@ static void claim(struct relay *r)
         return;
     }
     unsigned n;
-    if (dest_arrays(r, &r->params[0], &r->params[1], &n) < 0 || n == 0)
-        return; /* nothing has room: completions wake us */
+    if (dest_arrays(r, &r->params[0], &r->params[1], &n) < 0 || n == 0) {
+        rate_repay_all(r);
+        return; /* nothing has room: completions (or the rate timer) wake us */
+    }
     snprintf(r->lease_text, sizeof(r->lease_text), "%u", lease_s(r));
     const char *v[4] = {r->params[0].data, r->params[1].data, r->lease_text, r->instance};
     if (db_query(r->db, true, "claim", 4, v, on_claim, r) == 0)
         r->claiming = true;
+    else
+        rate_repay_all(r);
+}
+
+/*
+ * A token is there for a destination that waited: its window sends (no
+ * read: what waits is in it already), and its due rows are claimed if a
+ * claim skipped them for want of tokens and the window left some.
+ */
+static void on_rate_timer(uv_timer_t *t)
+{
+    struct relay *r = t->data;
+    if (r->stopping)
+        return;
+    bool rows = false;
+    for (struct stream *s = r->streams; s != NULL; s = s->next) {
+        if (s->d->rate_limit_per_s <= 0)
+            continue;
+        dispatch(r, s);
+        if (s->d->rate_claim_owed && dest_tokens(s->d) > 0)
+            rows = true;
+    }
+    if (rows)
+        claim(r);
 }
 
 /* ---------------------------------------------------------------- leases of streams */
@@ -1188,6 +1375,7 @@ static void on_acquired(PGresult *res, const char *err, void *data)
         return;
     }
     /* streams still ours stay; new ones start at the database's cursor */
+    uint64_t until = r->acquire_sent_ms + (uint64_t)r->cfg.lease_s * LEASE_TRUST_PERMILLE;
     for (int row = 0; row < PQntuples(res); row++) {
         struct dest *d = destinations_find(r->dests, PQgetvalue(res, row, 0));
         if (d == NULL)
@@ -1195,11 +1383,12 @@ static void on_acquired(PGresult *res, const char *err, void *data)
         int64_t pos = strtoll(PQgetvalue(res, row, 1), NULL, 10);
         struct stream *s = find_stream(r, d);
         if (s == NULL) {
-            if (stream_new(r, d, pos) < 0)
+            if (stream_new(r, d, pos, until) < 0)
                 log_error("out of memory taking a stream",
                           json_pack("{s:s}", "destination", d->id));
             continue;
         }
+        s->lease_until_ms = until;
         if (!s->in_complete && !r->completing && (pos != s->cursor || s->unsure)) {
             /* moved by someone else (we lost it for a while): start from the database */
             log_warn("stream moved meanwhile: reading it again",
@@ -1266,6 +1455,7 @@ static void acquire(struct relay *r)
     char lease[32];
     snprintf(lease, sizeof(lease), "%u", r->cfg.lease_s);
     const char *v[3] = {r->instance, lease, ids->data};
+    r->acquire_sent_ms = now_ms(r);
     if (db_query(r->db, true, "acquire", 3, v, on_acquired, r) == 0)
         r->acquiring = true;
 }
@@ -1338,6 +1528,7 @@ static void on_ready(struct db *db, void *data)
 {
     struct relay *r = data;
     r->claiming = r->completing = r->acquiring = false;
+    rate_repay_all(r); /* a claim lost with the connection */
     for (struct stream *s = r->streams, *next; s != NULL; s = next) {
         next = s->next;
         stream_drop(r, s);
@@ -1416,9 +1607,11 @@ int relay_new(uv_loop_t *loop, const struct relay_config *cfg, struct destinatio
     uv_timer_init(loop, &r->due_timer);
     uv_timer_init(loop, &r->sweep_timer);
     uv_timer_init(loop, &r->acquire_timer);
+    uv_timer_init(loop, &r->rate_timer);
     uv_check_init(loop, &r->check);
-    r->due_timer.data = r->sweep_timer.data = r->acquire_timer.data = r->check.data = r;
-    r->open_handles = 4;
+    r->due_timer.data = r->sweep_timer.data = r->acquire_timer.data = r->rate_timer.data =
+        r->check.data = r;
+    r->open_handles = 5;
     uv_check_start(&r->check, on_check);
     uv_unref((uv_handle_t *)&r->check);
     uv_timer_start(&r->sweep_timer, on_sweep_timer, (uint64_t)r->cfg.sweep_interval_s * 1000,
@@ -1513,6 +1706,7 @@ void relay_stop(struct relay *r, void (*done)(void *data), void *data)
     uv_timer_stop(&r->due_timer);
     uv_timer_stop(&r->sweep_timer);
     uv_timer_stop(&r->acquire_timer);
+    uv_timer_stop(&r->rate_timer);
     maybe_stop_done(r);
 }
 
@@ -1562,5 +1756,6 @@ void relay_free(struct relay **pr)
     uv_close((uv_handle_t *)&r->due_timer, on_handle_closed);
     uv_close((uv_handle_t *)&r->sweep_timer, on_handle_closed);
     uv_close((uv_handle_t *)&r->acquire_timer, on_handle_closed);
+    uv_close((uv_handle_t *)&r->rate_timer, on_handle_closed);
     uv_close((uv_handle_t *)&r->check, on_handle_closed);
 }

@@ -10,7 +10,8 @@
  *     -> reads events after each cursor (stream_read, every stream in one
  *        query, on a connection of its own) into a window per stream
  *        (relay_window.h: ordering per order, blocking)
- *     -> POSTs them with lib/http_client, Standard Webhooks signed
+ *     -> POSTs them with lib/http_client, Standard Webhooks signed, with the
+ *        destination's extra headers, within its rate limit (relay_rate.h)
  *     -> claims due rows of `deliveries` (retries, unblocked events)
  *     -> once per loop turn writes everything settled in one statement
  *        (relay_complete): the cursor moves, failures become rows, rows

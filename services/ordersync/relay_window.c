@@ -133,6 +133,14 @@ struct wev *relay_window_next(struct relay_window *w, uint64_t now_ms)
     return NULL;
 }
 
+bool relay_window_has_ready(struct relay_window *w)
+{
+    for (unsigned i = 0; i < w->len; i++)
+        if (relay_window_at(w, i)->state == WEV_WAITING && verdict(w, i) == GO)
+            return true;
+    return false;
+}
+
 void relay_window_settle(struct relay_window *w, struct wev *e, enum wev_state outcome)
 {
     (void)w;

@@ -87,6 +87,12 @@ struct wev *relay_window_push(struct relay_window *w, int64_t position, int64_t 
  */
 struct wev *relay_window_next(struct relay_window *w, uint64_t now_ms);
 
+/*
+ * Would relay_window_next() return an event now? Changes nothing (the relay
+ * asks when it may not send, to tell "nothing to send" from "held back").
+ */
+bool relay_window_has_ready(struct relay_window *w);
+
 /* The answer for an IN_FLIGHT entry: WEV_OK, WEV_FAILED or WEV_DEAD. */
 void relay_window_settle(struct relay_window *w, struct wev *e, enum wev_state outcome);
 

@@ -217,6 +217,27 @@ static void full_window_refuses_and_find_works_across_the_ring(void **state)
     relay_window_free(&w);
 }
 
+static void has_ready_tells_what_next_would_do_without_doing_it(void **state)
+{
+    struct relay_window w = window(8, true);
+    assert_false(relay_window_has_ready(&w));
+    relay_window_push(&w, 1, 10, false, NULL);
+    relay_window_push(&w, 2, 10, false, NULL); /* waits behind 1 */
+    relay_window_push(&w, 3, 11, true, NULL);  /* held: would be blocked */
+    assert_true(relay_window_has_ready(&w));
+    assert_int_equal(relay_window_at(&w, 0)->state, WEV_WAITING);
+    assert_int_equal(relay_window_at(&w, 2)->state, WEV_WAITING); /* not marked on the way */
+    struct wev *e = relay_window_next(&w, 0);
+    assert_int_equal(e->position, 1);
+    /* 2 waits for 1 in flight, 3 is held: nothing is ready */
+    assert_false(relay_window_has_ready(&w));
+    assert_null(relay_window_next(&w, 0));
+    relay_window_settle(&w, e, WEV_OK);
+    assert_true(relay_window_has_ready(&w));
+    assert_int_equal(relay_window_next(&w, 0)->position, 2);
+    relay_window_free(&w);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -231,6 +252,7 @@ int main(void)
         cmocka_unit_test(untaint_holds_what_was_read_before),
         cmocka_unit_test(a_dead_event_blocks_only_when_the_destination_says_so),
         cmocka_unit_test(full_window_refuses_and_find_works_across_the_ring),
+        cmocka_unit_test(has_ready_tells_what_next_would_do_without_doing_it),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
