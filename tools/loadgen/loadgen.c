@@ -73,6 +73,9 @@ struct conn {
     struct lg *lg;
     struct conn *next_idle;
     bool connected, busy, idle, closing, dead;
+    /* write_req is in libuv's hands until on_write runs, which can be after
+       the answer to it was read: the next request waits for it (ready_owed) */
+    bool writing, ready_owed;
     uint64_t t_start; /* ns: send time (closed loop) or due time (open loop) */
     uint64_t idx;     /* the request in flight */
     char *wbuf;       /* its bytes, when requests are signed at send time */
@@ -349,10 +352,21 @@ static void conn_fail(struct conn *c)
     }
 }
 
+static void conn_ready(struct lg *lg, struct conn *c);
+
 static void on_write(uv_write_t *w, int status)
 {
-    if (status < 0)
-        conn_fail(w->data);
+    struct conn *c = w->data;
+    c->writing = false;
+    if (status < 0) {
+        c->ready_owed = false;
+        conn_fail(c);
+        return;
+    }
+    if (c->ready_owed) {
+        c->ready_owed = false;
+        conn_ready(c->lg, c);
+    }
 }
 
 static void send_req(struct lg *lg, struct conn *c, uint64_t idx, uint64_t t_start)
@@ -376,8 +390,11 @@ static void send_req(struct lg *lg, struct conn *c, uint64_t idx, uint64_t t_sta
     c->t_start = t_start;
     lg->in_flight++;
     c->write_req.data = c;
-    if (uv_write(&c->write_req, (uv_stream_t *)&c->tcp, &b, 1, on_write) < 0)
+    if (uv_write(&c->write_req, (uv_stream_t *)&c->tcp, &b, 1, on_write) < 0) {
         conn_fail(c);
+        return;
+    }
+    c->writing = true;
 }
 
 /* The connection can take a request now. */
@@ -429,7 +446,10 @@ static int on_message_complete(llhttp_t *p)
         conn_fail(c);
         return 0;
     }
-    conn_ready(lg, c);
+    if (c->writing) /* answered before its write completed: reuse write_req after */
+        c->ready_owed = true;
+    else
+        conn_ready(lg, c);
     return 0;
 }
 
@@ -479,7 +499,7 @@ static void on_connect(uv_connect_t *req, int status)
 static void conn_connect(struct lg *lg, struct conn *c)
 {
     lg->connects++;
-    c->connected = c->busy = false; /* c->idle: still linked in the idle list, see idle_pop */
+    c->connected = c->busy = c->writing = c->ready_owed = false; /* c->idle: see idle_pop */
     uv_tcp_init(lg->loop, &c->tcp);
     c->tcp.data = c;
     c->connect_req.data = c;
