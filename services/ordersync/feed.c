@@ -26,17 +26,10 @@
 
 static const struct db_stmt stmts[] = {
     /* the acknowledgement and the read see one snapshot; a cursor beyond the
-       horizon (the last committed position) acknowledges nothing */
-    {"feed_read",
-     "WITH h AS (SELECT coalesce(max(position), 0) AS horizon FROM events),"
-     " ack AS (UPDATE delivery_streams s SET position = $2::bigint, updated_at = now() FROM h"
-     "  WHERE s.destination_id = $1 AND s.position < $2::bigint AND $2::bigint <= h.horizon"
-     "  RETURNING 1)"
-     " SELECT h.horizon, (SELECT count(*) FROM ack) AS acked, e.position, e.event_id, e.payload"
-     " FROM h LEFT JOIN LATERAL ("
-     "  SELECT e.position, replace(e.id::text, '-', '') AS event_id, e.payload FROM events e"
-     "   WHERE e.position > $2::bigint AND ($3::text[] IS NULL OR e.type = ANY ($3::text[]))"
-     "   ORDER BY e.position LIMIT $4::integer) e ON true"},
+       horizon (the last committed position) acknowledges nothing (feed_read
+       in migration 011) */
+    {"feed_read", "SELECT horizon, acked, event_position AS position, event_id, payload"
+                  " FROM feed_read($1, $2::bigint, $3::text[], $4::integer)"},
 };
 
 struct reader {
