@@ -207,6 +207,16 @@ class Process:
     def log_lines(self, msg):
         return [r for r in self.logs if r.get("msg") == msg]
 
+    def wait_log(self, pred, timeout=30):
+        """The log lines for which pred is true, once there is one: the log is
+        read by a thread, so a line may come a moment after what caused it."""
+        deadline = time.time() + timeout
+        while True:
+            found = [r for r in list(self.logs) if pred(r)]
+            if found or time.time() >= deadline:
+                return found
+            time.sleep(0.05)
+
 
 def request(port, method, path, body=None, headers=None, timeout=10):
     """One HTTP request on a new connection; returns (status, headers, body bytes)."""

@@ -352,8 +352,7 @@ def test_health_ready_metrics(svc):
 def test_request_log_lines(svc):
     body = fixture("shopify_order_create.json")
     post(svc, "shop", body, wh.shopify(body))
-    time.sleep(0.1)
-    lines = [l for l in svc.log_lines("request") if l.get("path") == "/webhooks/shop"]
+    lines = svc.wait_log(lambda l: l.get("msg") == "request" and l.get("path") == "/webhooks/shop")
     assert lines, svc.logs
     l = lines[-1]
     for k in ("time", "level", "request_id", "source", "status", "duration_ms"):
