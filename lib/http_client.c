@@ -185,6 +185,28 @@ static bool header_value(const char *line, size_t n, const char *name, char *out
     return true;
 }
 
+double http_client_retry_after(const char *value, time_t now)
+{
+    /* delay-seconds = 1*DIGIT (RFC 9110, 10.2.3): no sign, no fraction, no
+       exponent, so "1e308", "inf" and "nan" are not numbers of seconds */
+    size_t digits = strspn(value, "0123456789");
+    if (digits > 0 && value[digits] == '\0') {
+        double secs = 0;
+        for (size_t i = 0; i < digits && secs < HTTP_CLIENT_RETRY_AFTER_MAX_S; i++)
+            secs = secs * 10 + (value[i] - '0');
+        return secs < HTTP_CLIENT_RETRY_AFTER_MAX_S ? secs : HTTP_CLIENT_RETRY_AFTER_MAX_S;
+    }
+    if (digits > 0 || value[0] == '\0')
+        return -1;
+    time_t when = curl_getdate(value, NULL);
+    if (when == (time_t)-1)
+        return -1;
+    double delta = difftime(when, now);
+    if (delta <= 0)
+        return 0;
+    return delta < HTTP_CLIENT_RETRY_AFTER_MAX_S ? delta : HTTP_CLIENT_RETRY_AFTER_MAX_S;
+}
+
 static size_t on_header(char *buf, size_t size, size_t nitems, void *userp)
 {
     struct xfer *x = userp;
@@ -212,17 +234,9 @@ static size_t on_header(char *buf, size_t size, size_t nitems, void *userp)
         char *end = v + strlen(v);
         while (end > v && (end[-1] == '\r' || end[-1] == '\n' || end[-1] == ' '))
             *--end = '\0';
-        char *num_end;
-        double secs = strtod(v, &num_end);
-        if (num_end != v && *num_end == '\0' && secs >= 0) {
+        double secs = http_client_retry_after(v, time(NULL));
+        if (secs >= 0)
             x->res.retry_after_s = secs;
-        } else {
-            time_t when = curl_getdate(v, NULL);
-            if (when != (time_t)-1) {
-                double delta = difftime(when, time(NULL));
-                x->res.retry_after_s = delta > 0 ? delta : 0;
-            }
-        }
     }
     return n;
 }

@@ -14,12 +14,15 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 #include <uv.h>
 
 #define HTTP_CLIENT_EXCERPT_MAX 256
 /* Response headers a request can ask to have kept, and how long each may be */
 #define HTTP_CLIENT_MAX_CAPTURE  4
 #define HTTP_CLIENT_CAPTURE_SIZE 2048
+/* A Retry-After further out than this (a day) is read as this */
+#define HTTP_CLIENT_RETRY_AFTER_MAX_S 86400.0
 
 struct http_client;
 
@@ -72,5 +75,12 @@ unsigned http_client_in_flight(const struct http_client *c);
  * everything once libuv closed its handles. Sets *c to NULL.
  */
 void http_client_free(struct http_client **c);
+
+/*
+ * Seconds to wait from a Retry-After value (trimmed): delay-seconds or an
+ * HTTP-date, relative to `now`, at most HTTP_CLIENT_RETRY_AFTER_MAX_S; -1 when
+ * it is neither. Always finite. Pure.
+ */
+double http_client_retry_after(const char *value, time_t now);
 
 #endif

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include <curl/curl.h>
@@ -30,7 +31,8 @@
 #define PAGE_CAP      ((size_t)32 << 20) /* one page of an orders list */
 #define MAX_PAGES     100                /* per run; the cursor carries the rest to the next run */
 #define LEASE         "60 seconds" /* a run takes seconds; a crashed run blocks others this long */
-#define MAX_BACKOFF_S 3600.0
+#define MAX_BACKOFF_S 3600.0       /* errors and a server's Retry-After wait at most this */
+#define MAX_WAIT_S    (30 * 86400.0) /* the longest interval a timer is armed for */
 
 enum run_state { RUN_IDLE, RUN_CLAIMING, RUN_FETCHING, RUN_STORING };
 
@@ -56,7 +58,8 @@ struct psource {
     char pbuf[6][64];
     char err[256];
 
-    struct metric *m_ok, *m_empty, *m_not_modified, *m_limited, *m_error, *m_orders;
+    struct metric *m_ok, *m_empty, *m_not_modified, *m_limited, *m_error, *m_orders,
+        *m_link_refused;
 };
 
 struct poller {
@@ -207,27 +210,76 @@ static int append_order(struct psource *s, json_t *order)
 enum { H_ETAG, H_LAST_MODIFIED, H_LINK };
 static const char *const capture_headers[] = {"etag", "last-modified", "link", NULL};
 
-/* Link: <url>; rel="next", <url>; rel="previous" (RFC 8288, as Shopify paginates) */
-static void parse_link_next(const char *value, char *out, size_t out_size)
+/*
+ * The target of the rel="next" link in a Link header (RFC 8288, as Shopify
+ * paginates: `<url>; rel="previous", <url>; rel="next"`): a new allocation,
+ * or NULL when there is none (or out of memory).
+ */
+static char *link_next_target(const char *value)
 {
     const char *p = value;
-    while ((p = strchr(p, '<')) != NULL) {
+    while (p != NULL && (p = strchr(p, '<')) != NULL) {
         const char *close = strchr(p, '>');
         if (close == NULL)
-            return;
+            return NULL;
         const char *next_link = strchr(close, '<');
         const char *rel = strstr(close, "rel=");
         if (rel != NULL && (next_link == NULL || rel < next_link) &&
-            (strncmp(rel, "rel=\"next\"", 10) == 0 || strncmp(rel, "rel=next", 8) == 0)) {
-            size_t len = (size_t)(close - p - 1);
-            if (len < out_size) {
-                memcpy(out, p + 1, len);
-                out[len] = '\0';
-            }
-            return;
-        }
+            (strncmp(rel, "rel=\"next\"", 10) == 0 || strncmp(rel, "rel=next", 8) == 0))
+            return strndup(p + 1, (size_t)(close - p - 1));
         p = close;
     }
+    return NULL;
+}
+
+/* Do a and b have the same scheme, host and port (a default port made explicit)? */
+static bool same_origin(CURLU *a, CURLU *b)
+{
+    static const CURLUPart parts[] = {CURLUPART_SCHEME, CURLUPART_HOST, CURLUPART_PORT};
+    bool same = true;
+    for (size_t i = 0; i < sizeof(parts) / sizeof(parts[0]) && same; i++) {
+        char *x = NULL, *y = NULL;
+        unsigned flags = parts[i] == CURLUPART_PORT ? CURLU_DEFAULT_PORT : 0;
+        same = curl_url_get(a, parts[i], &x, flags) == CURLUE_OK &&
+               curl_url_get(b, parts[i], &y, flags) == CURLUE_OK && strcasecmp(x, y) == 0;
+        curl_free(x);
+        curl_free(y);
+    }
+    return same;
+}
+
+enum poller_link poller_next_link(const char *poll_url, const char *page_url, const char *link,
+                                  char **out)
+{
+    *out = NULL;
+    if (link == NULL || link[0] == '\0')
+        return POLLER_LINK_NONE;
+    char *target = link_next_target(link);
+    if (target == NULL)
+        return strstr(link, "next") != NULL ? POLLER_LINK_BAD : POLLER_LINK_NONE;
+    enum poller_link verdict = POLLER_LINK_BAD;
+    CURLU *origin = curl_url(), *next = curl_url();
+    char *url = NULL;
+    /* a relative reference resolves against the page it came with */
+    if (origin == NULL || next == NULL ||
+        curl_url_set(origin, CURLUPART_URL, poll_url, 0) != CURLUE_OK ||
+        curl_url_set(next, CURLUPART_URL, page_url, 0) != CURLUE_OK ||
+        curl_url_set(next, CURLUPART_URL, target, 0) != CURLUE_OK)
+        goto done;
+    if (!same_origin(origin, next)) {
+        verdict = POLLER_LINK_FOREIGN;
+        goto done;
+    }
+    if (curl_url_get(next, CURLUPART_URL, &url, 0) != CURLUE_OK)
+        goto done;
+    *out = strdup(url);
+    verdict = *out != NULL ? POLLER_LINK_NEXT : POLLER_LINK_BAD;
+done:
+    curl_free(url);
+    curl_url_cleanup(origin);
+    curl_url_cleanup(next);
+    free(target);
+    return verdict;
 }
 
 static void on_fetched(const struct http_client_result *res, void *data)
@@ -252,7 +304,10 @@ static void on_fetched(const struct http_client_result *res, void *data)
     }
     if (st == 429 || st == 503) {
         metric_add(s->m_limited, 1);
+        /* a server's wish, within reason: never past the longest backoff */
         s->retry_after_s = res->retry_after_s > 0 ? res->retry_after_s : s->interval_s;
+        if (!(s->retry_after_s <= MAX_BACKOFF_S))
+            s->retry_after_s = MAX_BACKOFF_S;
         snprintf(s->err, sizeof(s->err), "HTTP %ld (retry after %.0f s)", st, s->retry_after_s);
         log_info("poll rate-limited",
                  json_pack("{s:s,s:f}", "source", s->id, "retry_after_s", s->retry_after_s));
@@ -317,17 +372,29 @@ static void on_fetched(const struct http_client_result *res, void *data)
         return;
     }
     metric_add(json_array_size(list) ? s->m_ok : s->m_empty, 1);
+    char *next_url = NULL;
+    enum poller_link link = poller_next_link(s->url, s->page_url, res->header[H_LINK], &next_url);
     free(s->page_url);
     s->page_url = NULL;
-    char next_url[2048] = "";
-    parse_link_next(res->header[H_LINK], next_url, sizeof(next_url));
-    if (next_url[0] != '\0' && s->pages < MAX_PAGES) {
-        s->page_url = strdup(next_url);
-        if (s->page_url != NULL) {
-            store(s, false, "ok");
-            return;
-        }
+    if (link == POLLER_LINK_FOREIGN || link == POLLER_LINK_BAD) {
+        /* this page came from the configured origin and is kept; the run stops
+           here, and the next one starts from the cursor this page moved */
+        metric_add(s->m_link_refused, 1);
+        snprintf(s->err, sizeof(s->err), "%s",
+                 link == POLLER_LINK_FOREIGN
+                     ? "next page link refused: not the scheme, host and port of poll_url"
+                     : "next page link refused: not a URL");
+        log_warn("poll stopped at a next page link",
+                 json_pack("{s:s,s:s}", "source", s->id, "detail", s->err));
+        store(s, true, "error");
+        return;
     }
+    if (link == POLLER_LINK_NEXT && s->pages < MAX_PAGES) {
+        s->page_url = next_url;
+        store(s, false, "ok");
+        return;
+    }
+    free(next_url);
     store(s, true, "ok");
 }
 
@@ -423,6 +490,11 @@ static void on_timer(uv_timer_t *t)
 
 static void schedule(struct psource *s, double secs)
 {
+    /* whatever the caller computed, a finite wait the timer can hold */
+    if (!(secs >= 0))
+        secs = 0;
+    if (secs > MAX_WAIT_S)
+        secs = MAX_WAIT_S;
     uv_timer_start(&s->timer, on_timer, (uint64_t)(jitter(secs) * 1000), 0);
 }
 
@@ -464,6 +536,8 @@ static void metrics_for(struct psource *s)
     snprintf(l, sizeof(l), "source=\"%s\"", s->id);
     s->m_orders =
         metrics_counter("ordersync_poll_orders_total", "Orders listed by polled sources", l);
+    s->m_link_refused = metrics_counter("ordersync_poll_links_refused_total",
+                                        "Next page links refused: another origin than poll_url", l);
 }
 
 static int set(char **field, const PGresult *res, int r, int c)

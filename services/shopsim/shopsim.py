@@ -28,7 +28,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 class Shop:
-    def __init__(self, token="shpat_test_token", page_size=2, port=0, rate=0.0, burst=40):
+    def __init__(self, token="shpat_test_token", page_size=2, port=0, rate=0.0, burst=40,
+                 host="127.0.0.1"):
         self.orders = {}  # id -> order dict
         self.rate = rate  # requests/s allowed (0: unlimited); bucket of `burst`
         self.burst = burst
@@ -40,6 +41,8 @@ class Shop:
         self.requests = []  # (path, headers, status)
         self.throttle = 0   # answer the next N requests with 429
         self.fail = 0       # answer the next N requests with 500
+        self.retry_after = "1"  # the Retry-After of a 429
+        self.link_origin = None  # e.g. "http://127.0.0.2:9": next links point there (hostile)
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -57,10 +60,11 @@ class Shop:
                 self.end_headers()
                 self.wfile.write(body)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self.server = ThreadingHTTPServer((host, port), Handler)
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}/admin/api/orders.json"
+        self.origin = f"http://{host}:{self.port}"
+        self.url = f"{self.origin}/admin/api/orders.json"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def put(self, order):
@@ -86,7 +90,7 @@ class Shop:
         if self.throttle > 0:
             self.throttle -= 1
             rec["status"] = 429
-            return 429, {"Retry-After": "1"}, b'{"errors":"Exceeded 2 calls per second"}'
+            return 429, {"Retry-After": self.retry_after}, b'{"errors":"Exceeded 2 calls per second"}'
         if self.fail > 0:
             self.fail -= 1
             rec["status"] = 500
@@ -106,7 +110,7 @@ class Shop:
         if start + self.page_size < len(items):
             base = dict(q)
             base["page_info"] = str(start + self.page_size)
-            nxt = f"http://127.0.0.1:{self.port}{u.path}?{urllib.parse.urlencode(base)}"
+            nxt = f"{self.link_origin or self.origin}{u.path}?{urllib.parse.urlencode(base)}"
             out["Link"] = f'<{nxt}>; rel="next"'
         rec["status"] = 200
         return 200, out, body

@@ -2,6 +2,7 @@
 same normalization, dedupe and transaction as webhooks; the cursor advances
 with them."""
 import copy
+import re
 import json
 import os
 import sys
@@ -156,3 +157,69 @@ def test_push_source_with_reconciliation_never_emits_twice(db, shop):
         assert sorted(events(db)) == [("5000", "order.created"), ("5001", "order.created")]
     finally:
         p.stop()
+
+
+@pytest.fixture
+def thief():
+    """A second loopback host that must never hear from ordersync."""
+    t = Shop(host="127.0.0.2")
+    yield t
+    t.close()
+
+
+def test_next_link_to_another_origin_is_refused(setup, db, shop, thief):
+    """A polled server (or a man in the middle) names another host as the next
+    page: ordersync keeps the page it got, stops the run there, logs and
+    counts it, and never sends the source's credentials to that host."""
+    for i in range(5):
+        shop.put(order(6000 + i, f"2026-01-0{i + 1}T00:00:00Z"))
+    shop.link_origin = thief.origin
+    p = setup()
+    wait_for(lambda: (db.scalar("SELECT errors FROM poll_state") or 0) >= 2, timeout=15,
+             what="two runs stopped at the link")
+    assert thief.requests == []
+    assert "next page link refused" in db.scalar("SELECT last_error FROM poll_state")
+    # each run keeps the page from the configured origin and moves on from it
+    assert db.scalar("SELECT count(*) FROM orders") >= 3  # pages of 2, updated_at_min inclusive
+    assert p.wait_log(lambda r: r.get("msg") == "poll stopped at a next page link"
+                      and r.get("source") == "legacy")
+    st, _, body = request(p.port, "GET", "/metrics")
+    m = re.search(r'ordersync_poll_links_refused_total\{source="legacy"\} (\d+)', body.decode())
+    assert m and int(m.group(1)) >= 2, body.decode()
+    # the same host on another port is another origin too
+    other = Shop()
+    try:
+        shop.link_origin = other.origin
+        n = db.scalar("SELECT errors FROM poll_state")
+        wait_for(lambda: db.scalar("SELECT errors FROM poll_state") > n, timeout=15,
+                 what="a run stopped at a link to another port")
+        assert other.requests == []
+    finally:
+        other.close()
+    # a link to the same origin is followed again
+    shop.link_origin = None
+    wait_for(lambda: db.scalar("SELECT count(*) FROM orders") == 5, timeout=15, what="all pages")
+    assert thief.requests == []
+
+
+def test_retry_after_beyond_reason_is_clamped(setup, db, shop):
+    """Retry-After: 1e308 is not a number of seconds (RFC 9110: 1*DIGIT); a
+    huge one waits at most the poller's longest backoff. Either way the
+    process keeps running and keeps serving."""
+    shop.retry_after = "1e308"
+    shop.throttle = 1
+    shop.put(order(7000, "2026-01-01T00:00:00Z"))
+    p = setup()
+    # not a delay: the source's interval (1 s) applies
+    wait_for(lambda: db.scalar("SELECT count(*) FROM orders") == 1, timeout=15, what="import")
+    shop.retry_after = "99999999999999999999999999"
+    shop.throttle = 1
+    shop.put(order(7001, "2026-01-02T00:00:00Z"))
+    wait_for(lambda: db.scalar("SELECT rate_limited FROM poll_state") == 2, timeout=15,
+             what="the second 429")
+    assert p.proc.poll() is None
+    st, _, _ = request(p.port, "GET", "/healthz")
+    assert st == 200
+    # the wait is logged: at most an hour
+    lines = p.wait_log(lambda r: r.get("msg") == "poll rate-limited")
+    assert lines and max(r["retry_after_s"] for r in lines) <= 3600
