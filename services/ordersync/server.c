@@ -2,7 +2,10 @@
  * server: wiring. Database connections: `ingest1..N` carry only group
  * commits (so a slow reload never delays an ack; N batches commit in
  * parallel), `aux` carries LISTEN, reloads, the schema check and the pollers'
- * statements, `relay` and `feed` their own work.
+ * statements, `maintain` partitions and pruning, `relay` and `feed` their
+ * own work. `aux` and `maintain` keep session state and go to
+ * ORDERSYNC_SESSION_DATABASE_URL when it is set (DATABASE_URL then goes
+ * through a transaction-mode pooler, and nothing is prepared on it).
  *
  * Shutdown: stop accepting; let what is queued or in flight commit and be
  * answered; then close everything. A timer bounds the wait.
@@ -98,12 +101,14 @@ static void reload_sources(struct server *s)
 static void on_schema(PGresult *res, const char *err, void *data)
 {
     struct server *s = data;
-    if (err != NULL || res == NULL) {
+    int c = res != NULL ? PQfnumber(res, "version") : -1;
+    if (err != NULL || res == NULL || c < 0 || PQntuples(res) != 1) {
         s->app.schema_current = false;
         return;
     }
-    int latest = atoi(PQgetvalue(res, 0, 0));
-    s->app.schema_current = latest == migrate_latest_version();
+    int latest = atoi(PQgetvalue(res, 0, c));
+    /* a newer release's schema is current enough: a rolling upgrade (migrate.h) */
+    s->app.schema_current = migrate_compatible(latest);
     if (!s->app.schema_current)
         log_error("database schema is not the one this ordersync expects",
                   json_pack("{s:i,s:i}", "database_version", latest, "expected",
@@ -123,8 +128,8 @@ static void aux_ready(struct db *db, void *data)
     if (db_query(db, false, "LISTEN ordersync_config", 0, NULL, on_listen, s) < 0 ||
         db_query(db, false, "LISTEN ordersync_events", 0, NULL, on_listen, s) < 0 ||
         db_query(db, false, "LISTEN ordersync_deliveries", 0, NULL, on_listen, s) < 0 ||
-        db_query(db, false, "SELECT coalesce(max(version), 0) FROM schema_migrations", 0, NULL,
-                 on_schema, s) < 0)
+        db_query(db, false, "SELECT coalesce(max(version), 0) AS version FROM schema_migrations", 0,
+                 NULL, on_schema, s) < 0)
         return;
     s->reload_in_flight = false;
     s->dests_in_flight = false;
@@ -135,8 +140,6 @@ static void aux_ready(struct db *db, void *data)
         relay_wake(s->relay);
     feed_wake(s->app.feed);
     poller_reload(s->poller);
-    if (s->maintain != NULL)
-        maintain_run(s->maintain);
 }
 
 static void aux_notify(struct db *db, const char *channel, const char *payload, void *data)
@@ -412,6 +415,13 @@ int server_run(const struct config *cfg)
     signal(SIGPIPE, SIG_IGN);
     raise_fd_limit(cfg);
 
+    /* DATABASE_URL goes through a transaction-mode pooler: main.c checked the rest */
+    const char *session_url = cfg->session_database_url;
+    if (session_url != NULL)
+        db_use_unnamed_statements(true);
+    else
+        session_url = cfg->database_url;
+
     app->store = store_new();
     app->dests = destinations_new();
     if (app->store == NULL || app->dests == NULL)
@@ -426,7 +436,8 @@ int server_run(const struct config *cfg)
             goto fail;
         app->n_ingest++;
     }
-    rc = db_open(app->loop, cfg->database_url, "aux", NULL, 0, &aux_cbs, s, &app->db_aux);
+    /* LISTEN needs a session of its own (pooler.h) */
+    rc = db_open(app->loop, session_url, "aux", NULL, 0, &aux_cbs, s, &app->db_aux);
     if (rc < 0)
         goto fail;
     struct ingest_config icfg = {.batch_max = (unsigned)cfg->batch_max,
@@ -486,7 +497,7 @@ int server_run(const struct config *cfg)
     rc = poller_new(app->loop, app->db_aux, cfg->instance, &s->poller);
     if (rc < 0)
         goto fail;
-    rc = maintain_new(app->loop, app->db_aux, cfg->maintain_every_ms, &s->maintain);
+    rc = maintain_new(app->loop, session_url, cfg->maintain_every_ms, &s->maintain);
     if (rc < 0)
         goto fail;
     uv_timer_init(app->loop, &s->backlog_timer);
