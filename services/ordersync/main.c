@@ -231,6 +231,11 @@ static int cmd_migrate(const struct config *cfg, int argc, char **argv)
     PGconn *conn = connect_session(cfg);
     if (conn == NULL)
         return 1;
+    /* a session advisory lock through a transaction pooler would never be released */
+    if (check_pooler(cfg, conn) < 0) {
+        PQfinish(conn);
+        return 1;
+    }
     char detail[512];
     struct migrate_options mo = {.lock_timeout_ms = (int)cfg->migrate_lock_timeout_ms,
                                  .retries = (int)cfg->migrate_retries};
