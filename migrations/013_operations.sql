@@ -152,15 +152,22 @@ CREATE TABLE event_counts (
 );
 
 -- Events per type in (lo, hi], in event_store_types() order. Bounded ranges
--- only (see event_counts_at).
+-- only (see event_counts_at). PL/pgSQL for its cached plan: a SQL function
+-- called this way is planned at each call, ten times the cost of the count.
 CREATE FUNCTION event_counts_between(lo bigint, hi bigint) RETURNS bigint[]
-LANGUAGE sql STABLE AS $$
-    SELECT array_agg(coalesce(n.n, 0) ORDER BY t.i)
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    out bigint[];
+BEGIN
+    SELECT array_agg(coalesce(n.n, 0) ORDER BY t.i) INTO out
       FROM generate_series(1, cardinality(event_store_types())) t(i)
       LEFT JOIN (SELECT array_position(event_store_types(), e.type) AS i, count(*) AS n
                    FROM events e WHERE e.position > lo AND e.position <= hi
-                  GROUP BY 1) n ON n.i = t.i
+                  GROUP BY 1) n ON n.i = t.i;
+    RETURN out;
+END;
 $$;
+ALTER FUNCTION event_counts_between(bigint, bigint) SET enable_seqscan = off SET jit = off;
 
 -- The (relative) count of events of each type at or below position p, NULL
 -- before the first checkpoint. From the checkpoint just above p when there is
@@ -230,6 +237,25 @@ BEGIN
 END;
 $$;
 ALTER FUNCTION stream_unread(bigint, text[]) SET enable_seqscan = off SET jit = off;
+
+-- When the first event after position `after` of the given types (NULL:
+-- every type) was committed; NULL when there is none. A function, like
+-- stream_unread, so that sync_backlog's plan is small: planned inline, the
+-- estimate of this read over every partition put the view above
+-- jit_above_cost, and compiling it took 200-400 ms of every read.
+CREATE FUNCTION stream_first_unread(after bigint, types text[] DEFAULT NULL)
+RETURNS timestamptz
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    t timestamptz;
+BEGIN
+    SELECT e.created_at INTO t FROM events e
+     WHERE e.position > after AND (types IS NULL OR e.type = ANY (types))
+     ORDER BY e.position LIMIT 1;
+    RETURN t;
+END;
+$$;
+ALTER FUNCTION stream_first_unread(bigint, text[]) SET enable_seqscan = off SET jit = off;
 
 -- After each INSERT into events: a new checkpoint once 1,024 positions have
 -- passed since the last. It runs in the writing transaction, under the
@@ -422,54 +448,74 @@ $$;
 
 -- ---------------------------------------------------------------- sync_backlog
 
--- 008's columns, same names and order. Changed:
+-- 008's columns, same names, types and order. Changed:
 --   pending             unread events counted with event_counts (stream_unread),
 --                       not one by one: a few milliseconds at 1M pending
 --   oldest_pending_age  the age of the oldest of what `pending` counts: unread
 --                       events and rows waiting for a first or next attempt.
 --                       Blocked rows (and rows in flight) no longer count: it read
 --                       4 s with pending 0 and blocked 1. NULL when pending is 0.
+-- The rows come from a function, planned without JIT: planned inline, the
+-- view's estimate (per destination, a dozen reads over every partition,
+-- times the default row count of a table never analyzed, as `destinations`
+-- with three rows is) was above jit_above_cost, and compiling it cost
+-- 200-400 ms of every read. SECURITY DEFINER, as a view reads its tables
+-- with its owner's rights: whoever may read the view needs no right on the
+-- tables behind it (`destinations` holds secrets, `events` payloads).
+CREATE FUNCTION sync_backlog_rows()
+RETURNS TABLE (destination_id text, mode text, enabled boolean, paused_until timestamptz,
+               pending bigint, retrying bigint, delivering bigint, dead bigint,
+               oldest_pending_age interval, delivered_last_minute bigint, blocked bigint,
+               on_dead text, stream_position bigint, delivered_by text,
+               rate_limit_per_s numeric, rate_limited boolean, header_names text[])
+LANGUAGE plpgsql STABLE SECURITY DEFINER ROWS 10 AS $$
+#variable_conflict use_column
+BEGIN
+    RETURN QUERY
+    SELECT d.id,
+           d.mode,
+           d.enabled,
+           d.paused_until,
+           stream_unread(s.position, t.types)
+           + (SELECT count(*) FROM deliveries x
+               WHERE x.destination_id = d.id AND x.state = 'pending'),
+           (SELECT count(*) FROM deliveries x
+             WHERE x.destination_id = d.id AND x.state = 'pending' AND x.attempts > 0),
+           (SELECT count(*) FROM deliveries x
+             WHERE x.destination_id = d.id AND x.state = 'delivering'),
+           (SELECT count(*) FROM deliveries x
+             WHERE x.destination_id = d.id AND x.state = 'dead'),
+           now() - least(stream_first_unread(s.position, t.types),
+                         (SELECT x.event_created_at FROM deliveries x
+                           WHERE x.destination_id = d.id AND x.state = 'pending'
+                           ORDER BY x.position LIMIT 1)),
+           coalesce((SELECT sum(l.delivered) FROM delivery_log l
+                      WHERE l.destination_id = d.id
+                        AND l.completed_at > now() - interval '1 minute'), 0)
+           + (SELECT count(*) FROM delivery_attempts a
+               WHERE a.destination_id = d.id AND a.started_at > now() - interval '1 minute'
+                 AND a.http_status BETWEEN 200 AND 299),
+           (SELECT count(*) FROM deliveries x
+             WHERE x.destination_id = d.id AND x.state = 'blocked'),
+           d.on_dead,
+           s.position,
+           s.lease_owner,
+           d.rate_limit_per_s,
+           coalesce(d.rate_limit_per_s IS NOT NULL AND s.limited_until > now(), false),
+           ARRAY(SELECT k FROM jsonb_object_keys(d.headers) k ORDER BY k)
+      FROM destinations d
+      JOIN delivery_streams s ON s.destination_id = d.id
+     CROSS JOIN LATERAL (SELECT array_agg(u.event_type) AS types FROM subscriptions u
+                          WHERE u.destination_id = d.id) t
+     ORDER BY d.id;
+END;
+$$;
+-- the schema's objects whatever the caller's search_path (a SECURITY DEFINER rule)
+ALTER FUNCTION sync_backlog_rows() SET search_path FROM CURRENT;
+ALTER FUNCTION sync_backlog_rows() SET jit = off;
+
 CREATE OR REPLACE VIEW sync_backlog AS
-SELECT d.id AS destination_id,
-       d.mode,
-       d.enabled,
-       d.paused_until,
-       stream_unread(s.position, t.types)
-       + (SELECT count(*) FROM deliveries x
-           WHERE x.destination_id = d.id AND x.state = 'pending') AS pending,
-       (SELECT count(*) FROM deliveries x
-         WHERE x.destination_id = d.id AND x.state = 'pending' AND x.attempts > 0) AS retrying,
-       (SELECT count(*) FROM deliveries x
-         WHERE x.destination_id = d.id AND x.state = 'delivering') AS delivering,
-       (SELECT count(*) FROM deliveries x
-         WHERE x.destination_id = d.id AND x.state = 'dead') AS dead,
-       now() - least((SELECT e.created_at FROM events e
-                       WHERE e.position > s.position
-                         AND (t.types IS NULL OR e.type = ANY (t.types))
-                       ORDER BY e.position LIMIT 1),
-                     (SELECT x.event_created_at FROM deliveries x
-                       WHERE x.destination_id = d.id AND x.state = 'pending'
-                       ORDER BY x.position LIMIT 1))
-           AS oldest_pending_age,
-       coalesce((SELECT sum(l.delivered) FROM delivery_log l
-                  WHERE l.destination_id = d.id AND l.completed_at > now() - interval '1 minute'),
-                0)
-       + (SELECT count(*) FROM delivery_attempts a
-           WHERE a.destination_id = d.id AND a.started_at > now() - interval '1 minute'
-             AND a.http_status BETWEEN 200 AND 299) AS delivered_last_minute,
-       (SELECT count(*) FROM deliveries x
-         WHERE x.destination_id = d.id AND x.state = 'blocked') AS blocked,
-       d.on_dead,
-       s.position AS stream_position,
-       s.lease_owner AS delivered_by,
-       d.rate_limit_per_s,
-       coalesce(d.rate_limit_per_s IS NOT NULL AND s.limited_until > now(), false)
-           AS rate_limited,
-       ARRAY(SELECT k FROM jsonb_object_keys(d.headers) k ORDER BY k) AS header_names
-  FROM destinations d
-  JOIN delivery_streams s ON s.destination_id = d.id
-  CROSS JOIN LATERAL (SELECT array_agg(u.event_type) AS types FROM subscriptions u
-                       WHERE u.destination_id = d.id) t;
+SELECT * FROM sync_backlog_rows();
 
 -- ---------------------------------------------------------------- ingest_batch
 
