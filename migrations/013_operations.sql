@@ -62,7 +62,7 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
 $$;
 
 -- One row per key seen: 16 bytes of digest and when it may go. Measured at
--- about 92 bytes per key with its index (BENCHMARKS.md), against 172 for
+-- about 94 bytes per key with its index (BENCHMARKS.md), against 173 for
 -- inbound_keys (source id and key as text). No row may be smaller: 24 bytes
 -- of tuple header and 4 of line pointer come with any row, and a unique index
 -- entry takes 28 more before page slack.
