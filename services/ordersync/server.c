@@ -184,7 +184,8 @@ static void on_committed(void *data)
  * cursor (positions, so gaps and events of types it does not take count
  * too: an upper bound that costs one index probe) and its open rows by
  * state (the small `deliveries` table). Not the sync_backlog view: that one
- * counts exactly, which reads every pending event.
+ * counts exactly, per type taken (from event_counts' checkpoints, a few
+ * milliseconds), more than a gauge read every 15 s needs.
  */
 static void on_backlog(PGresult *res, const char *err, void *data)
 {
