@@ -273,7 +273,12 @@ DECLARE
 BEGIN
     hi := pg_sequence_last_value('event_position');
     SELECT max(k.position) INTO last FROM event_counts k;
-    IF hi IS NOT NULL AND last IS NOT NULL AND hi >= last + 1024 THEN
+    IF hi IS NOT NULL AND last IS NULL THEN
+        -- none (the table was emptied): counting starts again here
+        INSERT INTO event_counts (position, counts)
+        VALUES (hi, array_fill(0::bigint, ARRAY[cardinality(event_store_types())]))
+        ON CONFLICT DO NOTHING;
+    ELSIF hi >= last + 1024 THEN
         INSERT INTO event_counts (position, counts)
         VALUES (hi, event_counts_at(hi))
         ON CONFLICT DO NOTHING;
