@@ -84,6 +84,11 @@ static enum schema_status compare(PGconn *conn, char *detail, size_t dl, int *pe
     }
     int c_version = PQfnumber(res, "version"), c_name = PQfnumber(res, "name"),
         c_sum = PQfnumber(res, "checksum");
+    if (c_version < 0 || c_name < 0 || c_sum < 0) {
+        snprintf(detail, dl, "schema_migrations lacks a column (version, name, checksum)");
+        PQclear(res);
+        return SCHEMA_ERROR;
+    }
     enum schema_status st = SCHEMA_CURRENT;
     char newer[128] = "";
     for (int r = 0; r < PQntuples(res); r++) {
