@@ -26,7 +26,6 @@
 #include "inbound.h"
 #include "log.h"
 #include "metrics.h"
-#include "normalize.h"
 
 #define PAGE_CAP      ((size_t)32 << 20) /* one page of an orders list */
 #define MAX_PAGES     100                /* per run; the cursor carries the rest to the next run */
@@ -40,7 +39,7 @@ struct psource {
     struct psource *next;
     struct poller *p;
     char *id, *url, *auth;
-    enum source_kind kind;
+    const struct source_kind *kind;
     double interval_s;
     bool present;
     uv_timer_t timer;
@@ -155,26 +154,8 @@ static void on_stored(PGresult *res, const char *err, void *data)
 static int append_order(struct psource *s, json_t *order)
 {
     json_t *canon = NULL;
-    char err[NORMALIZE_ERR_SIZE];
-    int rc;
-    switch (s->kind) {
-    case SOURCE_SHOPIFY:
-        rc = normalize_shopify(s->id, "orders/updated", order, &canon, err, sizeof(err));
-        break;
-    case SOURCE_WOOCOMMERCE:
-        rc = normalize_woocommerce(s->id, "order.updated", order, time(NULL), &canon, err,
-                                   sizeof(err));
-        break;
-    case SOURCE_STANDARD: {
-        json_t *body = json_pack("{s:s,s:O}", "type", "order.updated", "data", order);
-        rc = body ? normalize_standard(s->id, body, &canon, err, sizeof(err)) : -ENOMEM;
-        json_decref(body);
-        break;
-    }
-    default:
-        snprintf(err, sizeof(err), "polling is not supported for this kind of source");
-        rc = -EINVAL;
-    }
+    char err[SOURCE_DETAIL_SIZE];
+    int rc = s->kind->poll_order(s->id, order, time(NULL), &canon, err, sizeof(err));
     if (rc < 0) {
         log_warn("polled order skipped",
                  json_pack("{s:s,s:s}", "source", s->id, "detail", rc == -ENOMEM ? "oom" : err));
@@ -559,8 +540,8 @@ static void on_sources(PGresult *res, const char *err, void *data)
     for (struct psource *s = p->sources; s != NULL; s = s->next)
         s->present = false;
     for (int r = 0; r < PQntuples(res); r++) {
-        enum source_kind kind;
-        if (source_kind_parse(PQgetvalue(res, r, 1), &kind) < 0 || kind == SOURCE_STRIPE) {
+        const struct source_kind *kind;
+        if (source_kind_parse(PQgetvalue(res, r, 1), &kind) < 0 || kind->poll_order == NULL) {
             log_warn("source cannot be polled",
                      json_pack("{s:s,s:s}", "source", PQgetvalue(res, r, 0), "kind",
                                PQgetvalue(res, r, 1)));
