@@ -17,6 +17,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include "json_guard.h"
+
 void inbound_event_clear(struct inbound_event *ev)
 {
     free(ev->dedupe_key);
@@ -201,12 +203,17 @@ int inbound_parse(const struct inbound_source *src,
      * JSON_DECODE_INT_AS_REAL stays off: integers remain int64 so ids beyond
      * 2^53 are exact. JSON_DECODE_ANY lets a scalar body parse, so that it is
      * a 422 (not an order) rather than a 400. Duplicate keys are refused: an
-     * order whose fields have two values means two things at once.
+     * order whose fields have two values means two things at once. Out of
+     * memory is ours (a 400 would make the sender drop a good webhook), and
+     * only the guard knows it (json_guard.h).
      */
-    out->payload = json_loadb(req.body, req.len, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, &jerr);
-    if (out->payload == NULL)
-        return fail(err, 400, "malformed_json", -EBADMSG, "line %d column %d: %s", jerr.line,
-                    jerr.column, jerr.text);
+    out->payload =
+        json_guard_loadb(req.body, req.len, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, &jerr, &rc);
+    if (rc == -ENOMEM)
+        return fail(err, 500, "internal_error", rc, "out of memory");
+    if (rc < 0)
+        return fail(err, 400, "malformed_json", rc, "line %d column %d: %s", jerr.line, jerr.column,
+                    jerr.text);
 
     rc = classify(kind, &req, out, &rule, err);
     if (rc < 0)

@@ -21,6 +21,7 @@
 
 #include "buf.h"
 #include "http_client.h"
+#include "json_guard.h"
 
 /* The batch of one page: its orders, each with its raw element, twice the page's cap at most. */
 #define BATCH_CAP (2 * POLL_PAGE_CAP)
@@ -264,11 +265,12 @@ static json_t *parse_list(const struct poll_response *res, json_t **doc, struct 
 {
     json_error_t jerr;
     json_t *list;
+    int rc;
 
-    *doc = json_loadb(res->body != NULL ? res->body : "", res->body_len, 0, &jerr);
-    if (*doc == NULL) {
-        if (json_error_code(&jerr) == json_error_out_of_memory)
-            return NULL;
+    *doc = json_guard_loadb(res->body != NULL ? res->body : "", res->body_len, 0, &jerr, &rc);
+    if (rc == -ENOMEM)
+        return NULL;
+    if (rc < 0) {
         snprintf(page->error, sizeof(page->error), "malformed JSON at line %d: %s", jerr.line,
                  jerr.text);
         return NULL;

@@ -78,8 +78,7 @@ static void check_batch(const char *batch)
     {
         if (!json_is_string(json_object_get(el, "s")) ||
             !json_is_string(json_object_get(el, "k")) ||
-            !json_is_object(json_object_get(el, "o")) ||
-            !json_is_object(json_object_get(el, "p")))
+            !json_is_object(json_object_get(el, "o")) || !json_is_object(json_object_get(el, "p")))
             abort();
     }
     json_decref(b);
