@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdlib.h>
 
 static pthread_once_t install_once = PTHREAD_ONCE_INIT;
 static json_malloc_t next_malloc;
@@ -32,12 +33,17 @@ static void install(void)
     json_set_alloc_funcs(counting_malloc, next_free);
 }
 
+static void installed(void)
+{
+    (void)pthread_once(&install_once, install);
+}
+
 json_t *json_guard_loadb(const char *buf, size_t len, size_t flags, json_error_t *err, int *rc)
 {
     unsigned long before;
     json_t *j;
 
-    (void)pthread_once(&install_once, install);
+    installed();
     before = atomic_load(&failures);
     j = json_loadb(buf, len, flags, err);
     if (atomic_load(&failures) != before) {
@@ -47,4 +53,19 @@ json_t *json_guard_loadb(const char *buf, size_t len, size_t flags, json_error_t
     }
     *rc = j != NULL ? 0 : -EBADMSG;
     return j;
+}
+
+char *json_guard_dumps(const json_t *json, size_t flags)
+{
+    unsigned long before;
+    char *text;
+
+    installed();
+    before = atomic_load(&failures);
+    text = json_dumps(json, flags);
+    if (atomic_load(&failures) != before) {
+        free(text);
+        return NULL;
+    }
+    return text;
 }

@@ -95,8 +95,8 @@ static int same_origin(CURLU *a, CURLU *b)
     return same;
 }
 
-enum poll_link poll_page_next_link(const char *poll_url, const char *page_url, const char *link,
-                                   char **out)
+static enum poll_link judge(const char *poll_url, const char *page_url, const char *link,
+                            char **out)
 {
     enum poll_link verdict = POLL_LINK_BAD;
     CURLU *origin = NULL, *next = NULL;
@@ -148,6 +148,22 @@ done:
     return verdict;
 }
 
+enum poll_link poll_page_next_link(const char *poll_url, const char *page_url, const char *link,
+                                   char **out)
+{
+    enum poll_link verdict = judge(poll_url, page_url, link, out);
+
+    /*
+     * libcurl's URL parser does not always say that it ran out of memory: a
+     * failed allocation while it resolves a reference can read as a bad
+     * URL. A refusal stops the run and is counted, so it is confirmed by a
+     * second judgement (the same input gives the same verdict) first.
+     */
+    if (verdict == POLL_LINK_BAD || verdict == POLL_LINK_FOREIGN)
+        verdict = judge(poll_url, page_url, link, out);
+    return verdict;
+}
+
 /* --------------------------------------------------------------- orders */
 
 /* A listed order that cannot be read is skipped: the first one's reason is kept. */
@@ -195,7 +211,7 @@ static int append_order(const struct poll_run *run, json_t *order, struct buf *b
                    "order.sync", "o", canon, "p", order);
     if (el == NULL)
         return -ENOMEM;
-    text = json_dumps(el, JSON_COMPACT);
+    text = json_guard_dumps(el, JSON_COMPACT);
     json_decref(el);
     if (text == NULL)
         return -ENOMEM;
