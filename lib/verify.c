@@ -14,6 +14,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -73,10 +74,15 @@ static enum verify_result say(enum verify_result r, char *detail, size_t size, c
  * SHA-256 for content-derived keys is fetched once for the same reason
  * (EVP_sha256() is a legacy handle that EVP_DigestInit fetches anew each time).
  *
- * pthread_once makes the first use safe from any thread; afterwards both are
- * only read. They are freed at exit so that leak checkers see a clean process.
+ * The first use builds them under a mutex, from any thread; afterwards they
+ * are only read, and `ready` tells so without the lock. A first use that
+ * fails (out of memory) leaves nothing built, and the next use tries again:
+ * a transient failure must not leave the process unable to verify anything
+ * until it restarts. They are freed at exit so that leak checkers see a
+ * clean process.
  */
-static pthread_once_t crypto_once = PTHREAD_ONCE_INIT;
+static pthread_mutex_t crypto_lock = PTHREAD_MUTEX_INITIALIZER;
+static atomic_bool crypto_ready;
 static EVP_MAC_CTX *hmac_sha256_template;
 static EVP_MD *sha256_md;
 
@@ -88,8 +94,10 @@ static void crypto_free(void)
     sha256_md = NULL;
 }
 
-static void crypto_init(void)
+/* Builds both, or neither; called with crypto_lock held. */
+static bool crypto_build(void)
 {
+    static bool at_exit;
     EVP_MAC *mac = EVP_MAC_fetch(NULL, "HMAC", NULL);
     OSSL_PARAM params[2];
 
@@ -104,8 +112,30 @@ static void crypto_init(void)
         hmac_sha256_template = NULL;
     }
     sha256_md = EVP_MD_fetch(NULL, "SHA256", NULL);
+    if (hmac_sha256_template == NULL || sha256_md == NULL) {
+        crypto_free();
+        return false;
+    }
     /* Without the handler they stay allocated until exit anyway: nothing to undo. */
-    (void)atexit(crypto_free);
+    if (!at_exit)
+        at_exit = atexit(crypto_free) == 0;
+    return true;
+}
+
+/* Are the template and the digest there (built now if not)? */
+static bool crypto_init(void)
+{
+    bool ok;
+
+    if (atomic_load_explicit(&crypto_ready, memory_order_acquire))
+        return true;
+    if (pthread_mutex_lock(&crypto_lock) != 0)
+        return false;
+    ok = atomic_load_explicit(&crypto_ready, memory_order_relaxed) || crypto_build();
+    if (ok)
+        atomic_store_explicit(&crypto_ready, true, memory_order_release);
+    pthread_mutex_unlock(&crypto_lock);
+    return ok;
 }
 
 int verify_hmac_sha256(const void *key, size_t keylen, const void *const *parts, const size_t *lens,
@@ -115,7 +145,7 @@ int verify_hmac_sha256(const void *key, size_t keylen, const void *const *parts,
     size_t outlen = 0;
     int rc = -ENOMEM;
 
-    if (pthread_once(&crypto_once, crypto_init) != 0 || hmac_sha256_template == NULL)
+    if (!crypto_init())
         goto fail;
     ctx = EVP_MAC_CTX_dup(hmac_sha256_template);
     if (ctx == NULL)
@@ -139,7 +169,7 @@ int verify_sha256(const void *data, size_t len, unsigned char out[VERIFY_SHA256_
 {
     unsigned int n = 0;
 
-    if (pthread_once(&crypto_once, crypto_init) != 0 || sha256_md == NULL)
+    if (!crypto_init())
         return -ENOMEM;
     if (EVP_Digest(data, len, out, &n, sha256_md, NULL) != 1 || n != VERIFY_SHA256_LEN)
         return -ENOMEM;

@@ -24,6 +24,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 #include <cmocka.h>
 
 #include <openssl/evp.h>
@@ -142,8 +144,8 @@ static void sign(struct request *r)
         /* signed here, not with verify_sign_standard: verify.c must start cold */
         unsigned char key[64];
         char *msg = NULL;
-        int keylen = EVP_DecodeBlock(key, (const unsigned char *)r->secret + 6,
-                                     (int)strlen(r->secret + 6));
+        int keylen =
+            EVP_DecodeBlock(key, (const unsigned char *)r->secret + 6, (int)strlen(r->secret + 6));
         int len = asprintf(&msg, "msg_torture.%lld.%.*s", (long long)now, (int)r->len, r->body);
         unsigned int n = 0;
 
@@ -159,13 +161,34 @@ static void sign(struct request *r)
 }
 
 static struct request requests[] = {
-    {.kind = "shopify", .fixture = "shopify_order_create.json", .topic = "orders/create", .secret = "shpss_1"},
-    {.kind = "shopify", .fixture = "shopify_refund_create.json", .topic = "refunds/create", .secret = "shpss_1"},
-    {.kind = "woocommerce", .fixture = "woocommerce_order_created.json", .topic = "order.created", .secret = "wc_1"},
-    {.kind = "woocommerce", .fixture = "woocommerce_order_cancelled.json", .topic = "order.updated", .secret = "wc_1"},
-    {.kind = "stripe", .fixture = "stripe_checkout_session_completed.json", .topic = NULL, .secret = "whsec_st"},
-    {.kind = "stripe", .fixture = "stripe_charge_refunded.json", .topic = NULL, .secret = "whsec_st"},
-    {.kind = "standard", .fixture = "standard_order_created.json", .topic = NULL, .secret = std_secret},
+    {.kind = "shopify",
+     .fixture = "shopify_order_create.json",
+     .topic = "orders/create",
+     .secret = "shpss_1"},
+    {.kind = "shopify",
+     .fixture = "shopify_refund_create.json",
+     .topic = "refunds/create",
+     .secret = "shpss_1"},
+    {.kind = "woocommerce",
+     .fixture = "woocommerce_order_created.json",
+     .topic = "order.created",
+     .secret = "wc_1"},
+    {.kind = "woocommerce",
+     .fixture = "woocommerce_order_cancelled.json",
+     .topic = "order.updated",
+     .secret = "wc_1"},
+    {.kind = "stripe",
+     .fixture = "stripe_checkout_session_completed.json",
+     .topic = NULL,
+     .secret = "whsec_st"},
+    {.kind = "stripe",
+     .fixture = "stripe_charge_refunded.json",
+     .topic = NULL,
+     .secret = "whsec_st"},
+    {.kind = "standard",
+     .fixture = "standard_order_created.json",
+     .topic = NULL,
+     .secret = std_secret},
     {.kind = "standard", .fixture = "standard_thin.json", .topic = NULL, .secret = std_secret},
 };
 #define N_REQUESTS (sizeof(requests) / sizeof(requests[0]))
@@ -208,6 +231,45 @@ static void verify_every_kind(void **state)
         assert_true(alloc_fail_loop(requests[i].fixture, verify_run, &requests[i], true) >= 0);
 }
 
+/*
+ * OpenSSL's algorithms are fetched once, on the first HMAC. When an
+ * allocation fails there, that first HMAC fails, but the next one must work:
+ * a process must not be left unable to verify anything until it restarts.
+ * Each n runs in a child of its own, so that every first use is cold.
+ */
+static void a_failed_first_use_is_not_forever(void **state)
+{
+    static const char key[] = "k", msg[] = "m";
+    const void *parts[1] = {msg};
+    size_t lens[1] = {1};
+
+    (void)state;
+    for (unsigned long n = 1;; n++) {
+        unsigned char mac[VERIFY_SHA256_LEN];
+        int status = 0;
+        pid_t pid = fork();
+
+        assert_true(pid >= 0);
+        if (pid == 0) {
+            int first, second;
+            bool hit;
+
+            alloc_fail_at(n);
+            first = verify_hmac_sha256(key, 1, parts, lens, 1, mac);
+            hit = alloc_fail_triggered();
+            alloc_fail_at(0);
+            second = verify_hmac_sha256(key, 1, parts, lens, 1, mac);
+            _exit(!hit ? 2 : first == 0 || second == 0 ? 0 : 1);
+        }
+        assert_int_equal(waitpid(pid, &status, 0), pid);
+        assert_true(WIFEXITED(status));
+        if (WEXITSTATUS(status) == 1)
+            fail_msg("allocation %lu of the first HMAC failed, and so did every one after", n);
+        if (WEXITSTATUS(status) == 2)
+            break;
+    }
+}
+
 /* ---------------------------------------------------------- normalize */
 
 struct normalize_case {
@@ -244,9 +306,15 @@ static void normalize_every_fixture(void **state)
         {.kind = "shopify", .fixture = "shopify_order_create.json", .topic = "orders/create"},
         {.kind = "shopify", .fixture = "shopify_order_small.json", .topic = "orders/updated"},
         {.kind = "shopify", .fixture = "shopify_refund_create.json", .topic = "refunds/create"},
-        {.kind = "woocommerce", .fixture = "woocommerce_order_created.json", .topic = "order.created"},
-        {.kind = "woocommerce", .fixture = "woocommerce_order_cancelled.json", .topic = "order.updated"},
-        {.kind = "stripe", .fixture = "stripe_checkout_session_completed.json", .topic = "checkout.session.completed"},
+        {.kind = "woocommerce",
+         .fixture = "woocommerce_order_created.json",
+         .topic = "order.created"},
+        {.kind = "woocommerce",
+         .fixture = "woocommerce_order_cancelled.json",
+         .topic = "order.updated"},
+        {.kind = "stripe",
+         .fixture = "stripe_checkout_session_completed.json",
+         .topic = "checkout.session.completed"},
         {.kind = "stripe", .fixture = "stripe_charge_refunded.json", .topic = "charge.refunded"},
         {.kind = "standard", .fixture = "standard_order_created.json", .topic = "order.created"},
         {.kind = "standard", .fixture = "standard_thin.json", .topic = "order.updated"},
@@ -284,7 +352,8 @@ static int inbound_run(void *ctx)
     struct inbound_source src = {"torture", kind(r->kind), {r->secret, NULL}, 0};
     struct inbound_event ev;
     struct inbound_error err;
-    int rc = inbound_parse(&src, get_header, r, "application/json", r->body, r->len, now, &ev, &err);
+    int rc =
+        inbound_parse(&src, get_header, r, "application/json", r->body, r->len, now, &ev, &err);
 
     if (alloc_fail_triggered() && rc < 0) {
         /* our failure, so the sender retries: never a 4xx for a good webhook */
@@ -328,6 +397,7 @@ int main(void)
 {
     alloc_fail_init();
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(a_failed_first_use_is_not_forever),
         cmocka_unit_test(verify_every_kind),
         cmocka_unit_test(normalize_every_fixture),
         cmocka_unit_test(inbound_every_kind),
