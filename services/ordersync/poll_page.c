@@ -23,9 +23,6 @@
 #include "http_client.h"
 #include "json_guard.h"
 
-/* The batch of one page: its orders, each with its raw element, twice the page's cap at most. */
-#define BATCH_CAP (2 * POLL_PAGE_CAP)
-
 const char *poll_result_name(enum poll_result r)
 {
     static const char *const names[] = {
@@ -230,7 +227,7 @@ static int read_orders(const struct poll_run *run, json_t *list, struct poll_pag
     size_t i;
     int rc;
 
-    buf_init(&batch, BATCH_CAP);
+    buf_init(&batch, run->batch_cap != 0 ? run->batch_cap : POLL_BATCH_CAP);
     rc = buf_append_str(&batch, "[");
     json_array_foreach(list, i, order)
     {

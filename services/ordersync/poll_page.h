@@ -19,6 +19,8 @@
 
 /* One page of an orders list at most; a longer body is an error. */
 #define POLL_PAGE_CAP ((size_t)32 << 20)
+/* The orders of one page as ingest_batch elements (canonical and raw): twice the page at most. */
+#define POLL_BATCH_CAP (2 * POLL_PAGE_CAP)
 /* Pages per run; the cursor carries the rest to the next run. */
 #define POLL_MAX_PAGES 100
 /* Errors and a server's Retry-After wait at most this long. */
@@ -35,6 +37,7 @@ struct poll_run {
     unsigned errors_in_row;  /* failed runs just before this one */
     const char *max_updated; /* newest updated_at of the run so far (RFC 3339 UTC), or "" */
     time_t now;
+    size_t batch_cap; /* 0: POLL_BATCH_CAP (tests set less) */
 };
 
 /* One response (all borrowed). A header that was absent is NULL or "". */

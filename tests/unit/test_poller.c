@@ -414,6 +414,43 @@ static void a_foreign_link_keeps_the_page_and_stops(void **state)
     free(order);
 }
 
+static void a_page_too_large_to_store_moves_nothing(void **state)
+{
+    (void)state;
+    char *order = fixture("shopify_order_create.json"), *body;
+    struct poll_run run = run_of("shopify", 2);
+    struct poll_response res;
+    struct poll_page page;
+
+    size_t one;
+
+    /* a batch with one order: its size */
+    assert_true(asprintf(&body, "{\"orders\": [%s]}", order) > 0);
+    res = response(200, body);
+    assert_int_equal(poll_page_read(&run, &res, &page), 0);
+    one = strlen(page.batch);
+    poll_page_clear(&page);
+    free(body);
+
+    /* room for one and a half: the first order fits, the second does not, neither is stored */
+    assert_true(asprintf(&body, "{\"orders\": [%s, %s]}", order, order) > 0);
+    res = response(200, body);
+    res.link = "<https://shop.example/admin/api/2024-07/orders.json?page_info=3>; rel=next";
+    run.max_updated = "2026-01-01T00:00:00Z";
+    run.batch_cap = one + one / 2;
+    assert_int_equal(poll_page_read(&run, &res, &page), 0);
+    assert_string_equal(poll_result_name(page.result), "error");
+    assert_string_equal(page.error, "page too large to store");
+    assert_true(page.last);
+    assert_null(page.next_url);
+    assert_string_equal(page.batch, "[]");
+    /* the cursor stays where the stored pages left it: these orders come again next run */
+    assert_string_equal(page.max_updated, "2026-01-01T00:00:00Z");
+    poll_page_clear(&page);
+    free(body);
+    free(order);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -428,6 +465,7 @@ int main(void)
         cmocka_unit_test(orders_are_stored_and_the_next_page_followed),
         cmocka_unit_test(a_bare_array_of_other_kinds),
         cmocka_unit_test(a_foreign_link_keeps_the_page_and_stops),
+        cmocka_unit_test(a_page_too_large_to_store_moves_nothing),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
