@@ -1038,26 +1038,3 @@ bool http_request_peer_gone(const struct http_request *req)
 {
     return req->conn->state == CONN_CLOSED;
 }
-
-int http_parse_listen(const char *v, char **host, int *port)
-{
-    const char *colon = strrchr(v, ':');
-    if (colon == NULL || colon[1] == '\0')
-        return -EINVAL;
-    char *end;
-    long p = strtol(colon + 1, &end, 10);
-    if (*end != '\0' || p < 0 || p > 65535)
-        return -EINVAL;
-    const char *h = v;
-    size_t hl = (size_t)(colon - v);
-    if (hl >= 2 && h[0] == '[' && h[hl - 1] == ']') {
-        h++;
-        hl -= 2;
-    }
-    char *copy = hl == 0 ? strdup("0.0.0.0") : strndup(h, hl);
-    if (copy == NULL)
-        return -ENOMEM;
-    *host = copy;
-    *port = (int)p;
-    return 0;
-}
