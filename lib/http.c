@@ -29,6 +29,7 @@
 #include "http_deadline.h"
 #include "http_parse.h"
 #include "http_response.h"
+#include "list.h"
 #include "log.h"
 
 /* One read buffer per server: libuv calls alloc and read back to back, and
@@ -51,7 +52,7 @@ struct http_request {
     struct http_message msg;
     struct http_server *srv;
     struct http_conn *conn; /* counted reference while state == REQ_HANDLER */
-    struct http_request *next;
+    struct list_node node;  /* in its connection's queue, or in the server's pool */
     enum req_state state;
     bool internal;   /* error answer made by the server: no handler involved */
     bool close;      /* its response says Connection: close */
@@ -67,7 +68,7 @@ struct http_conn {
     uv_write_t write_req;
     uv_shutdown_t shutdown_req;
     struct http_server *srv;
-    struct http_conn *prev, *next; /* srv->conns */
+    struct list_node node; /* srv->conns */
     enum conn_state state;
     int handles;   /* open uv handles (tcp, timer) */
     unsigned refs; /* 1 while handles are open + 1 per request the handler holds */
@@ -77,8 +78,8 @@ struct http_conn {
     bool in_parse; /* parsing now: responses wait for one flush at the end */
     bool continue_owed;
     struct http_parser parser;
-    struct http_request *cur;         /* being parsed */
-    struct http_request *head, *tail; /* not yet written, in request order */
+    struct http_request *cur; /* being parsed */
+    struct list_node queue;   /* requests not yet written, in request order */
     unsigned n_queued;
     size_t held_bytes; /* sum of resp.len of requests answered ahead of their turn */
     struct buf in;     /* unparsed bytes kept while parsing is paused */
@@ -100,12 +101,12 @@ struct http_server {
     struct http_deadline_limits rx_limits;
     http_handler_fn handler;
     void *data;
-    struct http_conn *conns;
+    struct list_node conns;
     unsigned n_active;
     unsigned n_overflow;
     size_t pending;
     uint64_t next_id;
-    struct http_request *pool;
+    struct list_node pool; /* released requests kept for reuse, most recent first */
     unsigned pool_len;
     char *rbuf;
     int port;
@@ -150,20 +151,22 @@ void http_server_config_defaults(struct http_server_config *cfg)
 /* Returns a new or recycled request, or NULL when out of memory. */
 static struct http_request *req_get(struct http_server *srv)
 {
-    struct http_request *req = srv->pool;
-    if (req != NULL) {
-        srv->pool = req->next;
+    struct http_request *req;
+    struct list_node *n = list_first(&srv->pool);
+    if (n != NULL) {
+        list_remove(n);
         srv->pool_len--;
+        req = list_entry(n, struct http_request, node);
     } else {
         req = calloc(1, sizeof(*req));
         if (req == NULL)
             return NULL;
+        list_init(&req->node);
         http_message_init(&req->msg, srv->cfg.max_header, srv->cfg.max_body);
         buf_init(&req->resp, srv->cfg.max_write_queue);
     }
     req->srv = srv;
     req->conn = NULL;
-    req->next = NULL;
     req->state = REQ_PARSING;
     req->internal = false;
     req->close = false;
@@ -173,6 +176,7 @@ static struct http_request *req_get(struct http_server *srv)
     return req;
 }
 
+/* `req` must be on no queue. */
 static void req_release(struct http_request *req)
 {
     struct http_server *srv = req->srv;
@@ -186,8 +190,7 @@ static void req_release(struct http_request *req)
     if (req->resp.alloc > POOL_KEEP_BYTES)
         buf_free(&req->resp);
     buf_reset(&req->resp);
-    req->next = srv->pool;
-    srv->pool = req;
+    list_prepend(&srv->pool, &req->node);
     srv->pool_len++;
 }
 
@@ -214,40 +217,35 @@ static bool conn_may_parse(const struct http_conn *c)
            conn_queued_bytes(c) < cfg->max_write_queue;
 }
 
+/* The oldest request not yet written, or NULL. */
+static struct http_request *conn_head(const struct http_conn *c)
+{
+    struct list_node *n = list_first(&c->queue);
+    return n != NULL ? list_entry(n, struct http_request, node) : NULL;
+}
+
 static void conn_enqueue(struct http_conn *c, struct http_request *req)
 {
-    req->next = NULL;
-    if (c->tail != NULL)
-        c->tail->next = req;
-    else
-        c->head = req;
-    c->tail = req;
+    list_append(&c->queue, &req->node);
     c->n_queued++;
 }
 
 static void conn_unlink(struct http_conn *c, struct http_request *req)
 {
-    struct http_request **pp = &c->head;
-    struct http_request *prev = NULL;
-    while (*pp != NULL && *pp != req) {
-        prev = *pp;
-        pp = &(*pp)->next;
-    }
-    if (*pp == NULL)
+    if (!list_linked(&req->node))
         abort(); /* a request always sits in its connection's queue */
-    *pp = req->next;
-    if (c->tail == req)
-        c->tail = prev;
+    list_remove(&req->node);
     c->n_queued--;
 }
 
 static void server_maybe_finish(struct http_server *srv)
 {
-    if (!srv->closing || srv->busy || srv->conns != NULL || srv->listener_open)
+    if (!srv->closing || srv->busy || !list_empty(&srv->conns) || srv->listener_open)
         return;
-    while (srv->pool != NULL) {
-        struct http_request *req = srv->pool;
-        srv->pool = req->next;
+    struct list_node *n, *tmp;
+    list_foreach_safe(n, tmp, &srv->pool)
+    {
+        struct http_request *req = list_entry(n, struct http_request, node);
         http_message_free(&req->msg);
         buf_free(&req->resp);
         free(req);
@@ -264,12 +262,7 @@ static void server_maybe_finish(struct http_server *srv)
 static void conn_free(struct http_conn *c)
 {
     struct http_server *srv = c->srv;
-    if (c->prev != NULL)
-        c->prev->next = c->next;
-    else
-        srv->conns = c->next;
-    if (c->next != NULL)
-        c->next->prev = c->prev;
+    list_remove(&c->node);
     buf_free(&c->in);
     buf_free(&c->out);
     buf_free(&c->wbuf);
@@ -311,25 +304,15 @@ static void conn_close(struct http_conn *c, enum log_level level, const char *re
     c->state = CONN_CLOSED;
     c->reading = false;
 
-    struct http_request *keep = NULL, **kt = &keep;
-    struct http_request *req = c->head;
-    c->n_queued = 0;
-    while (req != NULL) {
-        struct http_request *next = req->next;
-        if (req->state == REQ_HANDLER) {
-            *kt = req;
-            kt = &req->next;
-            req->next = NULL;
-            c->n_queued++;
-        } else {
+    struct list_node *n, *tmp;
+    list_foreach_safe(n, tmp, &c->queue)
+    {
+        struct http_request *req = list_entry(n, struct http_request, node);
+        if (req->state != REQ_HANDLER) {
+            conn_unlink(c, req);
             req_release(req);
         }
-        req = next;
     }
-    c->head = keep;
-    c->tail = NULL;
-    for (req = keep; req != NULL; req = req->next)
-        c->tail = req;
     c->held_bytes = 0;
     if (c->cur != NULL) {
         req_release(c->cur);
@@ -344,8 +327,8 @@ static void conn_close(struct http_conn *c, enum log_level level, const char *re
 /* Moves answered responses at the head of the queue to the output, in order. */
 static void conn_advance(struct http_conn *c)
 {
-    while (c->head != NULL && c->head->state == REQ_ANSWERED) {
-        struct http_request *req = c->head;
+    struct http_request *req;
+    for (req = conn_head(c); req != NULL && req->state == REQ_ANSWERED; req = conn_head(c)) {
         if (req->resp.len > 0) {
             int rc = buf_append(&c->out, req->resp.data, req->resp.len);
             if (rc < 0) {
@@ -354,16 +337,13 @@ static void conn_advance(struct http_conn *c)
             }
             c->held_bytes -= req->resp.len;
         }
-        c->head = req->next;
-        if (c->head == NULL)
-            c->tail = NULL;
-        c->n_queued--;
+        conn_unlink(c, req);
         if (req->close && c->state == CONN_ACTIVE)
             c->state = CONN_DRAINING;
         req_release(req);
     }
     /* 100 Continue belongs after every earlier response (RFC 9110 15.2). */
-    if (c->head == NULL && c->continue_owed && c->state == CONN_ACTIVE) {
+    if (list_empty(&c->queue) && c->continue_owed && c->state == CONN_ACTIVE) {
         c->continue_owed = false;
         if (http_response_continue(&c->out) < 0)
             conn_close(c, LOG_WARN, "write queue full", "peer is not reading responses");
@@ -380,7 +360,7 @@ static int conn_answer(struct http_conn *c, struct http_request *req, int status
 {
     bool head_method = !req->internal && strcmp(req->msg.method, "HEAD") == 0;
     req->close = req->internal || !req->msg.keep_alive || c->srv->closing;
-    struct buf *b = req == c->head ? &c->out : &req->resp;
+    struct buf *b = req == conn_head(c) ? &c->out : &req->resp;
     int rc = http_response_format(b, &c->srv->date, status, content_type, body, body_len, headers,
                                   n_headers, req->close, head_method);
     if (rc < 0)
@@ -504,7 +484,7 @@ static void conn_dispatch(struct http_conn *c)
 
 static void conn_send_continue(struct http_conn *c)
 {
-    if (c->head != NULL) {
+    if (!list_empty(&c->queue)) {
         c->continue_owed = true;
         return;
     }
@@ -580,7 +560,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
     if (nread < 0) {
         /* EOF with requests in flight means the client gave up on them (as Go's
          * net/http reads it): close now so handlers see peer_gone. */
-        bool busy = c->head != NULL || c->parser.phase == HTTP_PHASE_HEAD ||
+        bool busy = !list_empty(&c->queue) || c->parser.phase == HTTP_PHASE_HEAD ||
                     c->parser.phase == HTTP_PHASE_BODY;
         if (nread == UV_EOF)
             conn_close(c, busy ? LOG_INFO : LOG_DEBUG,
@@ -646,9 +626,9 @@ static void on_timer(uv_timer_t *t);
 static void conn_update_timer(struct http_conn *c)
 {
     uint64_t now = uv_now(c->srv->loop);
-    bool idle = c->state == CONN_ACTIVE && c->head == NULL && http_deadline_next(&c->rx) == 0 &&
-                c->parser.phase == HTTP_PHASE_IDLE && !c->writing && c->out.len == 0 &&
-                c->in.len == 0;
+    bool idle = c->state == CONN_ACTIVE && list_empty(&c->queue) &&
+                http_deadline_next(&c->rx) == 0 && c->parser.phase == HTTP_PHASE_IDLE &&
+                !c->writing && c->out.len == 0 && c->in.len == 0;
     if (!idle)
         c->idle_deadline = 0;
     else if (c->idle_deadline == 0)
@@ -675,7 +655,7 @@ static void conn_update(struct http_conn *c)
     if (c->state == CONN_CLOSED)
         return;
     conn_resume(c);
-    if (c->state == CONN_DRAINING && c->head == NULL && !c->writing && c->out.len == 0)
+    if (c->state == CONN_DRAINING && list_empty(&c->queue) && !c->writing && c->out.len == 0)
         conn_linger(c);
     if (c->state == CONN_CLOSED)
         return;
@@ -767,10 +747,8 @@ static void on_connection(uv_stream_t *listener, int status)
     uv_timer_init(srv->loop, &c->timer); /* cannot fail */
     c->handles = 2;
     c->refs = 1;
-    c->next = srv->conns;
-    if (srv->conns != NULL)
-        srv->conns->prev = c;
-    srv->conns = c;
+    list_init(&c->queue);
+    list_prepend(&srv->conns, &c->node);
     c->state = CONN_ACTIVE;
     srv->n_active++;
 
@@ -822,6 +800,8 @@ int http_server_start(uv_loop_t *loop, const struct http_server_config *cfg,
     if (srv == NULL)
         return UV_ENOMEM;
     srv->loop = loop;
+    list_init(&srv->conns);
+    list_init(&srv->pool);
     srv->cfg = *cfg;
     http_server_config_defaults(&srv->cfg);
     srv->rx_limits.header_ms = srv->cfg.header_timeout_ms;
@@ -903,23 +883,22 @@ void http_server_close(struct http_server **srvp, void (*done)(void *data), void
     srv->done = done;
     srv->done_data = data;
     http_server_stop_accepting(srv);
-    struct http_conn *next;
-    for (struct http_conn *c = srv->conns; c != NULL; c = next) {
-        next = c->next;
+    struct list_node *n, *tmp;
+    list_foreach_safe(n, tmp, &srv->conns)
+    {
+        struct http_conn *c = list_entry(n, struct http_conn, node);
         conn_close(c, LOG_DEBUG, "server closing", NULL);
         /* Requests the application still holds are freed silently. */
         unsigned held = 0;
-        struct http_request *req = c->head;
-        while (req != NULL) {
-            struct http_request *rnext = req->next;
+        struct list_node *rn, *rtmp;
+        list_foreach_safe(rn, rtmp, &c->queue)
+        {
+            struct http_request *req = list_entry(rn, struct http_request, node);
+            conn_unlink(c, req);
             srv->pending--;
             req_release(req);
             held++;
-            req = rnext;
         }
-        c->head = NULL;
-        c->tail = NULL;
-        c->n_queued = 0;
         while (held-- > 0)
             conn_unref(c); /* the last one may free c */
     }

@@ -54,8 +54,10 @@ struct setting {
 };
 
 /* A row of a built-in type (every field but the custom parser's). */
-#define SETTING_ROW(env, flag, type, def, min, max, offset, description)                         \
-    {(env), (flag), (type), (def), (min), (max), (offset), (description), NULL, NULL}
+#define SETTING_ROW(env, flag, type, def, min, max, offset, description)                           \
+    {                                                                                              \
+        (env), (flag), (type), (def), (min), (max), (offset), (description), NULL, NULL            \
+    }
 
 /*
  * Fills the settings struct `base` (zeroed first) from each row's default,

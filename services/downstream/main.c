@@ -188,6 +188,7 @@ static int run(const struct options *o, const struct role *role)
     }
     signal(SIGPIPE, SIG_IGN);
     ds->loop = &s->loop;
+    list_init(&ds->hooks);
     ds->role = role;
     ds->secrets[0] = o->secret;
     ds->secrets[1] = o->previous_secret;

@@ -123,7 +123,8 @@ static void bad_values_name_the_variable(void **state)
     assert_int_equal(load_with("ORDERSYNC_LEASE_S", "4", err, sizeof(err)), -EINVAL);
     assert_string_equal(err, "ORDERSYNC_LEASE_S: \"4\" is not an integer in [5, 3600]");
     assert_int_equal(load_with("ORDERSYNC_MAX_BODY", "67108865", err, sizeof(err)), -EINVAL);
-    assert_string_equal(err, "ORDERSYNC_MAX_BODY: \"67108865\" is not an integer in [1024, 67108864]");
+    assert_string_equal(err,
+                        "ORDERSYNC_MAX_BODY: \"67108865\" is not an integer in [1024, 67108864]");
     assert_int_equal(load_with("ORDERSYNC_MAX_BODY", "1MB", err, sizeof(err)), -EINVAL);
     assert_string_equal(err, "ORDERSYNC_MAX_BODY: \"1MB\" is not an integer in [1024, 67108864]");
     assert_int_equal(load_with("ORDERSYNC_MIGRATE_ON_START", "sure", err, sizeof(err)), -EINVAL);
@@ -158,11 +159,13 @@ static void help_lists_every_setting_with_default_and_range(void **state)
     (void)state;
     char *help = printed(false);
     assert_int_equal(count_lines(help), 26); /* one line per setting */
-    assert_non_null(strstr(help, "  ORDERSYNC_MAX_BODY               largest accepted request body in"
-                                 " bytes (413 above) (default: 1048576, 1024..67108864)\n"));
+    assert_non_null(strstr(help,
+                           "  ORDERSYNC_MAX_BODY               largest accepted request body in"
+                           " bytes (413 above) (default: 1048576, 1024..67108864)\n"));
     assert_non_null(strstr(help, "  ORDERSYNC_RELAY                  deliver events to destinations"
                                  " from this process (0: ingest only) (default: 1, 0 or 1)\n"));
-    assert_non_null(strstr(help, "  ORDERSYNC_ADMIN_TOKEN            turns on the operator console"));
+    assert_non_null(
+        strstr(help, "  ORDERSYNC_ADMIN_TOKEN            turns on the operator console"));
     assert_non_null(strstr(help, "(default: unset)\n"));
     free(help);
 }
@@ -173,8 +176,10 @@ static void markdown_is_the_readme_table(void **state)
     char *md = printed(true);
     assert_int_equal(count_lines(md), 28); /* header, rule, one row per setting */
     assert_memory_equal(md, "| setting | default | range | meaning |\n|---|---|---|---|\n", 56);
-    assert_non_null(strstr(md, "\n| `DATABASE_URL` | (unset) |  | libpq connection string or URL;"));
-    assert_non_null(strstr(md, "\n| `ORDERSYNC_LEASE_S` | `60` | 5..3600 | a destination's stream,"));
+    assert_non_null(
+        strstr(md, "\n| `DATABASE_URL` | (unset) |  | libpq connection string or URL;"));
+    assert_non_null(
+        strstr(md, "\n| `ORDERSYNC_LEASE_S` | `60` | 5..3600 | a destination's stream,"));
     assert_non_null(strstr(md, "\n| `ORDERSYNC_RETENTION` | `30 days` |  | events, webhooks"));
     free(md);
 }

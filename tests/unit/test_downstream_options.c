@@ -74,8 +74,9 @@ static void knobs_from_variables_and_flags(void **state)
     setenv("DOWNSTREAM_FAIL_RATE", "0.25", 1);
     setenv("DOWNSTREAM_LATENCY_MS", "100", 1);
     setenv("DOWNSTREAM_LISTEN", ":0", 1);
-    char *argv[] = {"downstream", "--latency-ms", "200", "--fail-after-apply-rate=1",
-                    "--down-after-s", "3", "--seed", "42"};
+    char *argv[] = {
+        "downstream", "--latency-ms", "200", "--fail-after-apply-rate=1", "--down-after-s",
+        "3",          "--seed",       "42"};
     struct options o;
     char err[256] = "";
     assert_int_equal(load(&o, argv, 8, err, sizeof(err)), 0);

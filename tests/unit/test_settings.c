@@ -139,8 +139,8 @@ static void booleans_in_every_spelling(void **state)
 static void integers_outside_their_range_are_refused(void **state)
 {
     (void)state;
-    static const char *const bad[] = {"0", "101", "-5", "x", "5x", "", "5 ", "1e2",
-                                      "99999999999999999999999"};
+    static const char *const bad[] = {
+        "0", "101", "-5", "x", "5x", "", "5 ", "1e2", "99999999999999999999999"};
     struct demo d;
     char err[256];
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
@@ -280,9 +280,10 @@ static void help_and_markdown(void **state)
 {
     (void)state;
     char *env = printed(settings_print_env, 0, 3);
-    assert_string_equal(env, "  TS_NAME                          who it is (default: anon)\n"
-                             "  TS_COUNT                         how many (default: 5, 1..100)\n"
-                             "  TS_ON                            whether it runs (default: 0, 0 or 1)\n");
+    assert_string_equal(
+        env, "  TS_NAME                          who it is (default: anon)\n"
+             "  TS_COUNT                         how many (default: 5, 1..100)\n"
+             "  TS_ON                            whether it runs (default: 0, 0 or 1)\n");
     free(env);
     char *flags = printed(settings_print_flags, 3, 3);
     assert_string_equal(flags, "  --listen, TS_LISTEN (default 127.0.0.1:8000)\n"
