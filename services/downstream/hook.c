@@ -234,11 +234,13 @@ static void on_applied(PGresult *res, const char *err, void *data)
         answer_unavailable(h, "the event could not be applied; retry later");
         return;
     }
-    if (PQntuples(res) != 1 || PQnfields(res) != 1) {
+    static const char *const cols[] = {ROLE_COL_OUTCOME};
+    int outcome;
+    if (PQntuples(res) != 1 || db_columns(res, "apply", cols, &outcome, 1) < 0) {
         answer_unavailable(h, "unexpected result from apply()");
         return;
     }
-    answer_applied(h, PQgetvalue(res, 0, 0));
+    answer_applied(h, PQgetvalue(res, 0, outcome));
 }
 
 /* Everything after the latency delay. */
