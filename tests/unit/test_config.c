@@ -16,6 +16,7 @@
 #include <unistd.h>
 #include <cmocka.h>
 
+#include "alloc_fail.h"
 #include "config.h"
 
 extern char **environ;
@@ -184,14 +185,35 @@ static void markdown_is_the_readme_table(void **state)
     free(md);
 }
 
+static int load(void *ctx)
+{
+    (void)ctx;
+    struct config cfg;
+    char err[256];
+    int rc = config_load(&cfg, err, sizeof(err));
+    if (rc == 0)
+        config_free(&cfg); /* on failure config_load has freed what it made */
+    return rc;
+}
+
+static void allocation_failures(void **state)
+{
+    (void)state;
+    setenv("DATABASE_URL", "postgresql://u@db/x", 1);
+    setenv("ORDERSYNC_ADMIN_LISTEN", "127.0.0.1:9090", 1);
+    assert_true(alloc_fail_loop("config", load, NULL, false) > 0);
+}
+
 int main(void)
 {
+    alloc_fail_init();
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(defaults, clear_env),
         cmocka_unit_test_setup(every_kind_from_the_environment, clear_env),
         cmocka_unit_test_setup(bad_values_name_the_variable, clear_env),
         cmocka_unit_test(help_lists_every_setting_with_default_and_range),
         cmocka_unit_test(markdown_is_the_readme_table),
+        cmocka_unit_test_setup(allocation_failures, clear_env),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -14,6 +14,7 @@
 #include <string.h>
 #include <cmocka.h>
 
+#include "alloc_fail.h"
 #include "options.h"
 
 extern char **environ;
@@ -150,13 +151,34 @@ static void help_has_settings_then_knobs(void **state)
     free(text);
 }
 
+static int load_all(void *ctx)
+{
+    (void)ctx;
+    char *argv[] = {"downstream", "--role",      "inventory", "--record",
+                    "/tmp/r",     "--fail-rate", "0.5"};
+    struct options o;
+    char err[256];
+    int rc = options_load(&o, 7, argv, err, sizeof(err));
+    options_free(&o);
+    return rc;
+}
+
+static void allocation_failures(void **state)
+{
+    (void)state;
+    setenv("DATABASE_URL", "postgresql://u@db/x", 1);
+    assert_true(alloc_fail_loop("options", load_all, NULL, false) > 0);
+}
+
 int main(void)
 {
+    alloc_fail_init();
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(defaults_and_flags, clear_env),
         cmocka_unit_test_setup(knobs_from_variables_and_flags, clear_env),
         cmocka_unit_test_setup(refusals, clear_env),
         cmocka_unit_test(help_has_settings_then_knobs),
+        cmocka_unit_test_setup(allocation_failures, clear_env),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -13,6 +13,7 @@
 #include <string.h>
 #include <cmocka.h>
 
+#include "alloc_fail.h"
 #include "buf.h"
 #include "metrics.h"
 
@@ -172,8 +173,35 @@ static void reset_forgets_everything(void **state)
     assert_true(metric_value(metrics_counter("t_gone", "Gone", "")) == 0);
 }
 
+/* A registry of each kind, rendered: NULL series and render errors are the failures. */
+static int fill_and_render(void *ctx)
+{
+    (void)ctx;
+    struct metric *c = metrics_counter("t_c_total", "C", "a=\"1\"");
+    struct metric *g = metrics_gauge("t_g", "G", "");
+    struct metric *h = metrics_get(METRIC_HISTOGRAM, "t_h", "H", "r=\"x\"", bounds, 3);
+    int rc = c != NULL && g != NULL && h != NULL ? 0 : -ENOMEM;
+    metric_add(c, 1);
+    metric_set(g, 2);
+    metric_observe(h, 0.5);
+    struct buf b;
+    buf_init(&b, 1 << 20);
+    if (rc == 0)
+        rc = metrics_render(&b);
+    buf_free(&b);
+    metrics_reset();
+    return rc;
+}
+
+static void allocation_failures(void **state)
+{
+    (void)state;
+    assert_true(alloc_fail_loop("metrics", fill_and_render, NULL, false) > 0);
+}
+
 int main(void)
 {
+    alloc_fail_init();
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(counters_and_gauges, reset),
         cmocka_unit_test_teardown(histograms_are_cumulative_with_sum_and_count, reset),
@@ -183,6 +211,7 @@ int main(void)
         cmocka_unit_test_teardown(help_text_is_escaped, reset),
         cmocka_unit_test_teardown(a_full_buffer_is_an_error, reset),
         cmocka_unit_test_teardown(reset_forgets_everything, reset),
+        cmocka_unit_test_teardown(allocation_failures, reset),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -15,6 +15,7 @@
 #include <string.h>
 #include <cmocka.h>
 
+#include "alloc_fail.h"
 #include "settings.h"
 
 struct demo {
@@ -303,8 +304,35 @@ static void help_and_markdown(void **state)
     free(md);
 }
 
+/* Every value set, from the environment and the command line: every allocation is reached. */
+static int load_everything(void *ctx)
+{
+    (void)ctx;
+    char *argv[] = {"prog", "--name", "flagged", "--listen=[::1]:9", NULL};
+    struct demo d;
+    char err[256];
+    memset(&d, 0, sizeof(d));
+    int rc = settings_load_env(rows, N_ROWS, &d, err, sizeof(err));
+    if (rc == 0)
+        rc = settings_load_args(rows, N_ROWS, &d, 4, argv, err, sizeof(err));
+    if (rc == -ENOMEM)
+        assert_string_equal(err, "out of memory");
+    settings_free(rows, N_ROWS, &d);
+    return rc;
+}
+
+static void allocation_failures(void **state)
+{
+    (void)state;
+    setenv("TS_NAME", "bob", 1);
+    setenv("TS_TOKEN", "t0k", 1);
+    setenv("TS_LISTEN", "10.0.0.1:80", 1);
+    assert_true(alloc_fail_loop("settings", load_everything, NULL, false) > 0);
+}
+
 int main(void)
 {
+    alloc_fail_init();
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(defaults_fill_every_field, clear_env),
         cmocka_unit_test_setup(environment_overrides_and_empty_is_unset, clear_env),
@@ -316,6 +344,7 @@ int main(void)
         cmocka_unit_test_setup(flags_win_over_the_environment, clear_env),
         cmocka_unit_test_setup(bad_command_lines, clear_env),
         cmocka_unit_test(help_and_markdown),
+        cmocka_unit_test_setup(allocation_failures, clear_env),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -14,6 +14,7 @@
 #include <string.h>
 #include <cmocka.h>
 
+#include "alloc_fail.h"
 #include "log.h"
 #include "store.h"
 #include "test_pgresult.h"
@@ -121,12 +122,41 @@ static void a_failed_reload_keeps_what_was_loaded(void **state)
     store_free(&st);
 }
 
+/* A load of two sources; the result is built outside the loop (libpq allocates its own). */
+static int load_two(void *ctx)
+{
+    const PGresult *res = ctx;
+    struct store *st = store_new();
+    if (st == NULL)
+        return -ENOMEM;
+    int rc = store_load(st, res);
+    if (rc == 0 && store_find_source(st, "b") == NULL)
+        rc = -EIO; /* loaded, yet lost a source: no allocation failure may do that */
+    store_free(&st);
+    return rc;
+}
+
+static void allocation_failures(void **state)
+{
+    (void)state;
+    static const char *const rows[] = {
+        "t", "t", "300", "whsec_old", "s1", "shopify", "a",
+        "t", "t", "300", NULL,        "s2", "stripe",  "b",
+    };
+    PGresult *res = test_pgresult(N_COLS, cols, 2, rows);
+    assert_non_null(res);
+    assert_true(alloc_fail_loop("store", load_two, res, false) > 0);
+    PQclear(res);
+}
+
 int main(void)
 {
+    alloc_fail_init();
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(loads_every_field_by_name, quiet),
         cmocka_unit_test_setup(a_row_of_unknown_kind_is_skipped, quiet),
         cmocka_unit_test_setup(a_failed_reload_keeps_what_was_loaded, quiet),
+        cmocka_unit_test_setup(allocation_failures, quiet),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
