@@ -184,8 +184,11 @@ static const char order_sql[] =
     "   'destination', ed.destination_id, 'position', ed.position, 'state', ed.state,"
     "   'attempts', ed.attempts, 'next_at', ed.next_at, 'blocked_by', ed.blocked_by,"
     "   'last_status', ed.last_status, 'last_error', left(ed.last_error, 300),"
+    "   'delivered_at', ed.delivered_at, 'skipped_at', ed.skipped_at,"
+    "   'skipped_by', ed.skipped_by, 'mode', dm.mode,"
     "   'first', f.first) ORDER BY ed.position, ed.destination_id), '[]')"
     "   FROM event_deliveries ed"
+    "   LEFT JOIN destinations dm ON dm.id = ed.destination_id"
     "   LEFT JOIN LATERAL ("
     "     SELECT json_build_object('completed_at', l.completed_at, 'status', l.statuses[k.i],"
     "                              'duration_ms', l.durations_ms[k.i]) AS first"
@@ -244,7 +247,11 @@ static const char deliveries_sql[] =
     "SELECT json_build_object("
     " 'items', coalesce(json_agg(json_build_object("
     "   'destination', p.destination_id, 'position', p.position, 'order_id', p.order_id,"
-    "   'state', p.state, 'attempts', p.attempts, 'next_at', p.next_at,"
+    "   'state', p.state, 'round_attempts', p.attempts,"
+    /* every attempt on record across replays (012), not the round's counter */
+    "   'attempts', greatest(delivery_attempts_made(p.destination_id, p.position)"
+    "                        + CASE WHEN p.state = 'delivering' THEN 1 ELSE 0 END, p.attempts),"
+    "   'next_at', p.next_at,"
     "   'blocked_by', p.blocked_by, 'blocked_by_state', b.state,"
     "   'last_status', p.last_status, 'last_error', left(p.last_error, 300),"
     "   'updated_at', p.updated_at, 'event_created_at', p.event_created_at,"
@@ -259,21 +266,30 @@ static const char deliveries_sql[] =
     "  LEFT JOIN orders o ON o.id = p.order_id"
     "  LEFT JOIN deliveries b ON b.destination_id = p.destination_id AND b.position = p.blocked_by";
 
-static const char replay_sql[] = "SELECT json_build_object('replayed',"
-                                 " delivery_replay_events($1::text[], $2::bigint[], $3)) AS doc";
+/*
+ * Replay and skip (012's delivery_act). The last parameter is "preview":
+ * true counts what the action would touch and changes nothing, so that a
+ * confirmation can say how many events it is about.
+ */
+static const char replay_sql[] =
+    "SELECT json_build_object('replayed', delivery_act('replay', dests => $1::text[],"
+    " positions => $2::bigint[], states => '{dead}', actor => $3, preview => $4::boolean),"
+    " 'preview', $4::boolean) AS doc";
 
-static const char skip_sql[] = "SELECT json_build_object('skipped',"
-                               " delivery_skip_events($1::text[], $2::bigint[], $3)) AS doc";
+static const char skip_sql[] =
+    "SELECT json_build_object('skipped', delivery_act('skip', dests => $1::text[],"
+    " positions => $2::bigint[], states => '{dead,blocked}', actor => $3,"
+    " preview => $4::boolean), 'preview', $4::boolean) AS doc";
 
 static const char replay_matching_sql[] =
-    "SELECT json_build_object('replayed', delivery_replay(dest => $1::text,"
-    " since => $2::timestamptz, until => $3::timestamptz, dead_only => true,"
-    " actor => $4::text)) AS doc";
+    "SELECT json_build_object('replayed', delivery_act('replay', dest => $1::text,"
+    " since => $2::timestamptz, until => $3::timestamptz, states => '{dead}',"
+    " actor => $4::text, preview => $5::boolean), 'preview', $5::boolean) AS doc";
 
 static const char skip_matching_sql[] =
-    "SELECT json_build_object('skipped', delivery_skip(dest => $1::text,"
+    "SELECT json_build_object('skipped', delivery_act('skip', dest => $1::text,"
     " since => $2::timestamptz, until => $3::timestamptz, states => $4::text[],"
-    " actor => $5::text)) AS doc";
+    " actor => $5::text, preview => $6::boolean), 'preview', $6::boolean) AS doc";
 
 /* A URL shows scheme, host and path: credentials may hide in its user part or query. */
 #define URL_SHOWN(col)                                                                             \
@@ -334,10 +350,10 @@ static const struct console_stmt stmts[CONSOLE_QUERY_COUNT] = {
     [CONSOLE_INBOUND] = {{"console_inbound", inbound_sql}, 2},
     [CONSOLE_EVENT] = {{"console_event", event_sql}, 2},
     [CONSOLE_DELIVERIES] = {{"console_deliveries", deliveries_sql}, 7},
-    [CONSOLE_REPLAY] = {{"console_replay", replay_sql}, 3},
-    [CONSOLE_SKIP] = {{"console_skip", skip_sql}, 3},
-    [CONSOLE_REPLAY_MATCHING] = {{"console_replay_matching", replay_matching_sql}, 4},
-    [CONSOLE_SKIP_MATCHING] = {{"console_skip_matching", skip_matching_sql}, 5},
+    [CONSOLE_REPLAY] = {{"console_replay", replay_sql}, 4},
+    [CONSOLE_SKIP] = {{"console_skip", skip_sql}, 4},
+    [CONSOLE_REPLAY_MATCHING] = {{"console_replay_matching", replay_matching_sql}, 5},
+    [CONSOLE_SKIP_MATCHING] = {{"console_skip_matching", skip_matching_sql}, 6},
     [CONSOLE_SOURCES] = {{"console_sources", sources_sql}, 0},
     [CONSOLE_DESTINATIONS] = {{"console_destinations", destinations_sql_text}, 0},
 };
