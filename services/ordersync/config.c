@@ -83,7 +83,7 @@ static const struct setting settings[] = {
     {"ORDERSYNC_PARTITION_INTERVAL", T_STRING, "1 day", 0, 0, F(partition_interval),
      "time span of one partition of the event store (a PostgreSQL interval, at least 1 minute)"},
     {"ORDERSYNC_INSTANCE", T_STRING, NULL, 0, 0, F(instance),
-     "name of this process in leases and logs (default: hostname:pid)"},
+     "name of this process in leases and logs; hostname:pid when unset"},
 };
 
 #define N_SETTINGS (sizeof(settings) / sizeof(settings[0]))
