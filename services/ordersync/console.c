@@ -269,27 +269,31 @@ static const char deliveries_sql[] =
 /*
  * Replay and skip (012's delivery_act). The last parameter is "preview":
  * true counts what the action would touch and changes nothing, so that a
- * confirmation can say how many events it is about.
+ * confirmation can say how many events it is about (the answer then says
+ * "preview": true; without it the answer is as before).
  */
 static const char replay_sql[] =
-    "SELECT json_build_object('replayed', delivery_act('replay', dests => $1::text[],"
+    "SELECT json_strip_nulls(json_build_object('replayed', delivery_act('replay', dests => "
+    "$1::text[],"
     " positions => $2::bigint[], states => '{dead}', actor => $3, preview => $4::boolean),"
-    " 'preview', $4::boolean) AS doc";
+    " 'preview', CASE WHEN $4::boolean THEN true END)) AS doc";
 
 static const char skip_sql[] =
-    "SELECT json_build_object('skipped', delivery_act('skip', dests => $1::text[],"
+    "SELECT json_strip_nulls(json_build_object('skipped', delivery_act('skip', dests => $1::text[],"
     " positions => $2::bigint[], states => '{dead,blocked}', actor => $3,"
-    " preview => $4::boolean), 'preview', $4::boolean) AS doc";
+    " preview => $4::boolean), 'preview', CASE WHEN $4::boolean THEN true END)) AS doc";
 
 static const char replay_matching_sql[] =
-    "SELECT json_build_object('replayed', delivery_act('replay', dest => $1::text,"
+    "SELECT json_strip_nulls(json_build_object('replayed', delivery_act('replay', dest => $1::text,"
     " since => $2::timestamptz, until => $3::timestamptz, states => '{dead}',"
-    " actor => $4::text, preview => $5::boolean), 'preview', $5::boolean) AS doc";
+    " actor => $4::text, preview => $5::boolean), 'preview', CASE WHEN $5::boolean THEN true END)) "
+    "AS doc";
 
 static const char skip_matching_sql[] =
-    "SELECT json_build_object('skipped', delivery_act('skip', dest => $1::text,"
+    "SELECT json_strip_nulls(json_build_object('skipped', delivery_act('skip', dest => $1::text,"
     " since => $2::timestamptz, until => $3::timestamptz, states => $4::text[],"
-    " actor => $5::text, preview => $6::boolean), 'preview', $6::boolean) AS doc";
+    " actor => $5::text, preview => $6::boolean), 'preview', CASE WHEN $6::boolean THEN true END)) "
+    "AS doc";
 
 /* A URL shows scheme, host and path: credentials may hide in its user part or query. */
 #define URL_SHOWN(col)                                                                             \
