@@ -444,8 +444,8 @@ def test_the_readme_lists_what_the_service_does(stack, db):
     # every option of the downstream helper is in the README
     out = subprocess.run([os.path.join(os.path.dirname(BIN), "downstream"), "--help"],
                          capture_output=True, text=True).stdout
-    for opt in set(re.findall(r"(--[a-z][a-z-]+)", out)) - {"--help"}:
-        assert opt in text, opt
+    for flag, env in re.findall(r"^\s+(--[a-z][a-z-]+), ([A-Z_]+)", out, re.M):
+        assert flag in text or f"`{env}`" in text, flag
 
 
 def test_a_woocommerce_ping_answers_what_the_readme_says(stack, db):
