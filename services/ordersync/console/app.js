@@ -312,8 +312,9 @@ async function viewOrder(id) {
         const rounds = 1 + (replays.get(`${e.position}/${dn}`) || 0);
         return el('td', { 'data-destination': dn, 'data-position': e.position, 'data-state': d.state,
           'data-attempts': d.attempts, class: 'delivery' },
-          stateBadge(d), ' ', el('span', { class: 'muted small attempts' }, d.mode === 'poll' && d.state === 'delivered'
-            ? 'read from its feed' : plural(d.attempts, 'attempt')),
+          // a feed's delivery is the read that acknowledged it
+          stateBadge(d), ' ', el('span', { class: 'muted small attempts' }, d.mode === 'poll'
+            ? `${plural(d.attempts, 'read')} from its feed` : plural(d.attempts, 'attempt')),
           rounds > 1 ? el('span', { class: 'muted small' }, ` in ${rounds} rounds`) : null,
           d.state === 'skipped' ? el('div', { class: 'muted small' }, `skipped by ${d.skipped_by} ${fmtTime(d.skipped_at)}`) : null,
           d.state === 'unrecorded' ? el('div', { class: 'muted small' }, 'passed with no delivery or skip on record') : null,
