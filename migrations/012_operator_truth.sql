@@ -63,22 +63,93 @@ CREATE TABLE delivery_skips (
     PRIMARY KEY (destination_id, position)
 );
 
--- Every HTTP attempt on record for one (destination, event), whatever the
--- round: the failed and retried ones (delivery_attempts, by its index) and
--- a first attempt that succeeded (delivery_log). A destination's rounds in
--- delivery_log cover disjoint ranges in position order, so the round that
--- holds a position is among the first few whose last_position reaches it:
--- a bounded probe of delivery_log_position, whatever the log's size.
--- (A single SELECT: the planner inlines it.)
+-- The evidence for one (destination, event), whatever the round: every HTTP
+-- attempt on record (the failed and retried ones in delivery_attempts, by its
+-- index, and a first attempt that succeeded, or a feed read that
+-- acknowledged it, in delivery_log) and when the last 2xx came. A
+-- destination's rounds in delivery_log cover disjoint ranges in position
+-- order, so the round that holds a position is among the first few whose
+-- last_position reaches it: a bounded probe of delivery_log_position,
+-- whatever the log's size.
+-- PL/pgSQL on purpose, as the hot-path functions of 007: its two probes are
+-- planned once per session, and the views that call it per row keep a small
+-- plan. Written inline in a view, the same probes made the planner estimate
+-- a cost that switched on JIT compilation: seconds for one page of orders.
+CREATE FUNCTION delivery_evidence(dest text, pos bigint,
+                                  OUT attempts integer, OUT delivered_at timestamptz)
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    n_log  integer;
+    log_at timestamptz;
+BEGIN
+    SELECT count(*)::integer,
+           max(a.started_at + a.duration_ms * interval '1 millisecond')
+               FILTER (WHERE a.http_status BETWEEN 200 AND 299)
+      INTO attempts, delivered_at
+      FROM delivery_attempts a
+     WHERE a.destination_id = dest AND a.position = pos;
+    SELECT count(*)::integer, max(l.completed_at) INTO n_log, log_at
+      FROM (SELECT l.first_position, l.positions, l.completed_at FROM delivery_log l
+             WHERE l.destination_id = dest AND l.last_position >= pos
+             ORDER BY l.last_position LIMIT 4) l
+     WHERE l.first_position <= pos AND pos = ANY (l.positions);
+    attempts := attempts + n_log;
+    delivered_at := greatest(delivered_at, log_at);
+END;
+$$;
+
+-- Every HTTP attempt on record for one (destination, event), across rounds.
 CREATE FUNCTION delivery_attempts_made(dest text, pos bigint) RETURNS integer
 LANGUAGE sql STABLE AS $$
-    SELECT ((SELECT count(*) FROM delivery_attempts a
-              WHERE a.destination_id = dest AND a.position = pos)
-            + (SELECT count(*)
-                 FROM (SELECT l.first_position, l.positions FROM delivery_log l
-                        WHERE l.destination_id = dest AND l.last_position >= pos
-                        ORDER BY l.last_position LIMIT 4) l
-                WHERE l.first_position <= pos AND pos = ANY (l.positions)))::integer
+    SELECT (delivery_evidence(dest, pos)).attempts
+$$;
+
+-- Where one (destination, event) stands, from the evidence (see the top):
+-- its row in `deliveries` if it has one; else pending while the stream has
+-- not passed it (cursor_pos); else skipped, delivered or unrecorded by what
+-- is on record. `attempts` counts every attempt on record, the one in flight
+-- included, and never less than the row's own round counter (whose older
+-- records may have aged out). Three primary-key or index probes, in
+-- PL/pgSQL for the same reason as delivery_evidence.
+CREATE FUNCTION delivery_state(dest text, cursor_pos bigint, pos bigint,
+                               OUT state text, OUT attempts integer, OUT next_at timestamptz,
+                               OUT blocked_by bigint, OUT last_status integer,
+                               OUT last_error text, OUT delivered_at timestamptz,
+                               OUT skipped_at timestamptz, OUT skipped_by text)
+LANGUAGE plpgsql STABLE COST 20 AS $$
+DECLARE
+    x  record;
+    ev record;
+BEGIN
+    SELECT d.state AS st, d.attempts AS n, d.next_at AS due, d.blocked_by AS behind,
+           d.last_status AS status, d.last_error AS error
+      INTO x
+      FROM deliveries d WHERE d.destination_id = dest AND d.position = pos;
+    IF x.st IS NULL AND pos > cursor_pos THEN
+        state := 'pending';   -- not read by its stream yet: nothing can be on record
+        attempts := 0;
+        RETURN;
+    END IF;
+    SELECT * INTO ev FROM delivery_evidence(dest, pos);
+    delivered_at := ev.delivered_at;
+    SELECT k.skipped_at, k.actor INTO skipped_at, skipped_by
+      FROM delivery_skips k WHERE k.destination_id = dest AND k.position = pos;
+    IF x.st IS NOT NULL THEN
+        state := x.st;
+        next_at := x.due;
+        blocked_by := x.behind;
+        last_status := x.status;
+        last_error := x.error;
+    ELSIF skipped_at IS NOT NULL AND (delivered_at IS NULL OR skipped_at > delivered_at) THEN
+        state := 'skipped';
+    ELSIF delivered_at IS NOT NULL THEN
+        state := 'delivered';
+    ELSE
+        state := 'unrecorded';
+    END IF;
+    attempts := greatest(ev.attempts + CASE WHEN x.st = 'delivering' THEN 1 ELSE 0 END,
+                         coalesce(x.n, 0));
+END;
 $$;
 
 -- ---------------------------------------------------------------- replay and skip, once
@@ -347,7 +418,8 @@ $$;
 
 -- One row per (event, destination it is for): its state from the evidence
 -- (see the top), every attempt on record, and when it was delivered or
--- skipped (by whom). Columns up to last_error are those of 007.
+-- skipped (by whom), all from delivery_state(). Columns up to last_error are
+-- those of 007.
 CREATE OR REPLACE VIEW event_deliveries AS
 SELECT e.position,
        e.id AS event_id,
@@ -355,38 +427,18 @@ SELECT e.position,
        e.type AS event_type,
        e.created_at,
        s.destination_id,
-       CASE WHEN x.state IS NOT NULL THEN x.state
-            WHEN e.position > s.position THEN 'pending'
-            WHEN k.skipped_at IS NOT NULL
-                 AND (v.delivered_at IS NULL OR k.skipped_at > v.delivered_at) THEN 'skipped'
-            WHEN v.delivered_at IS NOT NULL THEN 'delivered'
-            ELSE 'unrecorded' END AS state,
-       greatest(v.attempts + CASE WHEN x.state = 'delivering' THEN 1 ELSE 0 END,
-                coalesce(x.attempts, 0))::integer AS attempts,
-       x.next_at,
-       x.blocked_by,
-       x.last_status,
-       x.last_error,
+       v.state,
+       v.attempts,
+       v.next_at,
+       v.blocked_by,
+       v.last_status,
+       v.last_error,
        v.delivered_at,
-       k.skipped_at,
-       k.actor AS skipped_by
+       v.skipped_at,
+       v.skipped_by
   FROM events e
   JOIN delivery_streams s ON e.position > s.start_position
-  LEFT JOIN deliveries x ON x.destination_id = s.destination_id AND x.position = e.position
-  LEFT JOIN delivery_skips k ON k.destination_id = s.destination_id AND k.position = e.position
- CROSS JOIN LATERAL (
-       SELECT a.n + r.n AS attempts, greatest(a.ok_at, r.at) AS delivered_at
-         FROM (SELECT count(*) AS n,
-                      max(a.started_at + a.duration_ms * interval '1 millisecond')
-                          FILTER (WHERE a.http_status BETWEEN 200 AND 299) AS ok_at
-                 FROM delivery_attempts a
-                WHERE a.destination_id = s.destination_id AND a.position = e.position) a,
-              (SELECT count(*) AS n, max(l.completed_at) AS at
-                 FROM (SELECT l.first_position, l.positions, l.completed_at FROM delivery_log l
-                        WHERE l.destination_id = s.destination_id
-                          AND l.last_position >= e.position
-                        ORDER BY l.last_position LIMIT 4) l
-                WHERE l.first_position <= e.position AND e.position = ANY (l.positions)) r) v
+ CROSS JOIN LATERAL delivery_state(s.destination_id, s.position, e.position) v
  WHERE NOT EXISTS (SELECT 1 FROM subscriptions u WHERE u.destination_id = s.destination_id)
     OR EXISTS (SELECT 1 FROM subscriptions u
                 WHERE u.destination_id = s.destination_id AND u.event_type = e.type);
@@ -453,6 +505,58 @@ SELECT o.id AS order_id,
   FROM orders o
   LEFT JOIN event_deliveries ed ON ed.order_id = o.id
  GROUP BY o.id;
+
+-- ---------------------------------------------------------------- the console's reads
+
+-- What the console shows of one order's deliveries, read through
+-- event_deliveries. Functions with JIT off: planned in the console's
+-- statements, the view's estimate on tables not analyzed yet (a new
+-- install) is high enough to switch on JIT compilation, which cost seconds
+-- per page of orders for a few rows each; in here the plan is small and
+-- cached.
+
+-- {state: count} of the order's (event, destination) pairs (the Orders list).
+CREATE FUNCTION order_delivery_states(ord bigint) RETURNS json
+LANGUAGE plpgsql STABLE SET jit = off AS $$
+BEGIN
+    RETURN (SELECT coalesce(json_object_agg(z.state, z.n), '{}')
+              FROM (SELECT ed.state, count(*) AS n FROM event_deliveries ed
+                     WHERE ed.order_id = ord GROUP BY ed.state) z);
+END;
+$$;
+
+-- Every (event, destination) of the order from position `from_pos` on, as
+-- the order page shows them: state, every attempt on record, when delivered
+-- or skipped and by whom, the destination's mode (a feed's delivery is the
+-- read that acknowledged it), and for one delivered at the first attempt
+-- (or by a feed read) that round's status, duration and time.
+CREATE FUNCTION order_deliveries_doc(ord bigint, from_pos bigint) RETURNS json
+LANGUAGE plpgsql STABLE SET jit = off AS $$
+BEGIN
+    RETURN (
+    SELECT coalesce(json_agg(json_build_object(
+               'destination', ed.destination_id, 'position', ed.position, 'state', ed.state,
+               'attempts', ed.attempts, 'next_at', ed.next_at, 'blocked_by', ed.blocked_by,
+               'last_status', ed.last_status, 'last_error', left(ed.last_error, 300),
+               'delivered_at', ed.delivered_at, 'skipped_at', ed.skipped_at,
+               'skipped_by', ed.skipped_by, 'mode', dm.mode, 'first', f.first)
+             ORDER BY ed.position, ed.destination_id), '[]')
+      FROM event_deliveries ed
+      LEFT JOIN destinations dm ON dm.id = ed.destination_id
+      LEFT JOIN LATERAL (
+           SELECT json_build_object('completed_at', l.completed_at, 'status', l.statuses[k.i],
+                                    'duration_ms', l.durations_ms[k.i]) AS first
+             FROM (SELECT l.* FROM delivery_log l
+                    WHERE l.destination_id = ed.destination_id
+                      AND l.last_position >= ed.position
+                    ORDER BY l.last_position LIMIT 4) l
+            CROSS JOIN LATERAL (SELECT array_position(l.positions, ed.position) AS i) k
+            WHERE ed.state = 'delivered' AND l.first_position <= ed.position
+              AND k.i IS NOT NULL
+            ORDER BY l.completed_at LIMIT 1) f ON true
+     WHERE ed.order_id = ord AND ed.position >= from_pos);
+END;
+$$;
 
 -- ---------------------------------------------------------------- ignored webhooks
 

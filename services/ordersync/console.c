@@ -105,11 +105,8 @@ static const char overview_sql[] =
     " 'total', o.total::text, 'customer_email', o.customer_email,"                                 \
     " 'created_at', o.created_at, 'updated_at', o.updated_at"
 
-/* Per state, how many (event, destination) pairs of the order: one probe of events_order. */
-#define ORDER_SYNC                                                                                 \
-    "'sync', (SELECT coalesce(json_object_agg(z.state, z.n), '{}') FROM ("                         \
-    " SELECT ed.state, count(*) AS n FROM event_deliveries ed WHERE ed.order_id = o.id"            \
-    " GROUP BY ed.state) z)"
+/* Per state, how many (event, destination) pairs of the order (012's order_delivery_states). */
+#define ORDER_SYNC "'sync', order_delivery_states(o.id)"
 
 /* $1 = cursor (show orders below this id) or NULL, $2 = page size */
 static const char recent_sql[] =
@@ -180,25 +177,8 @@ static const char order_sql[] =
     " 'events', (SELECT coalesce(json_agg(json_build_object('position', ev.position,"
     "   'webhook_id', 'msg_' || replace(ev.id::text, '-', ''), 'type', ev.type,"
     "   'created_at', ev.created_at) ORDER BY ev.position), '[]') FROM ev),"
-    " 'deliveries', (SELECT coalesce(json_agg(json_build_object("
-    "   'destination', ed.destination_id, 'position', ed.position, 'state', ed.state,"
-    "   'attempts', ed.attempts, 'next_at', ed.next_at, 'blocked_by', ed.blocked_by,"
-    "   'last_status', ed.last_status, 'last_error', left(ed.last_error, 300),"
-    "   'delivered_at', ed.delivered_at, 'skipped_at', ed.skipped_at,"
-    "   'skipped_by', ed.skipped_by, 'mode', dm.mode,"
-    "   'first', f.first) ORDER BY ed.position, ed.destination_id), '[]')"
-    "   FROM event_deliveries ed"
-    "   LEFT JOIN destinations dm ON dm.id = ed.destination_id"
-    "   LEFT JOIN LATERAL ("
-    "     SELECT json_build_object('completed_at', l.completed_at, 'status', l.statuses[k.i],"
-    "                              'duration_ms', l.durations_ms[k.i]) AS first"
-    "       FROM (SELECT l.* FROM delivery_log l"
-    "              WHERE l.destination_id = ed.destination_id AND l.last_position >= ed.position"
-    "              ORDER BY l.last_position LIMIT 1) l"
-    "      CROSS JOIN LATERAL (SELECT array_position(l.positions, ed.position) AS i) k"
-    "      WHERE ed.state = 'delivered' AND l.first_position <= ed.position"
-    "        AND k.i IS NOT NULL) f ON true"
-    "  WHERE ed.order_id = o.id AND ed.position >= (SELECT coalesce(min(position), 0) FROM ev)),"
+    /* order_deliveries_doc (012): one row per event and destination, from the evidence */
+    " 'deliveries', order_deliveries_doc(o.id, (SELECT coalesce(min(position), 0) FROM ev)),"
     " 'attempts', (SELECT coalesce(json_agg(a ORDER BY a.started_at, a.attempt), '[]') FROM ("
     "   SELECT a.destination_id AS destination, a.position, a.attempt, a.started_at,"
     "          a.duration_ms, a.http_status, left(a.error, 300) AS error,"
