@@ -706,7 +706,7 @@ BEGIN
                                         trace_id, payload)
             VALUES (el.s, el.v->>'k', el.v->>'t', NULL, 'ignored', found_id, (el.v->>'tr')::uuid,
                     CASE WHEN payloads IS NULL THEN (el.v->'p')::text ELSE payloads[el.i] END);
-            r_order[el.i] := found_id;
+            -- (the sender's answer stays {"status": "ignored", "reason"}: no order id)
             r_out[el.i] := 'ignored';
             CONTINUE;
         END IF;
