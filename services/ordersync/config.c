@@ -82,7 +82,7 @@ static const struct setting rows[] = {
         "ORDERSYNC_PARTITION_INTERVAL", NULL, SETTING_STRING, "1 day", 0, 0, F(partition_interval),
         "time span of one partition of the event store (a PostgreSQL interval, at least 1 minute)"),
     SETTING_ROW("ORDERSYNC_INSTANCE", NULL, SETTING_STRING, NULL, 0, 0, F(instance),
-                "name of this process in leases and logs (default: hostname:pid)"),
+                "name of this process in leases and logs; hostname:pid when unset"),
 };
 
 #define N_ROWS (sizeof(rows) / sizeof(rows[0]))
