@@ -23,6 +23,7 @@ void inbound_event_clear(struct inbound_event *ev)
 {
     free(ev->dedupe_key);
     free(ev->topic);
+    free(ev->order_ref);
     json_decref(ev->order);
     json_decref(ev->payload);
     memset(ev, 0, sizeof(*ev));
@@ -132,6 +133,37 @@ static int classify(const struct source_kind *kind, const struct source_request 
 }
 
 /*
+ * The external id of the order a topic-mismatched body names, so that the
+ * ignored webhook shows in that order's journey: the normalized order's when
+ * the body normalized (only the topic's claim failed), else the body's own
+ * order_id (a refund names its order) or id (an order, or WooCommerce's
+ * deletion notice). *out is a new allocation, or NULL when the body names
+ * none. Returns 0 or -ENOMEM.
+ */
+static int named_order(const struct inbound_event *ev, char **out)
+{
+    const json_t *v = json_object_get(ev->order, "external_id");
+    char num[32];
+    const char *s;
+
+    *out = NULL;
+    if (v == NULL)
+        v = json_object_get(ev->payload, "order_id");
+    if (v == NULL || json_is_null(v))
+        v = json_object_get(ev->payload, "id");
+    if (json_is_integer(v)) {
+        snprintf(num, sizeof(num), "%" JSON_INTEGER_FORMAT, json_integer_value(v));
+        s = num;
+    } else {
+        s = json_string_value(v);
+    }
+    if (s == NULL || s[0] == '\0' || strlen(s) > SOURCE_MAX_TOKEN_LEN)
+        return 0;
+    *out = strdup(s);
+    return *out != NULL ? 0 : -ENOMEM;
+}
+
+/*
  * Normalizes the order and checks that the signed body supports the event
  * the topic asks for. When it does not, the event is kept without an event
  * type or order: recorded and answered 200 (a genuine sender then stops
@@ -150,6 +182,9 @@ static int interpret(const struct inbound_source *src, const struct source_topic
         return 0;
     if (rc < 0 && rc != -EPROTO)
         return fail(err, 422, "not_an_order", rc, "%s", detail);
+    rc = named_order(ev, &ev->order_ref);
+    if (rc < 0)
+        return fail(err, 500, "internal_error", rc, "out of memory");
     json_decref(ev->order);
     ev->order = NULL;
     ev->event_type = NULL;

@@ -45,6 +45,12 @@ struct inbound_event {
      */
     const char *ignored_reason;
     char ignored_detail[256];
+    /*
+     * With ignored_reason: the external id of the order the signed body
+     * names (new allocation), or NULL when it names none; the webhook is
+     * stored linked to that order.
+     */
+    char *order_ref;
     /* W3C trace id (32 hex): the webhook's traceparent's, else a new trace's (api.c) */
     char trace_id[33];
     json_t *order;   /* canonical order, new reference; NULL when ignored */

@@ -289,8 +289,9 @@ static void on_batch_done(PGresult *res, const char *err, void *data)
 /* The ingest_batch() element of a webhook (its raw body goes to the payloads); NULL: no memory. */
 static char *element_of(const char *source_id, const struct inbound_event *ev)
 {
-    json_t *o = json_pack("{s:s,s:s,s:s,s:s?,s:O?}", "s", source_id, "k", ev->dedupe_key, "t",
-                          ev->topic, "e", ev->event_type, "o", ev->order);
+    /* "x": the order an ignored webhook's body names (inbound_event.order_ref) */
+    json_t *o = json_pack("{s:s,s:s,s:s,s:s?,s:O?,s:s?}", "s", source_id, "k", ev->dedupe_key, "t",
+                          ev->topic, "e", ev->event_type, "o", ev->order, "x", ev->order_ref);
     if (o != NULL && ev->trace_id[0] != '\0' &&
         json_object_set_new(o, "tr", json_string(ev->trace_id)) < 0) {
         json_decref(o);

@@ -15,15 +15,6 @@
 #include "source_kind.h"
 #include "verify.h"
 
-/*
- * The longest header value used as a topic or dedupe key. Such values must
- * be short printable ASCII, as every platform sends them: anything else
- * would fail the whole group-commit batch it rides in, other senders'
- * webhooks included (bytes that are not UTF-8 cannot go into the batch's
- * JSON, and a key over ~2.7 kB does not fit the dedupe index, SQLSTATE 54000).
- */
-#define SOURCE_MAX_TOKEN_LEN 200
-
 /* Fills *why (the detail from fmt) and returns -EINVAL. */
 int source_refuse(struct source_refused *why, enum source_refusal r, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

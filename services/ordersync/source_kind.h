@@ -27,6 +27,15 @@
 /* Size of a detail buffer (matches inbound_error.detail). */
 #define SOURCE_DETAIL_SIZE 256
 
+/*
+ * The longest value used as a topic, a dedupe key or an order reference. Such values must
+ * be short printable ASCII, as every platform sends them: anything else
+ * would fail the whole group-commit batch it rides in, other senders'
+ * webhooks included (bytes that are not UTF-8 cannot go into the batch's
+ * JSON, and a key over ~2.7 kB does not fit the dedupe index, SQLSTATE 54000).
+ */
+#define SOURCE_MAX_TOKEN_LEN 200
+
 /* One webhook request as a kind sees it. */
 struct source_request {
     const char *const *secrets; /* [2]: current and, during a rotation, previous (may be NULL) */
