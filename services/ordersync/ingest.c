@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "buf.h"
+#include "json_guard.h"
 #include "log.h"
 #include "metrics.h"
 
@@ -298,7 +299,8 @@ static char *element_of(const char *source_id, const struct inbound_event *ev)
     }
     if (o == NULL)
         return NULL;
-    char *text = json_dumps(o, JSON_COMPACT);
+    /* json_dumps can leave bytes out when memory runs short: an order must go in whole */
+    char *text = json_guard_dumps(o, JSON_COMPACT);
     json_decref(o);
     return text;
 }

@@ -11,11 +11,11 @@
 
 #include <libpq-fe.h>
 
-#include "inbound.h"
+#include "source_kind.h"
 
 struct source {
     char *id;
-    enum source_kind kind;
+    const struct source_kind *kind;
     char *secret;          /* NULL for pure poll sources */
     char *previous_secret; /* NULL unless rotating */
     int tolerance_s;

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <curl/curl.h>
 #include <jansson.h>
 #include <openssl/crypto.h>
 
@@ -102,12 +103,21 @@ static void crypto_free(void *p, const char *file, int line)
     free(p);
 }
 
+static void curl_free_fn(void *p)
+{
+    free(p);
+}
+
 void alloc_fail_init(void)
 {
     json_set_alloc_funcs(json_alloc, free);
     /* only possible before OpenSSL's first allocation: hence first in main() */
     if (CRYPTO_set_mem_functions(crypto_malloc, crypto_realloc, crypto_free) != 1)
         fprintf(stderr, "alloc_fail: OpenSSL's allocations are not counted\n");
+    /* likewise before any other libcurl call (its URL parser is used by the poller) */
+    if (curl_global_init_mem(CURL_GLOBAL_DEFAULT, __wrap_malloc, curl_free_fn, __wrap_realloc,
+                             __wrap_strdup, __wrap_calloc) != CURLE_OK)
+        fprintf(stderr, "alloc_fail: libcurl's allocations are not counted\n");
 }
 
 void alloc_fail_at(unsigned long n)

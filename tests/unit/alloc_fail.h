@@ -3,9 +3,10 @@
  * curl's torture tests. A test binary linked with alloc_fail (see
  * os_torture_test() in tests/unit/CMakeLists.txt) has every malloc, calloc,
  * realloc, strdup, strndup and asprintf of the project's own code routed
- * through here (the linker's --wrap), and jansson's and OpenSSL's allocators
- * too (json_set_alloc_funcs, CRYPTO_set_mem_functions, set up by
- * alloc_fail_init). libc's own internal allocations are not counted.
+ * through here (the linker's --wrap), and jansson's, OpenSSL's and libcurl's
+ * allocators too (json_set_alloc_funcs, CRYPTO_set_mem_functions,
+ * curl_global_init_mem, set up by alloc_fail_init). libc's own internal
+ * allocations are not counted.
  *
  * The loop: run the code path with the 1st allocation failing, then the 2nd,
  * and so on, until a run completes without reaching the armed allocation.
@@ -17,7 +18,7 @@
 
 #include <stdbool.h>
 
-/* Routes jansson and OpenSSL through the counting allocator. Call first in main(). */
+/* Routes jansson, OpenSSL and libcurl through the counting allocator. Call first in main(). */
 void alloc_fail_init(void);
 
 /* Arms the n-th allocation from now to fail (1-based); 0 disarms. Resets the count. */

@@ -53,7 +53,7 @@ static void loads_every_field_by_name(void **state)
     const struct source *a = store_find_source(st, "a-shop");
     assert_non_null(a);
     assert_string_equal(a->id, "a-shop");
-    assert_string_equal(source_kind_name(a->kind), "shopify");
+    assert_string_equal(a->kind->name, "shopify");
     assert_string_equal(a->secret, "shpss_a");
     assert_null(a->previous_secret);
     assert_int_equal(a->tolerance_s, 300);
@@ -62,7 +62,7 @@ static void loads_every_field_by_name(void **state)
 
     const struct source *b = store_find_source(st, "b-feed");
     assert_non_null(b);
-    assert_string_equal(source_kind_name(b->kind), "standard");
+    assert_string_equal(b->kind->name, "standard");
     assert_string_equal(b->previous_secret, "whsec_old");
     assert_false(b->enabled);
     assert_false(b->push);
