@@ -528,8 +528,9 @@ SELECT * FROM sync_backlog_rows();
 
 -- ---------------------------------------------------------------- ingest_batch
 
--- 006's, with step 1 (dedupe keys) done by ingest_dedupe(): 16-byte digests in
--- dedupe_keys, kept for the source's window. Nothing else changes.
+-- 012's (006's, with ignored webhooks linked to their order), with step 1
+-- (dedupe keys) done by ingest_dedupe(): 16-byte digests in dedupe_keys, kept
+-- for the source's window. Nothing else changes.
 CREATE OR REPLACE FUNCTION ingest_batch(batch jsonb, payloads text[] DEFAULT NULL)
 RETURNS TABLE (idx integer, outcome text, order_id bigint, emitted integer)
 LANGUAGE plpgsql AS $$
@@ -646,11 +647,18 @@ BEGIN
         typ := el.v->>'e';
         IF typ IS NULL THEN
             -- not about orders (or a topic the body does not support): keep a
-            -- record so the sender stops retrying, emit nothing
-            INSERT INTO inbound_events (source_id, dedupe_key, topic, event_type, outcome, trace_id,
-                                        payload)
-            VALUES (el.s, el.v->>'k', el.v->>'t', NULL, 'ignored', (el.v->>'tr')::uuid,
+            -- record so the sender stops retrying, emit nothing; linked to
+            -- the order the signed body names ("x"), when there is one
+            found_id := NULL;
+            IF el.v->>'x' IS NOT NULL THEN
+                SELECT id INTO found_id FROM orders
+                 WHERE source_id = el.s AND external_id = el.v->>'x';
+            END IF;
+            INSERT INTO inbound_events (source_id, dedupe_key, topic, event_type, outcome, order_id,
+                                        trace_id, payload)
+            VALUES (el.s, el.v->>'k', el.v->>'t', NULL, 'ignored', found_id, (el.v->>'tr')::uuid,
                     CASE WHEN payloads IS NULL THEN (el.v->'p')::text ELSE payloads[el.i] END);
+            -- (the sender's answer stays {"status": "ignored", "reason"}: no order id)
             r_out[el.i] := 'ignored';
             CONTINUE;
         END IF;

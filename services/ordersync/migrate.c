@@ -19,6 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "db.h"
 #include "log.h"
 
 /* pg_advisory_lock key: "ordersyn" read as a big-endian int64 */
@@ -62,13 +63,17 @@ static const struct migration *find(int version)
 static enum schema_status compare(PGconn *conn, char *detail, size_t dl, int *pending)
 {
     *pending = (int)n_migrations;
-    PGresult *exists = PQexec(conn, "SELECT to_regclass('schema_migrations') IS NOT NULL");
-    if (PQresultStatus(exists) != PGRES_TUPLES_OK) {
+    PGresult *exists =
+        PQexec(conn, "SELECT to_regclass('schema_migrations') IS NOT NULL AS has_table");
+    static const char *const cols[] = {"has_table"};
+    int col;
+    if (PQresultStatus(exists) != PGRES_TUPLES_OK || PQntuples(exists) != 1 ||
+        db_columns(exists, "schema_migrations exists", cols, &col, 1) < 0) {
         snprintf(detail, dl, "could not read the schema: %s", PQerrorMessage(conn));
         PQclear(exists);
         return SCHEMA_ERROR;
     }
-    bool has_table = strcmp(PQgetvalue(exists, 0, 0), "t") == 0;
+    bool has_table = strcmp(PQgetvalue(exists, 0, col), "t") == 0;
     PQclear(exists);
     if (!has_table) {
         snprintf(detail, dl, "the database has no schema yet: %zu migrations pending",
@@ -82,13 +87,15 @@ static enum schema_status compare(PGconn *conn, char *detail, size_t dl, int *pe
         PQclear(res);
         return SCHEMA_ERROR;
     }
-    int c_version = PQfnumber(res, "version"), c_name = PQfnumber(res, "name"),
-        c_sum = PQfnumber(res, "checksum");
-    if (c_version < 0 || c_name < 0 || c_sum < 0) {
+    enum { C_VERSION, C_NAME, C_SUM, N_COLS };
+    static const char *const names[N_COLS] = {"version", "name", "checksum"};
+    int c[N_COLS];
+    if (db_columns(res, "schema_migrations", names, c, N_COLS) < 0) {
         snprintf(detail, dl, "schema_migrations lacks a column (version, name, checksum)");
         PQclear(res);
         return SCHEMA_ERROR;
     }
+    int c_version = c[C_VERSION], c_name = c[C_NAME], c_sum = c[C_SUM];
     enum schema_status st = SCHEMA_CURRENT;
     char newer[128] = "";
     for (int r = 0; r < PQntuples(res); r++) {

@@ -101,12 +101,17 @@ static void reload_sources(struct server *s)
 static void on_schema(PGresult *res, const char *err, void *data)
 {
     struct server *s = data;
-    int c = res != NULL ? PQfnumber(res, "version") : -1;
-    if (err != NULL || res == NULL || c < 0 || PQntuples(res) != 1) {
+    if (err != NULL || res == NULL) {
         s->app.schema_current = false;
         return;
     }
-    int latest = atoi(PQgetvalue(res, 0, c));
+    static const char *const cols[] = {"version"};
+    int col;
+    if (PQntuples(res) != 1 || db_columns(res, "schema_version", cols, &col, 1) < 0) {
+        s->app.schema_current = false;
+        return;
+    }
+    int latest = atoi(PQgetvalue(res, 0, col));
     /* a newer release's schema is current enough: a rolling upgrade (migrate.h) */
     s->app.schema_current = migrate_compatible(latest);
     if (!s->app.schema_current)
@@ -193,20 +198,26 @@ static void on_backlog(PGresult *res, const char *err, void *data)
     s->backlog_in_flight = false;
     if (err != NULL || res == NULL)
         return;
-    static const char *const states[] = {"pending", "delivering", "blocked", "dead"};
+    /* the last four are the states of `deliveries`, and the label values too */
+    enum { C_DEST, C_LAG, C_STATES, N_STATES = 4 };
+    static const char *const cols[C_STATES + N_STATES] = {
+        "destination_id", "lag_positions", "pending", "delivering", "blocked", "dead"};
+    int c[C_STATES + N_STATES];
+    if (db_columns(res, "backlog", cols, c, C_STATES + N_STATES) < 0)
+        return;
     for (int r = 0; r < PQntuples(res); r++) {
-        char labels[160];
-        snprintf(labels, sizeof(labels), "destination=\"%s\"", PQgetvalue(res, r, 0));
+        char dest[128], labels[192];
+        metrics_escape(dest, sizeof(dest), PQgetvalue(res, r, c[C_DEST]));
+        snprintf(labels, sizeof(labels), "destination=\"%s\"", dest);
         metric_set(metrics_gauge("ordersync_stream_lag_positions",
                                  "Positions between a destination's cursor and the last event",
                                  labels),
-                   atof(PQgetvalue(res, r, 1)));
-        for (int c = 0; c < 4; c++) {
-            snprintf(labels, sizeof(labels), "destination=\"%s\",state=\"%s\"",
-                     PQgetvalue(res, r, 0), states[c]);
+                   atof(PQgetvalue(res, r, c[C_LAG])));
+        for (int i = C_STATES; i < C_STATES + N_STATES; i++) {
+            snprintf(labels, sizeof(labels), "destination=\"%s\",state=\"%s\"", dest, cols[i]);
             metric_set(metrics_gauge("ordersync_deliveries_open",
                                      "Events not delivered at the first attempt, by state", labels),
-                       atof(PQgetvalue(res, r, c + 2)));
+                       atof(PQgetvalue(res, r, c[i])));
         }
     }
 }
@@ -218,11 +229,12 @@ static void on_backlog_timer(uv_timer_t *t)
         return;
     if (db_query(s->app.db_aux, false,
                  "SELECT st.destination_id,"
-                 " greatest((SELECT coalesce(max(position), 0) FROM events) - st.position, 0),"
-                 " count(x.*) FILTER (WHERE x.state = 'pending'),"
-                 " count(x.*) FILTER (WHERE x.state = 'delivering'),"
-                 " count(x.*) FILTER (WHERE x.state = 'blocked'),"
-                 " count(x.*) FILTER (WHERE x.state = 'dead')"
+                 " greatest((SELECT coalesce(max(position), 0) FROM events) - st.position, 0)"
+                 "   AS lag_positions,"
+                 " count(x.*) FILTER (WHERE x.state = 'pending') AS pending,"
+                 " count(x.*) FILTER (WHERE x.state = 'delivering') AS delivering,"
+                 " count(x.*) FILTER (WHERE x.state = 'blocked') AS blocked,"
+                 " count(x.*) FILTER (WHERE x.state = 'dead') AS dead"
                  " FROM delivery_streams st"
                  " LEFT JOIN deliveries x ON x.destination_id = st.destination_id"
                  " GROUP BY st.destination_id, st.position",
