@@ -178,7 +178,7 @@ static void query(struct reader *r)
     if (r->querying || r->finished)
         return;
     const struct dest *d = destinations_find(r->f->dests, r->dest);
-    const char *v[4] = {r->dest, r->after, d ? d->types : NULL, r->limit};
+    const char *v[4] = {r->dest, r->after, d ? d->set.types : NULL, r->limit};
     if (db_query(r->f->db, true, "feed_read", 4, v, on_read, r) < 0) {
         reader_finish(r, FEED_UNAVAILABLE, NULL, 0, "the database is not connected");
         return;
@@ -202,7 +202,7 @@ void feed_read(struct feed *f, const struct feed_request *rq, feed_done_fn done,
         return;
     }
     const struct dest *d = destinations_find(f->dests, rq->dest_id);
-    if (d == NULL || !d->present || d->push || !d->enabled) {
+    if (d == NULL || !d->present || d->set.push || !d->set.enabled) {
         done(ctx, FEED_UNKNOWN, NULL, 0, "no enabled destination with mode 'poll' has this id");
         return;
     }
@@ -212,8 +212,8 @@ void feed_read(struct feed *f, const struct feed_request *rq, feed_done_fn done,
         return;
     }
     size_t tl = strlen(rq->bearer);
-    if (d->feed_token == NULL || tl != strlen(d->feed_token) ||
-        CRYPTO_memcmp(rq->bearer, d->feed_token, tl) != 0) {
+    if (d->set.feed_token == NULL || tl != strlen(d->set.feed_token) ||
+        CRYPTO_memcmp(rq->bearer, d->set.feed_token, tl) != 0) {
         done(ctx, FEED_FORBIDDEN, NULL, 0, "this token does not grant access to this feed");
         return;
     }

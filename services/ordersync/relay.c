@@ -223,8 +223,9 @@ static unsigned lease_s(struct relay *r)
 {
     unsigned lease = r->cfg.lease_s;
     for (struct dest *d = destinations_first(r->dests); d != NULL; d = d->next)
-        if (d->present && d->push && (unsigned)(d->timeout_ms / 1000) + 30 > lease)
-            lease = (unsigned)(d->timeout_ms / 1000) + 30; /* a lease must outlive the request */
+        if (d->present && d->set.push && (unsigned)(d->set.timeout_ms / 1000) + 30 > lease)
+            lease =
+                (unsigned)(d->set.timeout_ms / 1000) + 30; /* a lease must outlive the request */
     return lease;
 }
 
@@ -269,7 +270,7 @@ static void dest_metrics(struct dest *d)
 /* Is d a destination to deliver to now (not paused, not disabled)? */
 static bool dest_usable(struct relay *r, const struct dest *d)
 {
-    return d->present && d->enabled && d->push && !r->stopping &&
+    return d->present && d->set.enabled && d->set.push && !r->stopping &&
            (d->breaker.paused_until == 0 || d->breaker.paused_until <= now_ms(r));
 }
 
@@ -277,7 +278,7 @@ static bool dest_usable(struct relay *r, const struct dest *d)
 static uint32_t dest_tokens(struct dest *d)
 {
     uint64_t now = rate_now();
-    relay_rate_set(&d->rate, d->rate_limit_per_s, now);
+    relay_rate_set(&d->rate, d->set.rate_limit_per_s, now);
     return relay_rate_room(&d->rate, now);
 }
 
@@ -289,10 +290,10 @@ static uint32_t dest_tokens(struct dest *d)
 static bool dest_room(struct relay *r, struct dest *d, unsigned *room)
 {
     d->rate_short = false;
-    if (!d->present || !d->enabled || !d->push || r->stopping)
+    if (!d->present || !d->set.enabled || !d->set.push || r->stopping)
         return false;
     unsigned cap;
-    if (!relay_breaker_allows(&d->breaker, now_ms(r), d->max_in_flight, &cap))
+    if (!relay_breaker_allows(&d->breaker, now_ms(r), d->set.max_in_flight, &cap))
         return false;
     metric_set(d->m_paused, 0);
     if (d->in_flight >= cap)
@@ -453,12 +454,12 @@ static void pause_dest(struct relay *r, struct dest *d)
 {
     metric_set(d->m_paused, 1);
     char secs[32], fails[16];
-    snprintf(secs, sizeof(secs), "%.3f", d->policy.breaker_pause_s);
+    snprintf(secs, sizeof(secs), "%.3f", d->set.policy.breaker_pause_s);
     snprintf(fails, sizeof(fails), "%d", d->breaker.failures);
     const char *v[3] = {d->id, secs, fails};
     log_warn("destination paused",
              json_pack("{s:s,s:i,s:f}", "destination", d->id, "consecutive_failures",
-                       d->breaker.failures, "pause_s", d->policy.breaker_pause_s));
+                       d->breaker.failures, "pause_s", d->set.policy.breaker_pause_s));
     dest_exec(r, "pause", 3, v);
 }
 
@@ -495,10 +496,10 @@ static void on_http_done(const struct http_client_result *res, void *data)
     int ms = (int)(res->seconds * 1000);
     long st = res->http_status;
     struct relay_decision dec =
-        relay_policy_decide(&d->policy, j->attempt, st, res->retry_after_s, j->age_s, jitter());
+        relay_policy_decide(&d->set.policy, j->attempt, st, res->retry_after_s, j->age_s, jitter());
     char err[200] = "";
-    enum relay_breaker_change bc =
-        relay_breaker_record(&d->breaker, &d->policy, dec.verdict == RELAY_DELIVERED, now_ms(r));
+    enum relay_breaker_change bc = relay_breaker_record(&d->breaker, &d->set.policy,
+                                                        dec.verdict == RELAY_DELIVERED, now_ms(r));
     if (dec.verdict == RELAY_DELIVERED) {
         metric_add(d->m_delivered, 1);
         metric_observe(d->m_lag, j->age_s + res->seconds);
@@ -509,7 +510,7 @@ static void on_http_done(const struct http_client_result *res, void *data)
             snprintf(err, sizeof(err), "HTTP %ld", st);
         if (dec.gone) {
             metric_add(d->m_gone, 1);
-            d->enabled = false;
+            d->set.enabled = false;
             char reason[96];
             snprintf(reason, sizeof(reason), "answered 410 Gone to event %" PRId64, j->position);
             const char *v[2] = {d->id, reason};
@@ -581,14 +582,15 @@ static bool start_http(struct relay *r, struct job *j, char *err, size_t errlen)
     snprintf(hdr_ts, sizeof(hdr_ts), "webhook-timestamp: %lld", (long long)ts);
     /* during a rotation, one signature per active secret, space-separated */
     char sig1[VERIFY_STANDARD_SIG_SIZE], sig2[VERIFY_STANDARD_SIG_SIZE];
-    if (verify_sign_standard(j->msg_id, ts, j->payload, j->payload_len, d->secret, sig1,
+    if (verify_sign_standard(j->msg_id, ts, j->payload, j->payload_len, d->set.secret, sig1,
                              sizeof(sig1)) < 0 ||
-        (d->prev_secret != NULL && verify_sign_standard(j->msg_id, ts, j->payload, j->payload_len,
-                                                        d->prev_secret, sig2, sizeof(sig2)) < 0)) {
+        (d->set.prev_secret != NULL &&
+         verify_sign_standard(j->msg_id, ts, j->payload, j->payload_len, d->set.prev_secret, sig2,
+                              sizeof(sig2)) < 0)) {
         snprintf(err, errlen, "not sent: the destination's secret is not a valid whsec_ key");
         return false;
     }
-    if (d->prev_secret != NULL)
+    if (d->set.prev_secret != NULL)
         snprintf(hdr_sig, sizeof(hdr_sig), "webhook-signature: %s %s", sig1, sig2);
     else
         snprintf(hdr_sig, sizeof(hdr_sig), "webhook-signature: %s", sig1);
@@ -603,14 +605,15 @@ static bool start_http(struct relay *r, struct job *j, char *err, size_t errlen)
     if (traced)
         headers[nh++] = hdr_trace;
     /* the destination's own (destinations.headers), which may not be any of ours */
-    for (char **h = d->headers; h != NULL && *h != NULL && nh < 5 + DESTINATIONS_MAX_HEADERS; h++)
+    for (char **h = d->set.headers; h != NULL && *h != NULL && nh < 5 + DESTINATIONS_MAX_HEADERS;
+         h++)
         headers[nh++] = *h;
     headers[nh] = NULL;
-    struct http_client_request req = {.url = d->url,
+    struct http_client_request req = {.url = d->set.url,
                                       .body = j->payload,
                                       .body_len = j->payload_len,
                                       .headers = headers,
-                                      .timeout_ms = d->timeout_ms};
+                                      .timeout_ms = d->set.timeout_ms};
     int rc = http_client_start(r->http, &req, on_http_done, j);
     if (rc < 0) {
         snprintf(err, errlen, "not sent: %s", rc == -ENOMEM ? "out of memory" : uv_strerror(rc));
@@ -715,10 +718,10 @@ static int stream_new(struct relay *r, struct dest *d, int64_t position, uint64_
     struct stream *s = calloc(1, sizeof(*s));
     if (s == NULL)
         return -ENOMEM;
-    unsigned cap = 2 * (d->max_in_flight ? d->max_in_flight : 64);
+    unsigned cap = 2 * (d->set.max_in_flight ? d->set.max_in_flight : 64);
     if (cap < r->cfg.claim_batch)
         cap = r->cfg.claim_batch;
-    if (relay_window_init(&s->win, cap, d->dead_blocks) < 0) {
+    if (relay_window_init(&s->win, cap, d->set.dead_blocks) < 0) {
         free(s);
         return -ENOMEM;
     }
@@ -731,7 +734,7 @@ static int stream_new(struct relay *r, struct dest *d, int64_t position, uint64_
     r->streams = s;
     /* the previous owner may have spent a whole burst just before it let go */
     uint64_t now = rate_now();
-    relay_rate_set(&d->rate, d->rate_limit_per_s, now);
+    relay_rate_set(&d->rate, d->set.rate_limit_per_s, now);
     relay_rate_empty(&d->rate, now);
     d->limited_noted_ms = 0;
     dest_metrics(d);
@@ -768,7 +771,7 @@ static unsigned read_room(struct relay *r, struct stream *s)
 {
     if (s->unsure || !dest_usable(r, s->d))
         return 0; /* paused or disabled: the window waits too */
-    double per_s = s->d->rate_limit_per_s;
+    double per_s = s->d->set.rate_limit_per_s;
     if (per_s > 0 && relay_window_len(&s->win) >= per_s + relay_rate_burst(per_s))
         return 0; /* a second's worth waits for the rate limit: completions read again */
     unsigned limit = relay_window_room(&s->win);
@@ -820,11 +823,12 @@ static void read_streams(struct relay *r)
             rc = buf_append_str(types, sep);
         /* an array literal of array literals: the inner one quoted as an element */
         if (rc == 0)
-            rc = s->d->types ? append_json_str(types, s->d->types) : buf_append_str(types, "NULL");
+            rc = s->d->set.types ? append_json_str(types, s->d->set.types)
+                                 : buf_append_str(types, "NULL");
         if (rc == 0)
             rc = buf_printf(lims, "%s%u", sep, limit);
         if (rc == 0)
-            rc = buf_printf(dbs, "%s%s", sep, s->d->dead_blocks ? "t" : "f");
+            rc = buf_printf(dbs, "%s%s", sep, s->d->set.dead_blocks ? "t" : "f");
         ctx->part[ctx->n++] = (struct read_part){.d = s->d, .gen = s->gen, .limit = limit};
     }
     for (int i = 0; i < 5 && rc == 0; i++)
@@ -1353,7 +1357,7 @@ static void on_rate_timer(uv_timer_t *t)
         return;
     bool rows = false;
     for (struct stream *s = r->streams; s != NULL; s = s->next) {
-        if (s->d->rate_limit_per_s <= 0)
+        if (s->d->set.rate_limit_per_s <= 0)
             continue;
         dispatch(r, s);
         if (s->d->rate_claim_owed && dest_tokens(s->d) > 0)
@@ -1400,12 +1404,12 @@ static void on_acquired(PGresult *res, const char *err, void *data)
             /* settings changed (types, on_dead, max_in_flight): a new window */
             s->dest_gen = d->generation;
             if (!s->in_complete) {
-                unsigned cap = 2 * (d->max_in_flight ? d->max_in_flight : 64);
+                unsigned cap = 2 * (d->set.max_in_flight ? d->set.max_in_flight : 64);
                 if (cap < r->cfg.claim_batch)
                     cap = r->cfg.claim_batch;
                 stream_reset(r, s, s->cursor);
                 relay_window_free(&s->win);
-                if (relay_window_init(&s->win, cap, d->dead_blocks) < 0)
+                if (relay_window_init(&s->win, cap, d->set.dead_blocks) < 0)
                     log_error("out of memory resizing a window", NULL);
             }
         }
@@ -1442,7 +1446,7 @@ static void acquire(struct relay *r)
     int rc = buf_append_str(ids, "{");
     unsigned n = 0;
     for (struct dest *d = destinations_first(r->dests); d != NULL && rc == 0; d = d->next) {
-        if (!d->present || !d->push || !d->enabled)
+        if (!d->present || !d->set.push || !d->set.enabled)
             continue;
         rc = buf_append_str(ids, n++ ? "," : "");
         if (rc == 0)
