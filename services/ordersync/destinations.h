@@ -27,9 +27,6 @@
 #include <libpq-fe.h>
 
 #include "relay_policy.h"
-#include "relay_rate.h"
-
-struct metric;
 
 /* A destination's row as loaded. The strings and `headers` are owned by the record. */
 struct dest_settings {
@@ -60,20 +57,6 @@ struct dest {
     /* bumped by every reload that changed the settings a relay window is made with
        (all but headers and the rate limit, which are read at each request) */
     uint64_t generation;
-
-    /* runtime state of this process's relay */
-    unsigned in_flight;
-    struct relay_breaker breaker;
-    struct relay_rate rate;
-    unsigned rate_lent;        /* tokens lent to the claim in flight */
-    unsigned rate_claim_asked; /* rows that claim asked for, when the rate limit sized it */
-    unsigned rate_claimed;     /* rows it brought back and sent */
-    bool rate_claim_owed;      /* a claim skipped it for want of tokens */
-    bool rate_short;           /* the last look at its room found the rate limit in the way */
-    uint64_t limited_noted_ms; /* when limited_until was last written (loop ms) */
-    bool metrics_ready;
-    struct metric *m_delivered, *m_retry, *m_client_error, *m_dead, *m_gone, *m_attempts,
-        *m_in_flight, *m_seconds, *m_lag, *m_paused;
 };
 
 struct destinations;
