@@ -126,12 +126,16 @@ int relay_stream_apply_settings(struct relay *r, struct stream *s)
     s->dest_gen = d->generation;
     if (s->state == STREAM_COMPLETING)
         return 0;
-    relay_stream_reset(r, s, s->cursor);
-    relay_window_free(&s->win);
-    if (relay_window_init(&s->win, window_cap(r, d), d->set.dead_blocks) < 0) {
-        log_error("out of memory resizing a window", NULL);
+    /* made aside, and swapped in only when it exists: a stream never lives
+       on without a window (the next event read would go through NULL) */
+    struct relay_window win;
+    if (relay_window_init(&win, window_cap(r, d), d->set.dead_blocks) < 0) {
+        relay_stream_drop(r, s);
         return -ENOMEM;
     }
+    relay_stream_reset(r, s, s->cursor);
+    relay_window_free(&s->win);
+    s->win = win;
     return 0;
 }
 
