@@ -120,14 +120,13 @@ void relay_stream_drop_all(struct relay *r)
 int relay_stream_apply_settings(struct relay *r, struct stream *s)
 {
     struct dest *d = s->rd->d;
-    if (s->dest_gen == d->generation)
+    /* unchanged; or not now: its window's leavers are being written, and
+       dest_gen stays behind so that the next look (an acquire) applies them */
+    if (s->dest_gen == d->generation || s->state == STREAM_COMPLETING)
         return 0;
-    /* settings changed (types, on_dead, max_in_flight): a new window */
-    s->dest_gen = d->generation;
-    if (s->state == STREAM_COMPLETING)
-        return 0;
-    /* made aside, and swapped in only when it exists: a stream never lives
-       on without a window (the next event read would go through NULL) */
+    /* settings changed (types, on_dead, max_in_flight): a new window, made
+       aside and swapped in only when it exists: a stream never lives on
+       without a window (the next event read would go through NULL) */
     struct relay_window win;
     if (relay_window_init(&win, window_cap(r, d), d->set.dead_blocks) < 0) {
         relay_stream_drop(r, s);
@@ -136,6 +135,7 @@ int relay_stream_apply_settings(struct relay *r, struct stream *s)
     relay_stream_reset(r, s, s->cursor);
     relay_window_free(&s->win);
     s->win = win;
+    s->dest_gen = d->generation;
     return 0;
 }
 

@@ -4,10 +4,12 @@
  * running and no database: a relay's in-memory core, one destination, one
  * stream with events in its window.
  *
- * A bug found by reading the relay is pinned here: a window rebuilt for new
- * settings was freed before its replacement was allocated; when that failed
- * the stream lived on with no ring, and the next event read into it was
- * written through a NULL pointer.
+ * Two bugs found by reading the relay are pinned here:
+ *  - a window rebuilt for new settings was freed before its replacement was
+ *    allocated; when that failed the stream lived on with no ring, and the
+ *    next event read into it was written through a NULL pointer;
+ *  - settings that changed while the stream's completion was in flight were
+ *    marked applied without being applied, so the window kept the old ones.
  */
 #include <errno.h>
 #include <setjmp.h>
@@ -145,6 +147,29 @@ static void no_memory_for_the_new_window_drops_the_stream(void **state)
     assert_true(failing > 0);
 }
 
+/*
+ * The window's leavers are being written when the settings change: the new
+ * window waits for the completion, and the next look applies it.
+ */
+static void settings_changed_during_a_completion_apply_after_it(void **state)
+{
+    (void)state;
+    struct fixture f;
+    setup(&f);
+    struct stream *s = f.rd->stream;
+    relay_stream_set_state(s, STREAM_COMPLETING);
+    change_settings(&f);
+    assert_int_equal(relay_stream_apply_settings(&f.r, s), 0);
+    assert_ptr_equal(f.rd->stream, s);
+    assert_int_equal(s->win.cap, 8);
+    assert_int_equal(relay_window_len(&s->win), 3);
+    /* the completion is back */
+    relay_stream_set_state(s, STREAM_IDLE);
+    assert_int_equal(relay_stream_apply_settings(&f.r, s), 0);
+    assert_rebuilt(&f);
+    teardown(&f);
+}
+
 int main(void)
 {
     alloc_fail_init();
@@ -152,6 +177,7 @@ int main(void)
         cmocka_unit_test(unchanged_settings_keep_the_window),
         cmocka_unit_test(changed_settings_make_a_new_window),
         cmocka_unit_test(no_memory_for_the_new_window_drops_the_stream),
+        cmocka_unit_test(settings_changed_during_a_completion_apply_after_it),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
