@@ -18,7 +18,8 @@
 -- operator paused (not the breaker's paused_until): the relay sends nothing
 -- to it, its cursor and rows stay where they are, and it goes on in order
 -- when resumed; a column, so a restart keeps it. operator_actions takes the
--- new actions ('pause', 'resume', 'test', 'replay_range') with a `detail`
+-- new actions ('pause', 'resume', 'test', 'replay_range', 'filter') with a
+-- `detail`
 -- (the receiver's answer to a test, a replay's window); those rows have no
 -- event, so position and order_id become nullable.
 --
@@ -324,7 +325,8 @@ ALTER TABLE operator_actions ADD COLUMN detail jsonb;
 -- the constraint of 005, widened (the previous release writes replay and skip only)
 ALTER TABLE operator_actions DROP CONSTRAINT operator_actions_action_check;
 ALTER TABLE operator_actions ADD CONSTRAINT operator_actions_action_check
-    CHECK (action IN ('replay', 'skip', 'pause', 'resume', 'test', 'replay_range')) NOT VALID;
+    CHECK (action IN ('replay', 'skip', 'pause', 'resume', 'test', 'replay_range', 'filter'))
+    NOT VALID;
 CREATE INDEX operator_actions_destination ON operator_actions (destination_id, at)
     WHERE order_id IS NULL;
 
@@ -394,6 +396,36 @@ LANGUAGE sql AS $$
             jsonb_build_object('webhook_id', webhook_id, 'status', http_status,
                                'body', left(body, 256), 'error', error, 'ms', ms))
     RETURNING id
+$$;
+
+-- Sets (or with NULL removes) a destination's filter, recorded. A filter
+-- PostgreSQL cannot parse, or one that is not a predicate, is refused with
+-- the parser's message under SQLSTATE 22023 (the console and the CLI show
+-- it as the operator's mistake). Returns the filter as PostgreSQL reads it.
+CREATE FUNCTION destination_set_filter(dest text, filter text, actor text DEFAULT session_user)
+RETURNS text
+LANGUAGE plpgsql AS $$
+DECLARE
+    f jsonpath;
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM destinations d WHERE d.id = dest) THEN
+        RAISE EXCEPTION 'no destination "%"', dest USING ERRCODE = '22023';
+    END IF;
+    BEGIN
+        f := filter::jsonpath;
+    EXCEPTION WHEN syntax_error OR invalid_text_representation THEN
+        RAISE EXCEPTION '%', SQLERRM USING ERRCODE = '22023';
+    END;
+    BEGIN
+        UPDATE destinations d SET filter = f WHERE d.id = dest;
+    EXCEPTION WHEN check_violation THEN
+        RAISE EXCEPTION 'the filter % is not a predicate: it must answer true or false, as'
+                        ' $.data.currency == "EUR" does', f::text USING ERRCODE = '22023';
+    END;
+    INSERT INTO operator_actions (actor, action, destination_id, detail)
+    VALUES (actor, 'filter', dest, jsonb_build_object('filter', f::text));
+    RETURN f::text;
+END;
 $$;
 
 -- What an operator did to a destination as a whole, newest first.

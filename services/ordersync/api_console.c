@@ -20,6 +20,7 @@
 #include <openssl/rand.h>
 
 #include "api.h"
+#include "api_destination.h"
 #include "buf.h"
 #include "console.h"
 #include "console_assets.h"
@@ -448,6 +449,11 @@ void api_console_page(struct app *app, struct http_request *req)
 
 /* ---------------------------------------------------------------- the JSON API */
 
+void api_console_error(struct http_request *req, int status, const char *error, const char *detail)
+{
+    api_error(req, status, error, detail, NULL, 0);
+}
+
 static void on_doc(void *ctx, enum console_status st, const char *json, const char *detail)
 {
     struct http_request *req = ctx;
@@ -472,8 +478,8 @@ static void on_doc(void *ctx, enum console_status st, const char *json, const ch
     }
 }
 
-static void run(struct app *app, struct http_request *req, enum console_query q,
-                const char *const *params)
+void api_console_run(struct app *app, struct http_request *req, enum console_query q,
+                     const char *const *params)
 {
     int rc = console_run(app->console, q, params, on_doc, req);
     if (rc == -ENOTCONN) {
@@ -515,10 +521,10 @@ static void get_orders(struct app *app, struct http_request *req)
     const char *b = hb == 1 ? before : NULL;
     if (n == 0) {
         const char *p[] = {b, limit};
-        run(app, req, CONSOLE_RECENT, p);
+        api_console_run(app, req, CONSOLE_RECENT, p);
     } else {
         const char *p[] = {s, b, limit};
-        run(app, req, CONSOLE_SEARCH, p);
+        api_console_run(app, req, CONSOLE_SEARCH, p);
     }
 }
 
@@ -535,7 +541,7 @@ static void get_order(struct app *app, struct http_request *req, const char *res
     rest += n;
     if (*rest == '\0') {
         const char *p[] = {id};
-        run(app, req, CONSOLE_ORDER, p);
+        api_console_run(app, req, CONSOLE_ORDER, p);
         return;
     }
     enum console_query q;
@@ -555,7 +561,7 @@ static void get_order(struct app *app, struct http_request *req, const char *res
     }
     snprintf(sub, sizeof(sub), "%s", rest);
     const char *p[] = {id, sub};
-    run(app, req, q, p);
+    api_console_run(app, req, q, p);
 }
 
 static bool state_ok(const char *s)
@@ -592,7 +598,7 @@ static void get_deliveries(struct app *app, struct http_request *req)
                        hb == 1 ? before : NULL,
                        hb == 1 ? colon + 1 : NULL,
                        limit};
-    run(app, req, CONSOLE_DELIVERIES, p);
+    api_console_run(app, req, CONSOLE_DELIVERIES, p);
 }
 
 /* "console:alice" for a browser's operator; "api:<actor>" for a token holder. */
@@ -659,7 +665,7 @@ static void post_action(struct app *app, struct http_request *req, bool replay,
             bad = "too many items";
         if (bad == NULL) {
             const char *p[] = {dests.data, positions.data, actor, preview};
-            run(app, req, replay ? CONSOLE_REPLAY : CONSOLE_SKIP, p);
+            api_console_run(app, req, replay ? CONSOLE_REPLAY : CONSOLE_SKIP, p);
         }
     } else if (json_is_object(matching) && items == NULL) {
         const char *d = json_string_value(json_object_get(matching, "destination"));
@@ -675,12 +681,12 @@ static void post_action(struct app *app, struct http_request *req, bool replay,
                   "blocked, to skip)}";
         } else if (replay) {
             const char *p[] = {d, since, until, actor, preview};
-            run(app, req, CONSOLE_REPLAY_MATCHING, p);
+            api_console_run(app, req, CONSOLE_REPLAY_MATCHING, p);
         } else {
             char states[16];
             snprintf(states, sizeof(states), "{%s}", state);
             const char *p[] = {d, since, until, states, actor, preview};
-            run(app, req, CONSOLE_SKIP_MATCHING, p);
+            api_console_run(app, req, CONSOLE_SKIP_MATCHING, p);
         }
     } else {
         bad = doc == NULL ? "the body is not JSON" : "give either items or matching";
@@ -722,7 +728,9 @@ void api_console_api(struct app *app, struct http_request *req)
         return;
     }
     bool replay = strcmp(path, "deliveries/replay") == 0;
-    if (replay || strcmp(path, "deliveries/skip") == 0) {
+    /* destinations/ID/ACTION: pause, resume, test, replay, filter (api_destination.c) */
+    bool dest_action = strncmp(path, "destinations/", 13) == 0 && strchr(path + 13, '/') != NULL;
+    if (replay || strcmp(path, "deliveries/skip") == 0 || dest_action) {
         if (!is_post(req)) {
             method_not_allowed(req, "POST");
             return;
@@ -738,7 +746,10 @@ void api_console_api(struct app *app, struct http_request *req)
                       NULL, 0);
             return;
         }
-        post_action(app, req, replay, &who);
+        if (dest_action)
+            api_destination_post(app, req, path + 13, who.session ? who.s.name : NULL);
+        else
+            post_action(app, req, replay, &who);
         return;
     }
     if (!is_get(req)) {
@@ -748,7 +759,7 @@ void api_console_api(struct app *app, struct http_request *req)
     if (strcmp(path, "session") == 0) {
         get_session(app, req, &who);
     } else if (strcmp(path, "overview") == 0) {
-        run(app, req, CONSOLE_OVERVIEW, NULL);
+        api_console_run(app, req, CONSOLE_OVERVIEW, NULL);
     } else if (strcmp(path, "orders") == 0) {
         get_orders(app, req);
     } else if (strncmp(path, "orders/", 7) == 0) {
@@ -756,9 +767,9 @@ void api_console_api(struct app *app, struct http_request *req)
     } else if (strcmp(path, "deliveries") == 0) {
         get_deliveries(app, req);
     } else if (strcmp(path, "sources") == 0) {
-        run(app, req, CONSOLE_SOURCES, NULL);
+        api_console_run(app, req, CONSOLE_SOURCES, NULL);
     } else if (strcmp(path, "destinations") == 0) {
-        run(app, req, CONSOLE_DESTINATIONS, NULL);
+        api_console_run(app, req, CONSOLE_DESTINATIONS, NULL);
     } else {
         api_error(req, 404, "not_found", "no such endpoint", NULL, 0);
     }

@@ -15,6 +15,7 @@
 #include "destinations.h"
 #include "feed.h"
 #include "http.h"
+#include "http_client.h"
 #include "ingest.h"
 #include "store.h"
 
@@ -32,6 +33,7 @@ struct app {
     struct feed *feed;
     struct console *console;          /* the console's connection; NULL when it is off */
     struct console_auth console_auth; /* keys from ORDERSYNC_ADMIN_TOKEN */
+    struct http_client *test_http;    /* operators' test events; made at the first one */
     bool console_enabled;             /* ORDERSYNC_ADMIN_TOKEN is set */
     bool schema_current;              /* checked at every (re)connection of db_aux */
     bool stopping;

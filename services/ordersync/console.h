@@ -33,6 +33,11 @@ enum console_query {
     CONSOLE_SKIP_MATCHING,   /* (destination, since, until, states text[], actor) */
     CONSOLE_SOURCES,         /* () */
     CONSOLE_DESTINATIONS,    /* () */
+    CONSOLE_DEST_PAUSE,      /* (destination, pause boolean, actor) */
+    CONSOLE_DEST_FILTER,     /* (destination, filter text | NULL, actor) */
+    CONSOLE_DEST_REPLAY,     /* (destination, since, until, actor, preview boolean) */
+    /* (destination, actor, webhook id, status, body excerpt, error, ms): records a test event */
+    CONSOLE_DEST_TEST,
     CONSOLE_QUERY_COUNT
 };
 

@@ -83,6 +83,31 @@ def test_an_invalid_filter_is_refused_with_the_parsers_message(stack, db):
     assert db.scalar("SELECT filter FROM destinations WHERE id = 'invoicing'") is None
 
 
+def test_an_invalid_filter_is_refused_through_the_api_and_the_cli(stack, db):
+    # through the API: the same message, as a 400
+    s = stack()
+    st, doc = s.post("/api/destinations/invoicing/filter", {"filter": '$.data.currency == '})
+    assert st == 400, doc
+    assert "syntax error" in doc["detail"] and "jsonpath" in doc["detail"]
+    st, doc = s.post("/api/destinations/invoicing/filter", {"filter": '$.data.currency == "EUR"'})
+    assert st == 200 and doc["filter"] == '($."data"."currency" == "EUR")'
+    # a path that is not a predicate, in a sentence that says what is wanted
+    st, doc = s.post("/api/destinations/invoicing/filter", {"filter": '$.data.currency'})
+    assert st == 400 and "not a predicate" in doc["detail"], doc
+    assert db.query("SELECT actor, action, detail->>'filter' FROM operator_actions") == \
+        [("api:token", "filter", '($."data"."currency" == "EUR")')]
+    # through the CLI: the message on stderr, exit 1
+    out = subprocess.run([BIN, "destination", "filter", "invoicing", "$.data.total >"],
+                         env={"DATABASE_URL": db.url, "PATH": "/usr/bin:/bin"},
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 1, out
+    assert "syntax error" in out.stderr and "jsonpath" in out.stderr
+    out = subprocess.run([BIN, "destination", "filter", "invoicing", "--none"],
+                         env={"DATABASE_URL": db.url, "PATH": "/usr/bin:/bin"},
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out
+    assert db.scalar("SELECT filter FROM destinations WHERE id = 'invoicing'") is None
+
 
 def test_a_changed_filter_applies_to_what_is_not_sent_yet_without_a_restart(stack, db):
     db.query("""UPDATE destinations SET filter = '$.data.currency == "EUR"'
