@@ -59,14 +59,14 @@ static void on_test_answer(const struct relay_test_event_result *res, void *data
     log_info("console test event",
              json_pack("{s:s,s:s,s:s,s:i}", "destination", res->destination, "actor", t->actor,
                        "webhook_id", res->webhook_id, "status", (int)res->http_status));
-    const char *p[] = {res->destination, t->actor, res->webhook_id,  res->http_status ? status : NULL,
-                       res->body,        res->error, ms};
+    const char *p[] = {
+        res->destination, t->actor, res->webhook_id, res->http_status ? status : NULL, res->body,
+        res->error,       ms};
     api_console_run(t->app, t->req, CONSOLE_DEST_TEST, p);
     free(t);
 }
 
-static void send_test(struct app *app, struct http_request *req, const char *id,
-                      const char *actor)
+static void send_test(struct app *app, struct http_request *req, const char *id, const char *actor)
 {
     const struct dest *d = destinations_find(app->dests, id);
     if (d == NULL || !d->present) {
@@ -135,7 +135,7 @@ void api_destination_post(struct app *app, struct http_request *req, const char 
     /* "console:alice" for a browser's operator; "api:<actor>" for a token holder */
     char actor[96];
     const char *named = json_string_value(json_object_get(doc, "actor"));
-    if (operator != NULL)
+    if (operator!= NULL)
         snprintf(actor, sizeof(actor), "console:%s", operator);
     else
         snprintf(actor, sizeof(actor), "api:%s",

@@ -148,8 +148,8 @@ static int run_test(PGconn *conn, const char *actor, const char *id)
     char status[16], ms[16];
     snprintf(status, sizeof(status), "%ld", t.status);
     snprintf(ms, sizeof(ms), "%d", t.ms);
-    const char *p[] = {id, actor, t.webhook_id, t.status ? status : NULL,
-                       t.body, t.error[0] ? t.error : NULL, ms};
+    const char *p[] = {
+        id, actor, t.webhook_id, t.status ? status : NULL, t.body, t.error[0] ? t.error : NULL, ms};
     PGresult *rec = PQexecParams(conn,
                                  "SELECT destination_test_record($1, $2, $3, $4::integer, $5, $6,"
                                  " $7::integer) AS id",

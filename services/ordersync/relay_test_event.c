@@ -43,15 +43,14 @@ static void test_call_free(struct test_call **pt)
 static void on_answer(const struct http_client_result *res, void *data)
 {
     struct test_call *t = data;
-    struct relay_test_event_result out = {.destination = t->destination,
-                                          .webhook_id = t->msg_id,
-                                          .http_status = res->http_status,
-                                          .error = res->http_status == 0
-                                                       ? (res->error ? res->error : "no answer")
-                                                       : NULL,
-                                          .body = res->excerpt,
-                                          .ms = (int)(res->seconds * 1000),
-                                          .aborted = res->aborted};
+    struct relay_test_event_result out = {
+        .destination = t->destination,
+        .webhook_id = t->msg_id,
+        .http_status = res->http_status,
+        .error = res->http_status == 0 ? (res->error ? res->error : "no answer") : NULL,
+        .body = res->excerpt,
+        .ms = (int)(res->seconds * 1000),
+        .aborted = res->aborted};
     t->cb(&out, t->data);
     test_call_free(&t);
 }
@@ -119,8 +118,7 @@ int relay_test_event_send(struct http_client *c, const struct dest *d, const cha
     const char *headers[4 + DESTINATIONS_MAX_HEADERS + 1] = {"Content-Type: application/json",
                                                              hdr_id, hdr_ts, hdr_sig};
     unsigned nh = 4;
-    for (char **h = set->headers; h != NULL && *h != NULL && nh < 4 + DESTINATIONS_MAX_HEADERS;
-         h++)
+    for (char **h = set->headers; h != NULL && *h != NULL && nh < 4 + DESTINATIONS_MAX_HEADERS; h++)
         headers[nh++] = *h;
     headers[nh] = NULL;
     struct http_client_request req = {.url = set->url,
