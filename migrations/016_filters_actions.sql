@@ -28,8 +28,9 @@
 -- filters: set none during a rolling upgrade), and never reads the new
 -- operator_actions rows through a join on an order. Redefined with the same
 -- signatures: delivery_state (012: 'filtered' instead of 'unrecorded' for a
--- filtered event) and sync_backlog_rows (013: pending and its age leave out
--- what the filter leaves out).
+-- filtered event), sync_backlog_rows (013: pending and its age leave out
+-- what the filter leaves out) and the view order_sync (012: a filtered event
+-- does not stop an order being fully synced).
 
 -- ---------------------------------------------------------------- filters
 
@@ -316,6 +317,28 @@ BEGIN
                          coalesce(x.n, 0));
 END;
 $$;
+
+-- 012's order_sync, same columns, one change: an event a destination's
+-- filter left out counts as done for that destination (nothing was to be
+-- sent), so an order can be fully synced with filtered events. `delivered`
+-- still counts deliveries only.
+CREATE OR REPLACE VIEW order_sync AS
+SELECT o.id AS order_id,
+       o.source_id,
+       o.external_id,
+       o.status,
+       o.financial_status,
+       count(ed.position) AS events,
+       count(ed.position) FILTER (WHERE ed.state = 'delivered') AS delivered,
+       count(ed.position) FILTER (WHERE ed.state IN ('pending', 'delivering', 'blocked'))
+           AS pending,
+       count(ed.position) FILTER (WHERE ed.state = 'dead') AS dead,
+       coalesce(bool_and(ed.state IN ('delivered', 'filtered')), true) AS fully_synced,
+       o.updated_at,
+       count(ed.position) FILTER (WHERE ed.state = 'skipped') AS skipped
+  FROM orders o
+  LEFT JOIN event_deliveries ed ON ed.order_id = o.id
+ GROUP BY o.id;
 
 -- ---------------------------------------------------------------- operator actions
 

@@ -70,6 +70,11 @@ def test_a_filtered_destination_gets_exactly_the_matching_events(stack, db):
         {"delivered"}
     assert db.scalar("SELECT count(*) FROM event_deliveries WHERE state = 'filtered'"
                      " AND destination_id = 'invoicing'") == 16
+    # nothing was to be sent: the order is fully synced, its filtered events not "delivered"
+    assert db.query("SELECT fully_synced, delivered FROM order_sync WHERE order_id = %s",
+                    (usd_order,)) == [(True, 2)]
+    assert db.query("SELECT state, delivered FROM sync_state WHERE order_id = %s"
+                    " AND destination_id = 'invoicing'", (usd_order,)) == [("synced", 0)]
 
 
 def test_an_invalid_filter_is_refused_with_the_parsers_message(stack, db):
