@@ -351,6 +351,7 @@ struct relay {
     /* relay_lease.c */
     uv_timer_t acquire_timer;
     uint64_t acquire_sent_ms; /* loop ms the acquire in flight was sent */
+    bool acquired;            /* an acquire was answered: it knows which streams it holds */
     struct buf acquire_ids;
     /* relay_complete.c */
     uv_check_t check;
