@@ -267,11 +267,11 @@ def test_concurrent_batches_with_the_same_key_one_wins(db, first_ends):
         t = threading.Thread(target=lambda: got.update(
             out=outcomes(second, ("shop", "other", "5200002"), ("shop", "same", "5200001"))))
         t.start()
-        wait_until(lambda: blocked_on_a_lock(db, second.info.backend_pid), timeout=10,
+        wait_until(lambda: blocked_on_a_lock(db, second.info.backend_pid), timeout=30,
                    what="the second batch to wait for the first")
         assert t.is_alive()
         getattr(first, first_ends)()
-        t.join(10)
+        t.join(30)
         assert not t.is_alive()
         if first_ends == "commit":
             assert got["out"] == ["applied", "duplicate"]
@@ -301,10 +301,11 @@ def test_a_key_taken_by_the_previous_release_in_flight_makes_this_ones_copy_wait
         t = threading.Thread(target=lambda: got.update(
             out=outcomes(new, ("shop", "both", "5300001"))))
         t.start()
-        wait_until(lambda: blocked_on_a_lock(db, new.info.backend_pid), timeout=10,
+        wait_until(lambda: blocked_on_a_lock(db, new.info.backend_pid), timeout=30,
                    what="this release's batch to wait for the previous one's")
         old.commit()
-        t.join(10)
+        t.join(30)
+        assert not t.is_alive()
         assert got["out"] == ["duplicate"]
     finally:
         old.close()
