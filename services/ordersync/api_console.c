@@ -25,6 +25,7 @@
 #include "console_assets.h"
 #include "console_auth.h"
 #include "log.h"
+#include "metrics.h"
 
 /* A JSON document from the console is a page of a bounded list; more is a bug. */
 #define MAX_DOC_BYTES ((size_t)16 << 20)
@@ -224,33 +225,168 @@ static bool page_limit(struct http_request *req, char out[8])
 /* ---------------------------------------------------------------- who is asking */
 
 struct caller {
-    bool session; /* by cookie (else by bearer token) */
+    bool session;     /* by cookie (else by bearer token) */
+    bool host_cookie; /* the cookie was the __Host- one */
     struct console_session s;
 };
 
+enum auth {
+    AUTH_OK,
+    AUTH_NONE,      /* no credentials, or wrong ones: 401 */
+    AUTH_THROTTLED, /* this address guessed wrong too often: 429, *wait_ms says how long */
+};
+
+static void count_refusal(const char *reason)
+{
+    char labels[48];
+    snprintf(labels, sizeof(labels), "reason=\"%s\"", reason);
+    metric_add(metrics_counter("ordersync_console_auth_refused_total",
+                               "Admin tokens refused: wrong, or not compared (throttled)", labels),
+               1);
+}
+
 /*
- * Who sent req: true with *who filled, or false when neither a valid bearer
- * token nor a valid session cookie came with it. A wrong bearer token is
- * never rescued by a cookie.
+ * Is `token` (`len` bytes) the admin token, from this request's address?
+ * A throttled address's token is not compared at all (see console_throttle.h).
  */
-static bool identify(struct app *app, struct http_request *req, struct caller *who)
+static enum auth check_token(struct app *app, struct http_request *req, const char *token,
+                             size_t len, const char *via, uint64_t *wait_ms)
+{
+    const char *peer = http_request_peer(req);
+    uint64_t now = uv_now(app->loop);
+    *wait_ms = console_throttle_wait(app->console_throttle, peer, now);
+    if (*wait_ms > 0) {
+        count_refusal("throttled");
+        return AUTH_THROTTLED;
+    }
+    if (console_auth_token_ok(&app->console_auth, token, len)) {
+        console_throttle_succeeded(app->console_throttle, peer);
+        return AUTH_OK;
+    }
+    count_refusal("wrong_token");
+    unsigned failures = 0;
+    uint64_t d = console_throttle_failed(app->console_throttle, peer, now, &failures);
+    log_warn("console token refused",
+             json_pack("{s:s,s:s,s:i}", "peer", peer, "via", via, "failures", (int)failures));
+    if (d > 0)
+        log_warn("console token guesses throttled",
+                 json_pack("{s:s,s:i,s:I}", "peer", peer, "failures", (int)failures,
+                           "retry_after_s", (json_int_t)((d + 999) / 1000)));
+    return AUTH_NONE;
+}
+
+/* Served over TLS (said by the setting, or by the proxy in front)? Then Secure + __Host-. */
+static bool secure(struct app *app, struct http_request *req)
+{
+    if (app->cfg->console_secure)
+        return true;
+    const char *proto = http_request_header(req, "x-forwarded-proto");
+    return proto != NULL && strcasecmp(proto, "https") == 0;
+}
+
+/*
+ * The session cookie's value, or NULL. With ORDERSYNC_CONSOLE_SECURE only
+ * the __Host- cookie counts: a plain one may have been planted over HTTP.
+ */
+static const char *session_value(struct app *app, struct http_request *req, size_t *len,
+                                 bool *host_cookie)
+{
+    const char *h = http_request_header(req, "cookie");
+    const char *v = console_auth_cookie(h, CONSOLE_AUTH_COOKIE_SECURE, len);
+    *host_cookie = v != NULL;
+    if (v == NULL && !app->cfg->console_secure)
+        v = console_auth_cookie(h, CONSOLE_AUTH_COOKIE, len);
+    return v;
+}
+
+/*
+ * Who sent req, as far as it can be told without the database: a bearer
+ * token (checked, and throttled per address), or a session cookie whose
+ * signature holds (whether the session is still alive is the database's to
+ * say: session_alive). A wrong bearer token is never rescued by a cookie.
+ */
+static enum auth identify(struct app *app, struct http_request *req, struct caller *who,
+                          uint64_t *wait_ms)
 {
     memset(who, 0, sizeof(*who));
+    *wait_ms = 0;
     const char *auth = http_request_header(req, "authorization");
     if (auth != NULL) {
         static const char bearer[] = "Bearer ";
         if (strncasecmp(auth, bearer, sizeof(bearer) - 1) != 0)
-            return false;
+            return AUTH_NONE;
         const char *t = auth + sizeof(bearer) - 1;
-        return console_auth_token_ok(&app->console_auth, t, strlen(t));
+        return check_token(app, req, t, strlen(t), "bearer", wait_ms);
     }
     size_t len;
-    const char *v =
-        console_auth_cookie(http_request_header(req, "cookie"), CONSOLE_AUTH_COOKIE, &len);
+    const char *v = session_value(app, req, &len, &who->host_cookie);
     if (v == NULL || !console_auth_session_check(&app->console_auth, v, len, time(NULL), &who->s))
-        return false;
+        return AUTH_NONE;
     who->session = true;
-    return true;
+    return AUTH_OK;
+}
+
+/*
+ * What to do with a request once its caller is known; `ended` is NULL when
+ * the session lives (or there is none: a bearer token), else why it does not:
+ * "expired" (idle too long, or past its 12 hours) or "invalid" (logged out,
+ * or not known: made before this release).
+ */
+typedef void (*serve_fn)(struct app *app, struct http_request *req, const struct caller *who,
+                         const char *ended);
+
+/* A request waiting for its session's row: what to do with the answer. */
+struct session_wait {
+    struct app *app;
+    struct http_request *req;
+    struct caller who;
+    serve_fn serve;
+};
+
+static void on_session_touched(void *ctx, enum console_status st, const char *json,
+                               const char *detail)
+{
+    struct session_wait *w = ctx;
+    json_t *doc = st == CONSOLE_OK ? json_loads(json, 0, NULL) : NULL;
+    if (doc != NULL) {
+        bool alive = json_is_true(json_object_get(doc, "alive"));
+        bool gone = json_is_true(json_object_get(doc, "ended")) ||
+                    !json_is_true(json_object_get(doc, "known"));
+        w->serve(w->app, w->req, &w->who, alive ? NULL : gone ? "invalid" : "expired");
+        json_decref(doc);
+    } else {
+        /* whether it was logged out cannot be told: closed, not open */
+        struct http_header h = {"Retry-After", "1"};
+        api_error(w->req, 503, "database_unavailable",
+                  "the console's database connection is down; try again", &h, 1);
+    }
+    free(w);
+}
+
+/*
+ * Is the session of a signed cookie still alive: not logged out, not idle
+ * past ORDERSYNC_CONSOLE_IDLE_TIMEOUT_S, not past its 12 hours? Asks its row
+ * (which counts this use), then calls serve(alive) once, or answers 503.
+ */
+static void session_alive(struct app *app, struct http_request *req, const struct caller *who,
+                          serve_fn serve)
+{
+    struct session_wait *w = malloc(sizeof(*w));
+    if (w == NULL) {
+        api_error(req, 500, "internal_error", "out of memory", NULL, 0);
+        return;
+    }
+    *w = (struct session_wait){.app = app, .req = req, .who = *who, .serve = serve};
+    char idle[24];
+    snprintf(idle, sizeof(idle), "%lld", (long long)app->cfg->console_idle_timeout_s);
+    const char *p[] = {who->s.id, idle};
+    int rc = console_run(app->console, CONSOLE_SESSION_TOUCH, p, on_session_touched, w);
+    if (rc < 0) {
+        free(w);
+        struct http_header h = {"Retry-After", "1"};
+        api_error(req, 503, "database_unavailable", "the console's database connection is down", &h,
+                  1);
+    }
 }
 
 /*
@@ -260,11 +396,11 @@ static bool identify(struct app *app, struct http_request *req, struct caller *w
  * revoked, or the admin token changed), NULL without a cookie. Only a hint:
  * the cookie was not accepted either way.
  */
-static const char *session_problem(struct http_request *req)
+static const char *session_problem(struct app *app, struct http_request *req)
 {
     size_t len;
-    const char *v =
-        console_auth_cookie(http_request_header(req, "cookie"), CONSOLE_AUTH_COOKIE, &len);
+    bool host_cookie;
+    const char *v = session_value(app, req, &len, &host_cookie);
     if (v == NULL || len == 0)
         return NULL;
     if (len > 3 && memcmp(v, "v1.", 3) == 0) {
@@ -283,9 +419,18 @@ static bool same_origin(struct http_request *req)
                                     http_request_header(req, "host"));
 }
 
+/* "Retry-After: <s>" for a wait in ms, rounded up (buf of 24). */
+static struct http_header retry_after(uint64_t wait_ms, char buf[24])
+{
+    snprintf(buf, 24, "%llu", (unsigned long long)((wait_ms + 999) / 1000));
+    return (struct http_header){"Retry-After", buf};
+}
+
 /* ---------------------------------------------------------------- pages */
 
-static void send_asset(struct http_request *req, const char *name, int status, const char *message)
+/* An embedded file, a page's message slot filled with `message`, and extra headers. */
+static void send_asset_with(struct http_request *req, const char *name, int status,
+                            const char *message, const struct http_header *extra, size_t n_extra)
 {
     const struct console_asset *a = console_asset_find(name);
     if (a == NULL) {
@@ -296,7 +441,7 @@ static void send_asset(struct http_request *req, const char *name, int status, c
     static const char slot[] = "<!--message-->";
     const char *at = page && message ? strstr((const char *)a->data, slot) : NULL;
     if (at == NULL) {
-        respond(req, status, a->content_type, (const char *)a->data, a->len, NULL, 0, page);
+        respond(req, status, a->content_type, (const char *)a->data, a->len, extra, n_extra, page);
         return;
     }
     /* messages are constant strings of ours: nothing from the request is echoed */
@@ -307,8 +452,13 @@ static void send_asset(struct http_request *req, const char *name, int status, c
         buf_append_str(&b, at + sizeof(slot) - 1) < 0)
         api_error(req, 500, "internal_error", "out of memory", NULL, 0);
     else
-        respond(req, status, a->content_type, b.data, b.len, NULL, 0, true);
+        respond(req, status, a->content_type, b.data, b.len, extra, n_extra, true);
     buf_free(&b);
+}
+
+static void send_asset(struct http_request *req, const char *name, int status, const char *message)
+{
+    send_asset_with(req, name, status, message, NULL, 0);
 }
 
 static void redirect(struct http_request *req, const char *to, const char *cookie)
@@ -317,15 +467,39 @@ static void redirect(struct http_request *req, const char *to, const char *cooki
     respond(req, 303, "text/plain; charset=utf-8", "", 0, h, cookie ? 2 : 1, true);
 }
 
-/* Cookie attributes: the page's script never sees it, other sites never send it. */
-static void session_cookie(struct http_request *req, const char *value, long max_age, char *out,
+/*
+ * Cookie attributes: the page's script never sees it, other sites never
+ * send it; over TLS the browser sends it over TLS only, and its __Host- name
+ * keeps any other origin from setting or shadowing it.
+ */
+static void session_cookie(bool host_cookie, const char *value, long max_age, char *out,
                            size_t size)
 {
-    /* behind a TLS proxy the browser should send it over TLS only */
-    const char *proto = http_request_header(req, "x-forwarded-proto");
-    bool tls = proto != NULL && strcasecmp(proto, "https") == 0;
     snprintf(out, size, "%s=%s; Path=/; HttpOnly; SameSite=Strict; Max-Age=%ld%s",
-             CONSOLE_AUTH_COOKIE, value, max_age, tls ? "; Secure" : "");
+             host_cookie ? CONSOLE_AUTH_COOKIE_SECURE : CONSOLE_AUTH_COOKIE, value, max_age,
+             host_cookie ? "; Secure" : "");
+}
+
+/* A login waiting for its session's row. */
+struct login_wait {
+    struct http_request *req;
+    char cookie[CONSOLE_AUTH_COOKIE_SIZE + 128];
+    char name[CONSOLE_AUTH_MAX_NAME + 1];
+};
+
+static void on_session_started(void *ctx, enum console_status st, const char *json,
+                               const char *detail)
+{
+    struct login_wait *w = ctx;
+    if (st == CONSOLE_OK) {
+        log_info("console login",
+                 json_pack("{s:s,s:s}", "peer", http_request_peer(w->req), "operator", w->name));
+        redirect(w->req, "/console", w->cookie);
+    } else {
+        send_asset(w->req, "login.html", 503,
+                   "The console's database connection is down: try again in a moment.");
+    }
+    free(w);
 }
 
 /* The login page's message for /console/login?why=...: constant strings, nothing echoed. */
@@ -361,9 +535,19 @@ static void login(struct app *app, struct http_request *req)
     char token[512], name[CONSOLE_AUTH_MAX_NAME + 1];
     int t = form_value(body, len, "token", token, sizeof(token));
     int n = form_value(body, len, "name", name, sizeof(name));
-    if (t != 1 || !console_auth_token_ok(&app->console_auth, token, strlen(token))) {
-        log_warn("console login refused",
-                 json_pack("{s:s,s:s}", "peer", http_request_peer(req), "reason", "wrong token"));
+    uint64_t wait_ms = 0;
+    enum auth a =
+        t == 1 ? check_token(app, req, token, strlen(token), "login", &wait_ms) : AUTH_NONE;
+    if (a == AUTH_THROTTLED) {
+        /* the token was not even compared; the page says no more than the header */
+        char ra[24];
+        struct http_header h = retry_after(wait_ms, ra);
+        send_asset_with(req, "login.html", 429,
+                        "Too many wrong tokens from your address: wait a while and try again.", &h,
+                        1);
+        return;
+    }
+    if (a != AUTH_OK) {
         send_asset(req, "login.html", 401, "That is not the admin token.");
         return;
     }
@@ -374,16 +558,49 @@ static void login(struct app *app, struct http_request *req)
         return;
     }
     unsigned char nonce[16];
-    char value[CONSOLE_AUTH_COOKIE_SIZE], cookie[CONSOLE_AUTH_COOKIE_SIZE + 128];
-    if (RAND_bytes(nonce, sizeof(nonce)) != 1 ||
-        console_auth_session_new(&app->console_auth, name, time(NULL), nonce, value) < 0) {
+    char value[CONSOLE_AUTH_COOKIE_SIZE];
+    struct console_session s;
+    time_t now = time(NULL);
+    struct login_wait *w = malloc(sizeof(*w));
+    if (w == NULL || RAND_bytes(nonce, sizeof(nonce)) != 1 ||
+        console_auth_session_new(&app->console_auth, name, now, nonce, value) < 0 ||
+        !console_auth_session_check(&app->console_auth, value, strlen(value), now, &s)) {
+        free(w);
         api_error(req, 500, "internal_error", "could not start a session", NULL, 0);
         return;
     }
-    session_cookie(req, value, CONSOLE_AUTH_SESSION_S, cookie, sizeof(cookie));
-    log_info("console login",
-             json_pack("{s:s,s:s}", "peer", http_request_peer(req), "operator", name));
-    redirect(req, "/console", cookie);
+    w->req = req;
+    snprintf(w->name, sizeof(w->name), "%s", name);
+    session_cookie(secure(app, req), value, CONSOLE_AUTH_SESSION_S, w->cookie, sizeof(w->cookie));
+    char expires[24];
+    snprintf(expires, sizeof(expires), "%lld", (long long)s.expires);
+    const char *p[] = {s.id, name, http_request_peer(req), expires};
+    if (console_run(app->console, CONSOLE_SESSION_START, p, on_session_started, w) < 0) {
+        free(w);
+        send_asset(req, "login.html", 503,
+                   "The console's database connection is down: try again in a moment.");
+    }
+}
+
+/* A logout waiting for its session's row to be ended. */
+struct logout_wait {
+    struct http_request *req;
+    char cookie[128];
+};
+
+static void on_session_ended(void *ctx, enum console_status st, const char *json,
+                             const char *detail)
+{
+    struct logout_wait *w = ctx;
+    if (st == CONSOLE_OK || st == CONSOLE_NOT_FOUND) {
+        redirect(w->req, "/console/login", w->cookie);
+    } else {
+        /* the cookie would still open the console elsewhere: say so, keep it */
+        struct http_header h = {"Retry-After", "1"};
+        api_error(w->req, 503, "database_unavailable",
+                  "the session could not be ended (database unavailable): try again", &h, 1);
+    }
+    free(w);
 }
 
 static void logout(struct app *app, struct http_request *req)
@@ -400,14 +617,36 @@ static void logout(struct app *app, struct http_request *req)
         const char *h = http_request_header(req, "x-csrf-token");
         snprintf(csrf, sizeof(csrf), "%s", h ? h : "");
     }
-    if (!same_origin(req) || !identify(app, req, &who) || !who.session ||
+    uint64_t wait_ms;
+    if (!same_origin(req) || identify(app, req, &who, &wait_ms) != AUTH_OK || !who.session ||
         !console_auth_csrf_ok(&who.s, csrf)) {
         api_error(req, 403, "forbidden", "not a logout from this console", NULL, 0);
         return;
     }
-    char cookie[128];
-    session_cookie(req, "", 0, cookie, sizeof(cookie));
-    redirect(req, "/console/login", cookie);
+    struct logout_wait *w = malloc(sizeof(*w));
+    if (w == NULL) {
+        api_error(req, 500, "internal_error", "out of memory", NULL, 0);
+        return;
+    }
+    w->req = req;
+    session_cookie(who.host_cookie, "", 0, w->cookie, sizeof(w->cookie));
+    const char *p[] = {who.s.id};
+    if (console_run(app->console, CONSOLE_SESSION_END, p, on_session_ended, w) < 0) {
+        free(w);
+        struct http_header h = {"Retry-After", "1"};
+        api_error(req, 503, "database_unavailable",
+                  "the session could not be ended (database unavailable): try again", &h, 1);
+    }
+}
+
+/* GET /console once the session's row has answered. */
+static void serve_index(struct app *app, struct http_request *req, const struct caller *who,
+                        const char *ended)
+{
+    if (ended == NULL)
+        send_asset(req, "index.html", 200, NULL);
+    else
+        redirect(req, "/console/login", NULL);
 }
 
 void api_console_page(struct app *app, struct http_request *req)
@@ -437,8 +676,12 @@ void api_console_page(struct app *app, struct http_request *req)
     }
     if (rest[0] == '\0' || strcmp(rest, "/") == 0) {
         struct caller who;
-        if (!identify(app, req, &who))
+        uint64_t wait_ms;
+        enum auth a = identify(app, req, &who, &wait_ms);
+        if (a != AUTH_OK)
             redirect(req, "/console/login", NULL);
+        else if (who.session)
+            session_alive(app, req, &who, serve_index);
         else
             send_asset(req, "index.html", 200, NULL);
         return;
@@ -696,31 +939,25 @@ static void post_action(struct app *app, struct http_request *req, bool replay,
     json_decref(doc);
 }
 
-void api_console_api(struct app *app, struct http_request *req)
+/* An /api/ request from an identified caller (a session: once its row said whether it lives). */
+static void serve_api(struct app *app, struct http_request *req, const struct caller *c,
+                      const char *ended)
 {
-    const char *path = http_request_path(req) + strlen("/api/");
-    if (!app->console_enabled) {
-        api_error(req, 404, "console_off",
-                  "the console is off: set ORDERSYNC_ADMIN_TOKEN to turn it on", NULL, 0);
-        return;
-    }
-    struct caller who;
-    if (!identify(app, req, &who)) {
+    if (ended != NULL) {
         struct http_header h = {"WWW-Authenticate", "Bearer realm=\"ordersync console\""};
-        const char *why = http_request_header(req, "authorization") ? NULL : session_problem(req);
-        api_error(req, 401,
-                  why == NULL                   ? "unauthorized"
-                  : strcmp(why, "expired") == 0 ? "session_expired"
-                                                : "session_invalid",
-                  why == NULL ? "send Authorization: Bearer <ORDERSYNC_ADMIN_TOKEN>, or log in at "
-                                "/console"
-                  : strcmp(why, "expired") == 0
-                      ? "your session expired: log in again"
-                      : "your session is no longer valid (logged out, revoked, or the admin "
-                        "token changed): log in again",
-                  &h, 1);
+        if (strcmp(ended, "expired") == 0)
+            api_error(req, 401, "session_expired",
+                      "your session expired (idle too long, or past its 12 hours): log in again",
+                      &h, 1);
+        else
+            api_error(req, 401, "session_invalid",
+                      "your session has ended (logged out, or made before an upgrade): log in "
+                      "again",
+                      &h, 1);
         return;
     }
+    const struct caller who = *c;
+    const char *path = http_request_path(req) + strlen("/api/");
     bool replay = strcmp(path, "deliveries/replay") == 0;
     if (replay || strcmp(path, "deliveries/skip") == 0) {
         if (!is_post(req)) {
@@ -762,4 +999,49 @@ void api_console_api(struct app *app, struct http_request *req)
     } else {
         api_error(req, 404, "not_found", "no such endpoint", NULL, 0);
     }
+}
+
+void api_console_api(struct app *app, struct http_request *req)
+{
+    if (!app->console_enabled) {
+        api_error(req, 404, "console_off",
+                  "the console is off: set ORDERSYNC_ADMIN_TOKEN to turn it on", NULL, 0);
+        return;
+    }
+    struct caller who;
+    uint64_t wait_ms;
+    switch (identify(app, req, &who, &wait_ms)) {
+    case AUTH_THROTTLED: {
+        char ra[24];
+        struct http_header h = retry_after(wait_ms, ra);
+        api_error(req, 429, "too_many_attempts",
+                  "too many wrong tokens from this address: try again after Retry-After seconds",
+                  &h, 1);
+        return;
+    }
+    case AUTH_NONE: {
+        /* a cookie that came with it says why, for the page to tell the operator */
+        const char *why =
+            http_request_header(req, "authorization") ? NULL : session_problem(app, req);
+        struct http_header h = {"WWW-Authenticate", "Bearer realm=\"ordersync console\""};
+        api_error(req, 401,
+                  why == NULL                   ? "unauthorized"
+                  : strcmp(why, "expired") == 0 ? "session_expired"
+                                                : "session_invalid",
+                  why == NULL ? "send Authorization: Bearer <ORDERSYNC_ADMIN_TOKEN>, or log in at "
+                                "/console"
+                  : strcmp(why, "expired") == 0
+                      ? "your session expired: log in again"
+                      : "your session is no longer valid (logged out, revoked, or the admin "
+                        "token changed): log in again",
+                  &h, 1);
+        return;
+    }
+    case AUTH_OK:
+        break;
+    }
+    if (who.session)
+        session_alive(app, req, &who, serve_api);
+    else
+        serve_api(app, req, &who, NULL);
 }
