@@ -43,8 +43,9 @@ static void count_refusal(const char *reason)
  * Is `token` (`len` bytes) the admin token, from this request's address?
  * A throttled address's token is not compared at all (see console_throttle.h).
  */
-static enum api_console_auth check_token(struct app *app, struct http_request *req, const char *token,
-                             size_t len, const char *via, uint64_t *wait_ms)
+static enum api_console_auth check_token(struct app *app, struct http_request *req,
+                                         const char *token, size_t len, const char *via,
+                                         uint64_t *wait_ms)
 {
     const char *peer = http_request_peer(req);
     uint64_t now = uv_now(app->loop);
@@ -99,8 +100,8 @@ static const char *session_value(struct app *app, struct http_request *req, size
  * signature holds (whether the session is still alive is the database's to
  * say: session_alive). A wrong bearer token is never rescued by a cookie.
  */
-enum api_console_auth api_console_identify(struct app *app, struct http_request *req, struct api_console_caller *who,
-                          uint64_t *wait_ms)
+enum api_console_auth api_console_identify(struct app *app, struct http_request *req,
+                                           struct api_console_caller *who, uint64_t *wait_ms)
 {
     memset(who, 0, sizeof(*who));
     *wait_ms = 0;
@@ -143,7 +144,7 @@ static void on_session_touched(void *ctx, enum console_status st, const char *js
         /* whether it was logged out cannot be told: closed, not open */
         struct http_header h = {"Retry-After", "1"};
         api_console_error(w->req, 503, "database_unavailable",
-                  "the console's database connection is down; try again", &h, 1);
+                          "the console's database connection is down; try again", &h, 1);
     }
     free(w);
 }
@@ -153,8 +154,8 @@ static void on_session_touched(void *ctx, enum console_status st, const char *js
  * past ORDERSYNC_CONSOLE_IDLE_TIMEOUT_S, not past its 12 hours? Asks its row
  * (which counts this use), then calls serve(alive) once, or answers 503.
  */
-void api_console_session_alive(struct app *app, struct http_request *req, const struct api_console_caller *who,
-                          api_console_serve_fn serve)
+void api_console_session_alive(struct app *app, struct http_request *req,
+                               const struct api_console_caller *who, api_console_serve_fn serve)
 {
     struct session_wait *w = malloc(sizeof(*w));
     if (w == NULL) {
@@ -169,8 +170,8 @@ void api_console_session_alive(struct app *app, struct http_request *req, const 
     if (rc < 0) {
         free(w);
         struct http_header h = {"Retry-After", "1"};
-        api_console_error(req, 503, "database_unavailable", "the console's database connection is down", &h,
-                  1);
+        api_console_error(req, 503, "database_unavailable",
+                          "the console's database connection is down", &h, 1);
     }
 }
 
@@ -226,7 +227,8 @@ static void send_asset_with(struct http_request *req, const char *name, int stat
     static const char slot[] = "<!--message-->";
     const char *at = page && message ? strstr((const char *)a->data, slot) : NULL;
     if (at == NULL) {
-        api_console_respond(req, status, a->content_type, (const char *)a->data, a->len, extra, n_extra, page);
+        api_console_respond(req, status, a->content_type, (const char *)a->data, a->len, extra,
+                            n_extra, page);
         return;
     }
     /* messages are constant strings of ours: nothing from the request is echoed */
@@ -321,8 +323,9 @@ static void login(struct app *app, struct http_request *req)
     int t = api_console_form_value(body, len, "token", token, sizeof(token));
     int n = api_console_form_value(body, len, "name", name, sizeof(name));
     uint64_t wait_ms = 0;
-    enum api_console_auth a =
-        t == 1 ? check_token(app, req, token, strlen(token), "login", &wait_ms) : API_CONSOLE_AUTH_NONE;
+    enum api_console_auth a = t == 1
+                                  ? check_token(app, req, token, strlen(token), "login", &wait_ms)
+                                  : API_CONSOLE_AUTH_NONE;
     if (a == API_CONSOLE_AUTH_THROTTLED) {
         /* the token was not even compared; the page says no more than the header */
         char ra[24];
@@ -383,7 +386,8 @@ static void on_session_ended(void *ctx, enum console_status st, const char *json
         /* the cookie would still open the console elsewhere: say so, keep it */
         struct http_header h = {"Retry-After", "1"};
         api_console_error(w->req, 503, "database_unavailable",
-                  "the session could not be ended (database unavailable): try again", &h, 1);
+                          "the session could not be ended (database unavailable): try again", &h,
+                          1);
     }
     free(w);
 }
@@ -403,7 +407,8 @@ static void logout(struct app *app, struct http_request *req)
         snprintf(csrf, sizeof(csrf), "%s", h ? h : "");
     }
     uint64_t wait_ms;
-    if (!api_console_same_origin(req) || api_console_identify(app, req, &who, &wait_ms) != API_CONSOLE_AUTH_OK || !who.session ||
+    if (!api_console_same_origin(req) ||
+        api_console_identify(app, req, &who, &wait_ms) != API_CONSOLE_AUTH_OK || !who.session ||
         !console_auth_csrf_ok(&who.s, csrf)) {
         api_console_error(req, 403, "forbidden", "not a logout from this console", NULL, 0);
         return;
@@ -420,13 +425,14 @@ static void logout(struct app *app, struct http_request *req)
         free(w);
         struct http_header h = {"Retry-After", "1"};
         api_console_error(req, 503, "database_unavailable",
-                  "the session could not be ended (database unavailable): try again", &h, 1);
+                          "the session could not be ended (database unavailable): try again", &h,
+                          1);
     }
 }
 
 /* GET /console once the session's row has answered. */
-static void serve_index(struct app *app, struct http_request *req, const struct api_console_caller *who,
-                        const char *ended)
+static void serve_index(struct app *app, struct http_request *req,
+                        const struct api_console_caller *who, const char *ended)
 {
     if (ended == NULL)
         send_asset(req, "index.html", 200, NULL);
@@ -439,7 +445,8 @@ void api_console_page(struct app *app, struct http_request *req)
     const char *path = http_request_path(req);
     const char *rest = path + strlen("/console");
     /* the script and the style hold nothing secret: the login and "off" pages use them too */
-    if ((strcmp(rest, "/app.css") == 0 || strcmp(rest, "/app.js") == 0) && api_console_is_get(req)) {
+    if ((strcmp(rest, "/app.css") == 0 || strcmp(rest, "/app.js") == 0) &&
+        api_console_is_get(req)) {
         send_asset(req, rest + 1, 200, NULL);
         return;
     }
@@ -473,4 +480,3 @@ void api_console_page(struct app *app, struct http_request *req)
     }
     api_console_error(req, 404, "not_found", "no such page", NULL, 0);
 }
-
