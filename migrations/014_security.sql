@@ -178,10 +178,12 @@ END;
 $$;
 -- the views of the README's "Sync state in SQL", and what scripts/sync-status
 -- and scripts/check-consistency read; never inbound_events (webhooks exactly
--- as sent) nor console_sessions
+-- as sent) nor console_sessions. A function a view calls runs with the
+-- reader's rights, not the view owner's: event_deliveries' delivery_state()
+-- (012) reads delivery_log and delivery_skips, so those are granted too.
 GRANT SELECT ON sync_state, sync_backlog, order_sync, event_deliveries, poll_state,
-                orders, order_lines, delivery_attempts, events, deliveries, delivery_streams,
-                subscriptions
+                orders, order_lines, delivery_attempts, delivery_log, delivery_skips, events,
+                deliveries, delivery_streams, subscriptions
     TO ordersync_reader;
 -- Sources and destinations without their secrets: not secret, previous_secret,
 -- poll_auth_header, headers, feed_token, and not the URLs either: a poll

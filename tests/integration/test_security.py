@@ -9,6 +9,7 @@ import json
 import os
 import re
 import socket
+import subprocess
 import sys
 import time
 import urllib.parse
@@ -503,6 +504,19 @@ def test_ordersync_serves_everything_as_the_runtime_role(db, login_role):
             c.execute("UPDATE event_store_settings SET retention = '1 minute'")
             c.execute("SELECT name, action FROM event_store_retire(now() + interval '1 minute')").fetchall()
             assert c.execute("SELECT to_regclass('events_p_before_v5')").fetchone()[0] is None
+        # a person holding the reader role reads what the service produced: every view of the
+        # README, with rows in it (their functions run with the reader's rights), and
+        # scripts/sync-status
+        reader = as_user(db.url, login_role("ordersync_reader"))
+        with psycopg.connect(reader, autocommit=True) as c:
+            for view in ("sync_state", "sync_backlog", "order_sync", "event_deliveries",
+                         "poll_state", "order_lines"):
+                assert c.execute(f"SELECT count(*) FROM {view}").fetchone()[0] > 0, view
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                c.execute("SELECT url FROM destinations")
+        st = subprocess.run([os.path.join(REPO, "scripts", "sync-status")], capture_output=True,
+                            text=True, env=dict(os.environ, DATABASE_URL=reader), timeout=60)
+        assert st.returncode == 0 and "flaky" in st.stdout, st.stderr
         # nothing anywhere was refused for want of a right
         text = json.dumps(a.proc.logs)
         for refusal in ("permission denied", "must be owner", "could not make partitions",
