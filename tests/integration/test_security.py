@@ -157,7 +157,10 @@ def test_wrong_logins_are_throttled_with_a_growing_wait(admins):
     assert a.login(token="wrong-guess-after-the-wait")[0] == 401
     st, hd, _ = a.login(token="wrong-guess-right-after")
     assert st == 429 and int(hd["retry-after"]) > first
-    throttled = a.proc.wait_log(lambda r: r.get("msg") == "console token guesses throttled")
+    # (the log is read by a thread: wait for the second wait's line, not just any)
+    a.proc.wait_log(lambda r: r.get("msg") == "console token guesses throttled"
+                    and r.get("failures") == 7)
+    throttled = a.proc.log_lines("console token guesses throttled")
     assert throttled and throttled[0]["peer"] == "127.0.0.1" and throttled[0]["retry_after_s"] >= 1
     assert [r["failures"] for r in throttled][:2] == [6, 7]
     assert TOKEN not in json.dumps(a.proc.logs)
