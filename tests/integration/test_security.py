@@ -424,6 +424,72 @@ def as_user(url, user):
     return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}@{parts.hostname}:{parts.port}"))
 
 
+# What each role may do with every object of the schema, whichever migration made it: a table
+# or view added later without its grants fails here before it fails in production.
+READER_VIEWS = {"sync_state", "sync_backlog", "order_sync", "event_deliveries", "poll_state",
+                "order_lines"}
+READER_TABLES = {"orders", "delivery_attempts", "delivery_log", "delivery_skips", "events",
+                 "deliveries", "delivery_streams", "subscriptions"}
+# what the runtime may not do to a table (the configuration is the operator's; sources and
+# destinations get UPDATE on the runtime's own columns only, tested above)
+RUNTIME_DENIED = {"schema_migrations": "INSERT UPDATE DELETE", "subscriptions": "INSERT UPDATE DELETE",
+                  "sources": "INSERT UPDATE DELETE", "destinations": "INSERT UPDATE DELETE",
+                  "event_store_settings": "INSERT DELETE", "operator_actions": "UPDATE DELETE"}
+
+
+def test_every_object_of_the_schema_has_the_rights_its_roles_need(db):
+    rt, rd = "ordersync_runtime", "ordersync_reader"
+    rels = db.query("SELECT c.relname, c.relkind, c.relowner::regrole::text = %s FROM pg_class c"
+                    " WHERE c.relnamespace = current_schema()::regnamespace"
+                    " AND c.relkind IN ('r', 'p', 'v', 'm', 'S') AND NOT c.relispartition", (rt,))
+    kinds = {k for _, k, _ in rels}
+    assert {"r", "p", "v", "S"} <= kinds
+    # the event store (and its sequence) is the runtime's own: it makes and drops partitions
+    assert {n for n, _, owned in rels if owned} == {"events", "inbound_events", "delivery_attempts",
+                                                    "delivery_log", "inbound_event_id"}
+    for name, kind, owned in rels:
+        if kind == "S":
+            assert priv(db, "sequence", rt, name, "USAGE"), name
+            assert not priv(db, "sequence", rd, name, "USAGE"), name
+            continue
+        assert priv(db, "table", rt, name, "SELECT"), name
+        assert priv(db, "table", rt, name, "TRUNCATE, REFERENCES, TRIGGER") == owned, name
+        for p in ("INSERT", "UPDATE", "DELETE"):
+            # views are never written through: that would be with their owner's rights
+            may = kind in ("r", "p") and p not in RUNTIME_DENIED.get(name, "")
+            assert priv(db, "table", rt, name, p) == may, (name, p)
+            assert not priv(db, "table", rd, name, p), (name, p)
+        reads = name in (READER_VIEWS if kind in ("v", "m") else READER_TABLES)
+        assert priv(db, "table", rd, name, "SELECT") == reads, name
+    # every function is the runtime's to call; one that runs with its owner's rights is
+    # nobody else's (PUBLIC is every role of the cluster) and resolves names in the schema
+    # alone, never first in the caller's temporary tables
+    funcs = db.query("SELECT p.oid::regprocedure::text, p.prosecdef, p.proconfig,"
+                     " EXISTS (SELECT 1 FROM aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) a"
+                     "          WHERE a.grantee = 0 AND a.privilege_type = 'EXECUTE')"
+                     " FROM pg_proc p WHERE p.pronamespace = current_schema()::regnamespace"
+                     " AND p.prokind = 'f'")
+    definers = set()
+    for sig, definer, config, public in funcs:
+        assert priv(db, "function", rt, sig, "EXECUTE"), sig
+        if definer:
+            definers.add(sig.split("(")[0])
+            assert not public, sig
+            path = [c for c in (config or []) if c.startswith("search_path=")]
+            assert path and path[0].endswith(", pg_temp"), (sig, config)
+    assert definers == {"event_store_extend", "sync_backlog_rows"}
+    assert priv(db, "function", rd, "sync_backlog_rows()", "EXECUTE")
+    # and what a later migration makes, applied by the same owner, is the runtime's too
+    db.query("CREATE TABLE later_t (id bigserial PRIMARY KEY, v text)")
+    db.query("CREATE FUNCTION later_f() RETURNS int LANGUAGE sql AS 'SELECT 1'")
+    db.query("REVOKE EXECUTE ON FUNCTION later_f() FROM PUBLIC")
+    assert priv(db, "table", rt, "later_t", "SELECT, INSERT, UPDATE, DELETE")
+    assert priv(db, "sequence", rt, "later_t_id_seq", "USAGE")
+    assert priv(db, "function", rt, "later_f()", "EXECUTE")
+    assert not priv(db, "table", rd, "later_t", "SELECT")
+    assert not priv(db, "function", rd, "later_f()", "EXECUTE")
+
+
 def test_ordersync_serves_everything_as_the_runtime_role(db, login_role):
     """ingest, relay (with a breaker, a dead event and a 410), a feed, a poller,
     partition maintenance and the console, with nothing but the runtime's rights."""
@@ -515,6 +581,10 @@ def test_ordersync_serves_everything_as_the_runtime_role(db, login_role):
             for view in ("sync_state", "sync_backlog", "order_sync", "event_deliveries",
                          "poll_state", "order_lines"):
                 assert c.execute(f"SELECT count(*) FROM {view}").fetchone()[0] > 0, view
+            # the console's functions for an order page: no secret column among what they read
+            docs = c.execute("SELECT order_delivery_states(id)::text, order_deliveries_doc(id, 0)::text"
+                             " FROM orders").fetchall()
+            assert docs and all("inventory" in d for _, d in docs), docs
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 c.execute("SELECT url FROM destinations")
         st = subprocess.run([os.path.join(REPO, "scripts", "sync-status")], capture_output=True,
