@@ -131,8 +131,8 @@ bool relay_send(struct relay *r, struct job *j, char *err, size_t errlen)
     j->started = wall_now();
     int64_t ts = (int64_t)j->started;
     snprintf(hdr_ts, sizeof(hdr_ts), "webhook-timestamp: %lld", (long long)ts);
-    int rc =
-        relay_sign_line(set, j->msg_id, ts, j->payload, j->payload_len, hdr_sig, sizeof(hdr_sig));
+    int rc = relay_sign_line(&rd->signer, set, j->msg_id, ts, j->payload, j->payload_len, hdr_sig,
+                             sizeof(hdr_sig));
     if (rc < 0) {
         snprintf(err, errlen, "not sent: %s",
                  rc == -ENOMEM ? "out of memory"
