@@ -60,8 +60,8 @@ fail:
     return rc;
 }
 
-int hmac_sha256_parts(struct hmac_sha256 *h, const void *const *parts, const size_t *lens,
-                      size_t n, unsigned char out[HMAC_SHA256_LEN])
+int hmac_sha256_parts(struct hmac_sha256 *h, const void *const *parts, const size_t *lens, size_t n,
+                      unsigned char out[HMAC_SHA256_LEN])
 {
     size_t outlen = 0;
 

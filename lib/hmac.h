@@ -25,9 +25,8 @@ int hmac_sha256_new(const void *key, size_t keylen, struct hmac_sha256 **out)
  * The MAC of the concatenation of parts[0..n) (lens[i] bytes each; borrowed)
  * into out. Returns 0 or -ENOMEM (OpenSSL failed).
  */
-int hmac_sha256_parts(struct hmac_sha256 *h, const void *const *parts, const size_t *lens,
-                      size_t n, unsigned char out[HMAC_SHA256_LEN])
-    __attribute__((warn_unused_result));
+int hmac_sha256_parts(struct hmac_sha256 *h, const void *const *parts, const size_t *lens, size_t n,
+                      unsigned char out[HMAC_SHA256_LEN]) __attribute__((warn_unused_result));
 /* Frees it (the key material is cleansed by OpenSSL). Sets *h to NULL. */
 void hmac_sha256_free(struct hmac_sha256 **h);
 

@@ -19,11 +19,10 @@
 #include <string.h>
 #include <time.h>
 
-#include <openssl/rand.h>
-
 #include "http_client.h"
 #include "log.h"
 #include "metrics.h"
+#include "prng.h"
 
 static double wall_now(void)
 {
@@ -34,9 +33,7 @@ static double wall_now(void)
 
 static double jitter(void)
 {
-    unsigned short v = 0;
-    if (RAND_bytes((unsigned char *)&v, sizeof(v)) != 1)
-        v = (unsigned short)rand();
+    uint16_t v = (uint16_t)(prng_u64() >> 48); /* no secret: lib/prng, not the DRBG */
     return 1.0 + 0.2 * ((double)v / 65535.0);
 }
 
