@@ -369,6 +369,7 @@ static void finish(struct http_client *d, struct xfer *x, CURLcode code)
     d->in_flight--;
     list_remove(&x->node);
     x->res.seconds = (double)(uv_hrtime() - x->t0) / 1e9;
+    curl_easy_getinfo(x->easy, CURLINFO_NUM_CONNECTS, &x->res.connects);
     if (code == CURLE_OK) {
         curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &x->res.http_status);
         x->res.error = NULL;
