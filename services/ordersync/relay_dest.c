@@ -124,7 +124,9 @@ void relay_dest_free_all(struct relay *r)
     list_foreach_safe(n, tmp, &r->rdests)
     {
         list_remove(n);
-        free(list_entry(n, struct relay_dest, node));
+        struct relay_dest *rd = list_entry(n, struct relay_dest, node);
+        relay_signer_clear(&rd->signer);
+        free(rd);
     }
 }
 

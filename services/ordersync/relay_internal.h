@@ -33,6 +33,7 @@
 #include "buf.h"
 #include "db.h"
 #include "destinations.h"
+#include "hmac.h"
 #include "list.h"
 #include "relay.h"
 #include "relay_policy.h"
@@ -96,6 +97,13 @@ bool relay_conv_back(enum relay_conv *c);
  * flight point to it after their stream went), so that the feed, which reads
  * the same registry, never sees any of it.
  */
+/* A destination's secrets, keyed (lib/hmac) for as long as they do not change
+   (relay_sign.c). Zeroed = nothing keyed yet. */
+struct relay_signer {
+    char *secret, *prev_secret;         /* what key and prev_key were made from (copies) */
+    struct hmac_sha256 *key, *prev_key; /* prev_key: NULL without a previous secret */
+};
+
 struct relay_dest {
     struct list_node node; /* relay.rdests */
     struct dest *d;        /* borrowed: entries live as long as the registry */
@@ -113,6 +121,7 @@ struct relay_dest {
        (the statement that disables it in the table is on its way) */
     bool gone;
     uint64_t gone_generation;
+    struct relay_signer signer; /* its secrets, keyed */
     struct metric *m_delivered, *m_retry, *m_client_error, *m_dead, *m_gone, *m_attempts,
         *m_in_flight, *m_seconds, *m_lag, *m_paused;
 };
@@ -274,13 +283,20 @@ void relay_job_set_outcome(struct job *j, enum job_result result, int status, in
 /* ---------------------------------------------------------------- the rest, file by file */
 
 /*
- * relay_sign.c: writes the whole "webhook-signature: <sig>[ <sig>]" line of
- * one delivery into out (out_size >= RELAY_SIGN_LINE_SIZE). Returns 0,
- * -EINVAL when a secret is not a valid whsec_ key, -ENOSPC, or -ENOMEM.
+ * relay_sign.c: the destination's signer (struct relay_signer, above).
+ */
+/* Frees what sg holds and zeroes it (it can be used again). */
+void relay_signer_clear(struct relay_signer *sg);
+/*
+ * Writes the whole "webhook-signature: <sig>[ <sig>]" line of one delivery
+ * into out (out_size >= RELAY_SIGN_LINE_SIZE), with set's secrets, keying sg
+ * (borrowed; the destination's) first if they are not the ones it holds.
+ * Returns 0, -EINVAL when a secret is not a valid whsec_ key, -ENOSPC, or
+ * -ENOMEM.
  */
 #define RELAY_SIGN_LINE_SIZE (2 * VERIFY_STANDARD_SIG_SIZE + 32)
-int relay_sign_line(const struct dest_settings *set, const char *msg_id, int64_t timestamp,
-                    const char *body, size_t len, char *out, size_t out_size)
+int relay_sign_line(struct relay_signer *sg, const struct dest_settings *set, const char *msg_id,
+                    int64_t timestamp, const char *body, size_t len, char *out, size_t out_size)
     __attribute__((warn_unused_result));
 
 /* relay_send.c: starts what the stream's window lets go, within the destination's room. */

@@ -19,11 +19,10 @@
 #include <string.h>
 #include <time.h>
 
-#include <openssl/rand.h>
-
 #include "http_client.h"
 #include "log.h"
 #include "metrics.h"
+#include "prng.h"
 
 static double wall_now(void)
 {
@@ -34,9 +33,7 @@ static double wall_now(void)
 
 static double jitter(void)
 {
-    unsigned short v = 0;
-    if (RAND_bytes((unsigned char *)&v, sizeof(v)) != 1)
-        v = (unsigned short)rand();
+    uint16_t v = (uint16_t)(prng_u64() >> 48); /* no secret: lib/prng, not the DRBG */
     return 1.0 + 0.2 * ((double)v / 65535.0);
 }
 
@@ -131,8 +128,8 @@ bool relay_send(struct relay *r, struct job *j, char *err, size_t errlen)
     j->started = wall_now();
     int64_t ts = (int64_t)j->started;
     snprintf(hdr_ts, sizeof(hdr_ts), "webhook-timestamp: %lld", (long long)ts);
-    int rc =
-        relay_sign_line(set, j->msg_id, ts, j->payload, j->payload_len, hdr_sig, sizeof(hdr_sig));
+    int rc = relay_sign_line(&rd->signer, set, j->msg_id, ts, j->payload, j->payload_len, hdr_sig,
+                             sizeof(hdr_sig));
     if (rc < 0) {
         snprintf(err, errlen, "not sent: %s",
                  rc == -ENOMEM ? "out of memory"

@@ -2,13 +2,15 @@
  * Unit tests for relay_sign: the webhook-signature line a delivery carries,
  * checked against the Standard Webhooks spec's own test vector, during a
  * secret rotation (both signatures, either verifies), and with a secret
- * that is not a whsec_ key (nothing is sent).
+ * that is not a whsec_ key (nothing is sent); a destination's signer, keyed
+ * once, signs message after message right and follows a change of secret.
  */
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 #include <cmocka.h>
 
@@ -49,22 +51,25 @@ static void one_secret_signs_as_the_spec_says(void **state)
 {
     (void)state;
     struct dest_settings set = {.secret = (char *)spec_secret};
+    struct relay_signer sg = {0};
     char line[RELAY_SIGN_LINE_SIZE];
-    assert_int_equal(relay_sign_line(&set, spec_id, spec_ts, spec_payload, strlen(spec_payload),
-                                     line, sizeof(line)),
+    assert_int_equal(relay_sign_line(&sg, &set, spec_id, spec_ts, spec_payload,
+                                     strlen(spec_payload), line, sizeof(line)),
                      0);
     assert_string_equal(line + strlen("webhook-signature: "), spec_sig);
     assert_true(verifies(line, spec_secret));
     assert_false(verifies(line, other_secret));
+    relay_signer_clear(&sg);
 }
 
 static void a_rotation_signs_with_both_secrets(void **state)
 {
     (void)state;
     struct dest_settings set = {.secret = (char *)other_secret, .prev_secret = (char *)spec_secret};
+    struct relay_signer sg = {0};
     char line[RELAY_SIGN_LINE_SIZE];
-    assert_int_equal(relay_sign_line(&set, spec_id, spec_ts, spec_payload, strlen(spec_payload),
-                                     line, sizeof(line)),
+    assert_int_equal(relay_sign_line(&sg, &set, spec_id, spec_ts, spec_payload,
+                                     strlen(spec_payload), line, sizeof(line)),
                      0);
     /* the new secret's first, the previous one's after a space */
     const char *space = strchr(line + strlen("webhook-signature: "), ' ');
@@ -72,21 +77,74 @@ static void a_rotation_signs_with_both_secrets(void **state)
     assert_string_equal(space + 1, spec_sig);
     assert_true(verifies(line, other_secret));
     assert_true(verifies(line, spec_secret));
+    relay_signer_clear(&sg);
 }
 
 static void a_secret_that_is_not_a_key_signs_nothing(void **state)
 {
     (void)state;
     char line[RELAY_SIGN_LINE_SIZE];
+    struct relay_signer sg = {0};
     struct dest_settings bad = {.secret = (char *)"whsec_!!notbase64"};
-    assert_int_equal(relay_sign_line(&bad, spec_id, spec_ts, spec_payload, strlen(spec_payload),
-                                     line, sizeof(line)),
+    assert_int_equal(relay_sign_line(&sg, &bad, spec_id, spec_ts, spec_payload,
+                                     strlen(spec_payload), line, sizeof(line)),
                      -EINVAL);
     struct dest_settings bad_prev = {.secret = (char *)spec_secret,
                                      .prev_secret = (char *)"whsec_!!notbase64"};
-    assert_int_equal(relay_sign_line(&bad_prev, spec_id, spec_ts, spec_payload,
+    assert_int_equal(relay_sign_line(&sg, &bad_prev, spec_id, spec_ts, spec_payload,
                                      strlen(spec_payload), line, sizeof(line)),
                      -EINVAL);
+    assert_null(sg.key);
+    relay_signer_clear(&sg);
+}
+
+/* What the one-off signature of lib/verify gives for this message and secret. */
+static void expected_line(const char *secret, const char *id, int64_t ts, const char *body,
+                          char *out, size_t size)
+{
+    char sig[VERIFY_STANDARD_SIG_SIZE];
+    assert_int_equal(verify_sign_standard(id, ts, body, strlen(body), secret, sig, sizeof(sig)), 0);
+    snprintf(out, size, "webhook-signature: %s", sig);
+}
+
+static void a_kept_signer_signs_each_message_and_follows_a_new_secret(void **state)
+{
+    (void)state;
+    struct relay_signer sg = {0};
+    char line[RELAY_SIGN_LINE_SIZE], want[RELAY_SIGN_LINE_SIZE], id[40], body[200];
+    /* secrets as a reload hands them over: new strings each time, equal or not */
+    char secret[64];
+    strcpy(secret, spec_secret);
+    struct dest_settings set = {.secret = secret};
+    for (int i = 0; i < 50; i++) {
+        if (i == 25) /* the row's secret changed (same buffer, as a reload could reuse) */
+            strcpy(secret, other_secret);
+        snprintf(id, sizeof(id), "msg_%d", i);
+        snprintf(body, sizeof(body), "{\"n\": %d, \"pad\": \"%.*s\"}", i, i * 3,
+                 "abcdefghijklmnopqrstuvwxyzabcdefghijklmnopqrstuvwxyzabcdefghijklmnopqrstuvwxyz"
+                 "abcdefghijklmnopqrstuvwxyzabcdefghijklmnopqrstuvwxyzabcdefghijklmnopqrstuvwxyz");
+        assert_int_equal(
+            relay_sign_line(&sg, &set, id, spec_ts + i, body, strlen(body), line, sizeof(line)), 0);
+        expected_line(i < 25 ? spec_secret : other_secret, id, spec_ts + i, body, want,
+                      sizeof(want));
+        assert_string_equal(line, want);
+    }
+    /* a rotation starts: both, then it ends: the new one alone */
+    set.prev_secret = (char *)spec_secret;
+    assert_int_equal(relay_sign_line(&sg, &set, spec_id, spec_ts, spec_payload,
+                                     strlen(spec_payload), line, sizeof(line)),
+                     0);
+    assert_true(verifies(line, spec_secret));
+    assert_true(verifies(line, other_secret));
+    set.prev_secret = NULL;
+    assert_int_equal(relay_sign_line(&sg, &set, spec_id, spec_ts, spec_payload,
+                                     strlen(spec_payload), line, sizeof(line)),
+                     0);
+    assert_false(verifies(line, spec_secret));
+    assert_true(verifies(line, other_secret));
+    relay_signer_clear(&sg);
+    assert_null(sg.key);
+    assert_null(sg.secret);
 }
 
 int main(void)
@@ -95,6 +153,7 @@ int main(void)
         cmocka_unit_test(one_secret_signs_as_the_spec_says),
         cmocka_unit_test(a_rotation_signs_with_both_secrets),
         cmocka_unit_test(a_secret_that_is_not_a_key_signs_nothing),
+        cmocka_unit_test(a_kept_signer_signs_each_message_and_follows_a_new_secret),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
