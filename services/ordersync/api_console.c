@@ -24,6 +24,8 @@
 #include "console.h"
 #include "console_assets.h"
 #include "console_auth.h"
+#include "destinations.h"
+#include "ed25519.h"
 #include "log.h"
 
 /* A JSON document from the console is a page of a bounded list; more is a bug. */
@@ -485,6 +487,74 @@ static void run(struct app *app, struct http_request *req, enum console_query q,
     }
 }
 
+/*
+ * The destinations' document, with the public key of each one's signing
+ * key (v1a) added from the keys this process loaded: SQL cannot derive it,
+ * and what is shown is then what deliveries are signed with. The private
+ * key is never read here.
+ */
+struct dests_ctx {
+    struct app *app;
+    struct http_request *req;
+};
+
+static void add_public_keys(struct destinations *dests, json_t *doc)
+{
+    size_t i;
+    json_t *d;
+    json_array_foreach(doc, i, d)
+    {
+        const char *id = json_string_value(json_object_get(d, "id"));
+        const struct dest *x = id != NULL ? destinations_find(dests, id) : NULL;
+        if (x == NULL)
+            continue;
+        char pk[ED25519_KEY_TEXT_SIZE];
+        if (x->set.signer != NULL && ed25519_public_text(x->set.signer, pk, sizeof(pk)) == 0)
+            json_object_set_new(d, "signing_public_key", json_string(pk));
+        if (x->set.prev_signer != NULL &&
+            ed25519_public_text(x->set.prev_signer, pk, sizeof(pk)) == 0)
+            json_object_set_new(d, "previous_signing_public_key", json_string(pk));
+        if (x->set.keys_bad)
+            json_object_set_new(d, "signing_key_refused", json_true());
+    }
+}
+
+static void on_destinations(void *ctx, enum console_status st, const char *json, const char *detail)
+{
+    struct dests_ctx *c = ctx;
+    struct http_request *req = c->req;
+    struct app *app = c->app;
+    free(c);
+    json_t *doc = st == CONSOLE_OK ? json_loads(json, 0, NULL) : NULL;
+    if (!json_is_array(doc)) {
+        json_decref(doc);
+        on_doc(req, st, json, detail); /* an error, or a document we leave as it is */
+        return;
+    }
+    add_public_keys(app->dests, doc);
+    send_json(req, 200, doc);
+}
+
+static void get_destinations(struct app *app, struct http_request *req)
+{
+    struct dests_ctx *c = malloc(sizeof(*c));
+    if (c == NULL) {
+        api_error(req, 500, "internal_error", "out of memory", NULL, 0);
+        return;
+    }
+    *c = (struct dests_ctx){app, req};
+    int rc = console_run(app->console, CONSOLE_DESTINATIONS, NULL, on_destinations, c);
+    if (rc < 0) {
+        free(c);
+        struct http_header h = {"Retry-After", "1"};
+        if (rc == -ENOTCONN)
+            api_error(req, 503, "database_unavailable", "the console's database connection is down",
+                      &h, 1);
+        else
+            api_error(req, 500, "internal_error", "could not run the query", NULL, 0);
+    }
+}
+
 static void get_session(struct app *app, struct http_request *req, const struct caller *who)
 {
     json_t *doc = who->session
@@ -758,7 +828,7 @@ void api_console_api(struct app *app, struct http_request *req)
     } else if (strcmp(path, "sources") == 0) {
         run(app, req, CONSOLE_SOURCES, NULL);
     } else if (strcmp(path, "destinations") == 0) {
-        run(app, req, CONSOLE_DESTINATIONS, NULL);
+        get_destinations(app, req);
     } else {
         api_error(req, 404, "not_found", "no such endpoint", NULL, 0);
     }

@@ -33,6 +33,7 @@
 #include "buf.h"
 #include "db.h"
 #include "destinations.h"
+#include "ed25519.h"
 #include "list.h"
 #include "relay.h"
 #include "relay_policy.h"
@@ -269,11 +270,13 @@ void relay_job_set_outcome(struct job *j, enum job_result result, int status, in
 /* ---------------------------------------------------------------- the rest, file by file */
 
 /*
- * relay_sign.c: writes the whole "webhook-signature: <sig>[ <sig>]" line of
- * one delivery into out (out_size >= RELAY_SIGN_LINE_SIZE). Returns 0,
- * -EINVAL when a secret is not a valid whsec_ key, -ENOSPC, or -ENOMEM.
+ * relay_sign.c: writes the whole "webhook-signature: <sig>[ <sig>...]" line
+ * of one delivery into out (out_size >= RELAY_SIGN_LINE_SIZE): v1 with each
+ * secret, then v1a with each signing key. Returns 0, -EINVAL when a secret
+ * is not a valid whsec_ key (or there is neither a secret nor a key),
+ * -ENOSPC, or -ENOMEM.
  */
-#define RELAY_SIGN_LINE_SIZE (2 * VERIFY_STANDARD_SIG_SIZE + 32)
+#define RELAY_SIGN_LINE_SIZE (2 * VERIFY_STANDARD_SIG_SIZE + 2 * ED25519_SIG_SIZE + 32)
 int relay_sign_line(const struct dest_settings *set, const char *msg_id, int64_t timestamp,
                     const char *body, size_t len, char *out, size_t out_size)
     __attribute__((warn_unused_result));

@@ -136,7 +136,8 @@ bool relay_send(struct relay *r, struct job *j, char *err, size_t errlen)
     if (rc < 0) {
         snprintf(err, errlen, "not sent: %s",
                  rc == -ENOMEM ? "out of memory"
-                               : "the destination's secret is not a valid whsec_ key");
+                               : "the destination's secret is not a valid whsec_ key, or it"
+                                 " has neither a secret nor a signing key");
         return false;
     }
     /* each delivery is a new span of the order's trace */

@@ -81,20 +81,23 @@ static void malformed_keys_are_refused_with_a_reason(void **state)
     refused("whsec_nWGxne/9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2A=", "starts with whsk_");
     refused("nWGxne/9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2A=", "starts with whsk_");
     refused("whsk_", "base64");
-    refused("whsk_nWGxne/9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2A", "base64");   /* unpadded */
+    refused("whsk_nWGxne/9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2A", "base64");    /* unpadded */
     refused("whsk_nWGxne/9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2A=\n", "base64"); /* trailing LF */
     refused("whsk_nWGxne/9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2A*", "base64");
     refused("whsk_nWGxne/9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyu", "32-byte seed"); /* 31 bytes */
     refused("whsk_c2hvcnQ=", "32-byte seed");
     /* 48 bytes: neither layout */
-    refused("whsk_nWGxne/9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2DXWpgBgrEKt9VL/tPJZAc6", "32-byte seed");
-    /* 96 bytes: too long for either */
-    refused("whsk_"
-            "nWGxne/9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2DXWpgBgrEKt9VL/tPJZAc6DuFy89qmIyWvAhpo9wdRGp1h"
-            "sZ3v/VpguoRK9JLsLMREScVpezJpGXA7rAMcrn9g",
+    refused("whsk_nWGxne/9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2DXWpgBgrEKt9VL/tPJZAc6",
             "32-byte seed");
+    /* 96 bytes: too long for either */
+    refused(
+        "whsk_"
+        "nWGxne/9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2DXWpgBgrEKt9VL/tPJZAc6DuFy89qmIyWvAhpo9wdRGp1h"
+        "sZ3v/VpguoRK9JLsLMREScVpezJpGXA7rAMcrn9g",
+        "32-byte seed");
     /* Svix's layout whose second half is not the seed's public key */
-    refused("whsk_nWGxne/9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA==",
+    refused("whsk_nWGxne/"
+            "9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA==",
             "not the public key");
 }
 
@@ -124,18 +127,17 @@ static void signs_id_timestamp_body(void **state)
     struct ed25519_signer *s = parse_ok(rfc_sk);
     const char body[] = "{\"type\": \"order.created\"}";
     char sig[ED25519_SIG_SIZE];
-    assert_int_equal(ed25519_sign_standard(s, "msg_abc", 1614265330, body, strlen(body), sig,
-                                           sizeof(sig)),
-                     0);
+    assert_int_equal(
+        ed25519_sign_standard(s, "msg_abc", 1614265330, body, strlen(body), sig, sizeof(sig)), 0);
     assert_int_equal(strlen(sig), 4 + 88);
     assert_true(verifies(rfc_pk, "msg_abc.1614265330.{\"type\": \"order.created\"}", sig));
     assert_false(verifies(rfc_pk, "msg_abc.1614265331.{\"type\": \"order.created\"}", sig));
     assert_false(verifies(rfc_pk, "msg_abd.1614265330.{\"type\": \"order.created\"}", sig));
     /* deterministic (RFC 8032): the same content, the same signature */
     char again[ED25519_SIG_SIZE];
-    assert_int_equal(ed25519_sign_standard(s, "msg_abc", 1614265330, body, strlen(body), again,
-                                           sizeof(again)),
-                     0);
+    assert_int_equal(
+        ed25519_sign_standard(s, "msg_abc", 1614265330, body, strlen(body), again, sizeof(again)),
+        0);
     assert_string_equal(sig, again);
     /* an empty body signs too */
     assert_int_equal(ed25519_sign_standard(s, "msg_abc", 1, "", 0, sig, sizeof(sig)), 0);
