@@ -24,9 +24,8 @@
 #include "console.h"
 #include "console_assets.h"
 #include "console_auth.h"
-#include "destinations.h"
-#include "ed25519.h"
 #include "log.h"
+#include "signing_keys.h"
 
 /* A JSON document from the console is a page of a bounded list; more is a bug. */
 #define MAX_DOC_BYTES ((size_t)16 << 20)
@@ -487,72 +486,24 @@ static void run(struct app *app, struct http_request *req, enum console_query q,
     }
 }
 
-/*
- * The destinations' document, with the public key of each one's signing
- * key (v1a) added from the keys this process loaded: SQL cannot derive it,
- * and what is shown is then what deliveries are signed with. The private
- * key is never read here.
- */
+/* The destinations, with the public keys of the keys loaded (signing_keys.h): SQL cannot derive
+ * them. */
 struct dests_ctx {
     struct app *app;
     struct http_request *req;
 };
 
-static void add_public_keys(struct destinations *dests, json_t *doc)
-{
-    size_t i;
-    json_t *d;
-    json_array_foreach(doc, i, d)
-    {
-        const char *id = json_string_value(json_object_get(d, "id"));
-        const struct dest *x = id != NULL ? destinations_find(dests, id) : NULL;
-        if (x == NULL)
-            continue;
-        char pk[ED25519_KEY_TEXT_SIZE];
-        if (x->set.signer != NULL && ed25519_public_text(x->set.signer, pk, sizeof(pk)) == 0)
-            json_object_set_new(d, "signing_public_key", json_string(pk));
-        if (x->set.prev_signer != NULL &&
-            ed25519_public_text(x->set.prev_signer, pk, sizeof(pk)) == 0)
-            json_object_set_new(d, "previous_signing_public_key", json_string(pk));
-        if (x->set.keys_bad)
-            json_object_set_new(d, "signing_key_refused", json_true());
-    }
-}
-
 static void on_destinations(void *ctx, enum console_status st, const char *json, const char *detail)
 {
-    struct dests_ctx *c = ctx;
-    struct http_request *req = c->req;
-    struct app *app = c->app;
-    free(c);
+    struct dests_ctx c = *(struct dests_ctx *)ctx;
+    free(ctx);
     json_t *doc = st == CONSOLE_OK ? json_loads(json, 0, NULL) : NULL;
-    if (!json_is_array(doc)) {
-        json_decref(doc);
-        on_doc(req, st, json, detail); /* an error, or a document we leave as it is */
+    if (doc != NULL && signing_keys_annotate(c.app->dests, doc) == 0) {
+        send_json(c.req, 200, doc);
         return;
     }
-    add_public_keys(app->dests, doc);
-    send_json(req, 200, doc);
-}
-
-static void get_destinations(struct app *app, struct http_request *req)
-{
-    struct dests_ctx *c = malloc(sizeof(*c));
-    if (c == NULL) {
-        api_error(req, 500, "internal_error", "out of memory", NULL, 0);
-        return;
-    }
-    *c = (struct dests_ctx){app, req};
-    int rc = console_run(app->console, CONSOLE_DESTINATIONS, NULL, on_destinations, c);
-    if (rc < 0) {
-        free(c);
-        struct http_header h = {"Retry-After", "1"};
-        if (rc == -ENOTCONN)
-            api_error(req, 503, "database_unavailable", "the console's database connection is down",
-                      &h, 1);
-        else
-            api_error(req, 500, "internal_error", "could not run the query", NULL, 0);
-    }
+    json_decref(doc);
+    on_doc(c.req, st, json, detail);
 }
 
 static void get_session(struct app *app, struct http_request *req, const struct caller *who)
@@ -828,7 +779,14 @@ void api_console_api(struct app *app, struct http_request *req)
     } else if (strcmp(path, "sources") == 0) {
         run(app, req, CONSOLE_SOURCES, NULL);
     } else if (strcmp(path, "destinations") == 0) {
-        get_destinations(app, req);
+        struct dests_ctx *c = malloc(sizeof(*c));
+        if (c != NULL)
+            *c = (struct dests_ctx){app, req};
+        int rc = c ? console_run(app->console, CONSOLE_DESTINATIONS, NULL, on_destinations, c) : -1;
+        if (rc < 0) {
+            free(c);
+            run(app, req, CONSOLE_DESTINATIONS, NULL); /* answers the error as for the others */
+        }
     } else {
         api_error(req, 404, "not_found", "no such endpoint", NULL, 0);
     }

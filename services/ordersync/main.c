@@ -18,7 +18,7 @@
 #include <curl/curl.h>
 #include <libpq-fe.h>
 
-#include "cli_keys.h"
+#include "signing_keys.h"
 #include "config.h"
 #include "conninfo.h"
 #include "log.h"
@@ -436,7 +436,7 @@ int main(int argc, char **argv)
         /* needs no database and no settings: a key can be made anywhere */
         if (argc > 2)
             return usage_error("keygen", "unknown option %s", argv[2]);
-        return cli_keys_keygen(stdout);
+        return signing_keys_keygen(stdout);
     }
     bool known = strcmp(cmd, "serve") == 0 || strcmp(cmd, "migrate") == 0 ||
                  strcmp(cmd, "replay") == 0 || strcmp(cmd, "skip") == 0 ||
@@ -472,7 +472,7 @@ int main(int argc, char **argv)
         rc = cmd_replay_skip(&cfg, strcmp(cmd, "skip") == 0, argc, argv);
     } else if (strcmp(cmd, "destination-key") == 0) {
         PGconn *conn = connect_blocking(&cfg);
-        rc = conn == NULL ? 1 : cli_keys_destination(conn, argv[2], stdout);
+        rc = conn == NULL ? 1 : signing_keys_destination(conn, argv[2], stdout);
         PQfinish(conn);
     } else {
         rc = check_schema(&cfg) < 0 ? 1 : server_run(&cfg);

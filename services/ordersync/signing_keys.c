@@ -3,14 +3,15 @@
  * ones are derived here, by the same parser the relay loads them with, so
  * that what is printed is what deliveries are signed with.
  */
-#include "cli_keys.h"
+#include "signing_keys.h"
 
 #include <errno.h>
 #include <string.h>
 
+#include "destinations.h"
 #include "ed25519.h"
 
-int cli_keys_keygen(FILE *out)
+int signing_keys_keygen(FILE *out)
 {
     char sk[ED25519_KEY_TEXT_SIZE], pk[ED25519_KEY_TEXT_SIZE];
     int rc = ed25519_keygen(sk, sizeof(sk), pk, sizeof(pk));
@@ -45,13 +46,12 @@ static int print_public(const PGresult *res, int col, const char *id, const char
     return 0;
 }
 
-int cli_keys_destination(PGconn *conn, const char *id, FILE *out)
+int signing_keys_destination(PGconn *conn, const char *id, FILE *out)
 {
     const char *params[1] = {id};
-    PGresult *res =
-        PQexecParams(conn,
-                     "SELECT signing_key, previous_signing_key FROM destinations WHERE id = $1",
-                     1, NULL, params, NULL, NULL, 0);
+    PGresult *res = PQexecParams(
+        conn, "SELECT signing_key, previous_signing_key FROM destinations WHERE id = $1", 1, NULL,
+        params, NULL, NULL, 0);
     int rc = 1;
     int c_key = PQfnumber(res, "signing_key"), c_prev = PQfnumber(res, "previous_signing_key");
     if (PQresultStatus(res) != PGRES_TUPLES_OK || c_key < 0 || c_prev < 0) {
@@ -73,4 +73,28 @@ int cli_keys_destination(PGconn *conn, const char *id, FILE *out)
     }
     PQclear(res);
     return rc;
+}
+
+int signing_keys_annotate(const struct destinations *dests, json_t *doc)
+{
+    size_t i;
+    json_t *d;
+    json_array_foreach(doc, i, d)
+    {
+        const char *id = json_string_value(json_object_get(d, "id"));
+        const struct dest *x = id != NULL ? destinations_find(dests, id) : NULL;
+        if (x == NULL)
+            continue;
+        const struct ed25519_signer *keys[2] = {x->set.signer, x->set.prev_signer};
+        static const char *const names[2] = {"signing_public_key", "previous_signing_public_key"};
+        for (int k = 0; k < 2; k++) {
+            char pk[ED25519_KEY_TEXT_SIZE];
+            if (keys[k] != NULL && (ed25519_public_text(keys[k], pk, sizeof(pk)) < 0 ||
+                                    json_object_set_new(d, names[k], json_string(pk)) < 0))
+                return -ENOMEM;
+        }
+        if (x->set.keys_bad && json_object_set_new(d, "signing_key_refused", json_true()) < 0)
+            return -ENOMEM;
+    }
+    return 0;
 }
