@@ -28,6 +28,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <jansson.h>
 #include <uv.h>
 
 #include "buf.h"
@@ -114,6 +115,9 @@ struct relay_dest {
        (the statement that disables it in the table is on its way) */
     bool gone;
     uint64_t gone_generation;
+    /* an alert of trouble was raised from here: the next delivery that goes
+       through raises destination.recovered */
+    bool troubled;
     struct metric *m_delivered, *m_retry, *m_client_error, *m_dead, *m_gone, *m_attempts,
         *m_in_flight, *m_seconds, *m_lag, *m_paused;
 };
@@ -314,6 +318,21 @@ void relay_acquire(struct relay *r);
 void relay_on_acquire_timer(uv_timer_t *t);
 extern const char relay_sql_acquire[];
 
+/*
+ * relay_alert.c: operational alerts (migration 015's alert_raise), fire and
+ * forget: the database rate-limits them and queues them as deliveries to the
+ * alert destination. `detail` (taken, may be NULL) holds the kind's fields.
+ */
+enum relay_alert_kind {
+    RELAY_ALERT_DISABLED,
+    RELAY_ALERT_BLOCKED,
+    RELAY_ALERT_BREAKER_OPENED,
+    RELAY_ALERT_RECOVERED,
+};
+void relay_alert(struct relay *r, struct relay_dest *rd, enum relay_alert_kind kind,
+                 json_t *detail);
+extern const char relay_sql_alert[];
+
 /* relay_dest.c */
 extern const char relay_sql_pause[], relay_sql_resume[], relay_sql_disable[], relay_sql_limited[];
 
@@ -326,6 +345,7 @@ struct relay {
     uv_loop_t *loop;
     struct relay_config cfg;
     char *conninfo, *instance;
+    char *alert_dest; /* ORDERSYNC_ALERT_DESTINATION, or NULL */
     enum relay_state state;
     struct destinations *dests; /* borrowed registry (settings) */
     struct list_node rdests;    /* struct relay_dest: runtime state per destination */
