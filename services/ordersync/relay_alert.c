@@ -48,8 +48,8 @@ static void on_alert(PGresult *res, const char *err, void *data)
                                                c->dest, "detail", err));
     else if (res != NULL && db_columns(res, "alert", cols, &col, 1) == 0 && PQntuples(res) == 1 &&
              !PQgetisnull(res, 0, col))
-        log_info("alert raised", json_pack("{s:s,s:s,s:s}", "kind", c->kind, "destination",
-                                           c->dest, "position", PQgetvalue(res, 0, col)));
+        log_info("alert raised", json_pack("{s:s,s:s,s:s}", "kind", c->kind, "destination", c->dest,
+                                           "position", PQgetvalue(res, 0, col)));
     free(c);
 }
 
