@@ -98,6 +98,14 @@ static const struct setting rows[] = {
     SETTING_ROW("ORDERSYNC_SWEEP_INTERVAL_S", NULL, SETTING_INT, "30", 1, 3600, F(sweep_interval_s),
                 "how often expired leases and due retries are looked for without a wake-up"),
     SETTING_ROW(
+        "ORDERSYNC_ALERT_DESTINATION", NULL, SETTING_STRING, NULL, 0, 0, F(alert_destination),
+        "id of a push destination that receives operational alerts (destination.disabled,"
+        " .blocked, .breaker_opened, .recovered; README: Operational alerts) as signed events,"
+        " retried like any (unset: no alerts)"),
+    SETTING_ROW("ORDERSYNC_ALERT_INTERVAL_S", NULL, SETTING_INT, "300", 0, 604800,
+                F(alert_interval_s),
+                "at most one alert of each kind about each destination in this many seconds"),
+    SETTING_ROW(
         "ORDERSYNC_RETENTION", NULL, SETTING_STRING, "30 days", 0, 0, F(retention),
         "events, webhooks received and delivery records are kept this long (a PostgreSQL interval),"
         " then dropped a partition at a time; nothing undelivered is dropped; dedupe keys are kept"

@@ -44,6 +44,8 @@ struct config {
     int64_t lease_s;
     int64_t claim_batch;
     int64_t sweep_interval_s;
+    char *alert_destination; /* NULL: no operational alerts */
+    int64_t alert_interval_s;
     char *retention;
     char *partition_interval;
     char *instance;

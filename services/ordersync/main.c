@@ -18,6 +18,7 @@
 #include <curl/curl.h>
 #include <libpq-fe.h>
 
+#include "signing_keys.h"
 #include "config.h"
 #include "conninfo.h"
 #include "log.h"
@@ -68,6 +69,8 @@ static void usage(FILE *out)
                  "                        [--until TIME] [--all]\n"
                  "       ordersync skip [--destination ID] [--order ID] [--since TIME]\n"
                  "                      [--until TIME] [--blocked] [--pending]\n"
+                 "       ordersync keygen\n"
+                 "       ordersync destination-key ID\n"
                  "\n"
                  "Receives signed purchase webhooks, commits each order with its events in\n"
                  "PostgreSQL, and delivers the events as signed webhooks to downstream systems.\n"
@@ -429,12 +432,21 @@ int main(int argc, char **argv)
         config_print(stdout, argc == 3);
         return 0;
     }
+    if (strcmp(cmd, "keygen") == 0) {
+        /* needs no database and no settings: a key can be made anywhere */
+        if (argc > 2)
+            return usage_error("keygen", "unknown option %s", argv[2]);
+        return signing_keys_keygen(stdout);
+    }
     bool known = strcmp(cmd, "serve") == 0 || strcmp(cmd, "migrate") == 0 ||
-                 strcmp(cmd, "replay") == 0 || strcmp(cmd, "skip") == 0;
+                 strcmp(cmd, "replay") == 0 || strcmp(cmd, "skip") == 0 ||
+                 strcmp(cmd, "destination-key") == 0;
     if (!known)
         return usage_error(NULL, "'%s' is not an ordersync command", cmd);
     if (strcmp(cmd, "serve") == 0 && argc > 2)
         return usage_error("serve", "unknown option %s", argv[2]);
+    if (strcmp(cmd, "destination-key") == 0 && (argc != 3 || argv[2][0] == '-'))
+        return usage_error("destination-key", "%s", "usage: ordersync destination-key ID");
 
     setvbuf(stderr, NULL, _IONBF, 0);
     log_set_service("ordersync");
@@ -458,6 +470,10 @@ int main(int argc, char **argv)
         rc = cmd_migrate(&cfg, argc, argv);
     } else if (strcmp(cmd, "replay") == 0 || strcmp(cmd, "skip") == 0) {
         rc = cmd_replay_skip(&cfg, strcmp(cmd, "skip") == 0, argc, argv);
+    } else if (strcmp(cmd, "destination-key") == 0) {
+        PGconn *conn = connect_blocking(&cfg);
+        rc = conn == NULL ? 1 : signing_keys_destination(conn, argv[2], stdout);
+        PQfinish(conn);
     } else {
         rc = check_schema(&cfg) < 0 ? 1 : server_run(&cfg);
     }

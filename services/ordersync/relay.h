@@ -37,6 +37,8 @@ struct relay_config {
     unsigned lease_s;
     unsigned claim_batch;
     unsigned sweep_interval_s;
+    const char *alert_destination; /* NULL: no operational alerts (relay_alert.c) */
+    unsigned alert_interval_s;
 };
 
 /*

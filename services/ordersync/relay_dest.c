@@ -10,7 +10,8 @@
  * limit, the tightest wins), and here an answer's consequences for the
  * destination are applied and written to `destinations` (pause, resume,
  * disable after a 410) or `delivery_streams` (rate limited), fire and
- * forget: a failed write is logged, and the next answer writes again.
+ * forget: a failed write is logged, and the next answer writes again. The
+ * same changes raise operational alerts (relay_alert.c).
  *
  * The rate limit is one more bound on a destination's room: what it holds
  * back waits in the window, or as due rows nobody claims, until the rate
@@ -281,6 +282,9 @@ static void disable_dest(struct relay *r, struct relay_dest *rd, int64_t positio
     log_warn("destination disabled",
              json_pack("{s:s,s:s}", "destination", rd->d->id, "reason", reason));
     dest_exec(r, "disable", 2, v);
+    relay_alert(r, rd, RELAY_ALERT_DISABLED,
+                json_pack("{s:s,s:i,s:I}", "reason", reason, "status", 410, "position",
+                          (json_int_t)position));
 }
 
 static void pause_dest(struct relay *r, struct relay_dest *rd)
@@ -295,6 +299,11 @@ static void pause_dest(struct relay *r, struct relay_dest *rd)
              json_pack("{s:s,s:i,s:f}", "destination", d->id, "consecutive_failures",
                        rd->breaker.failures, "pause_s", d->set.policy.breaker_pause_s));
     dest_exec(r, "pause", 3, v);
+    relay_alert(r, rd, RELAY_ALERT_BREAKER_OPENED,
+                json_pack("{s:s,s:i,s:i,s:f}", "reason", "consecutive failures",
+                          "consecutive_failures", rd->breaker.failures, "breaker_threshold",
+                          d->set.policy.breaker_threshold, "pause_s",
+                          d->set.policy.breaker_pause_s));
 }
 
 static void resume_dest(struct relay *r, struct relay_dest *rd)
@@ -316,4 +325,9 @@ void relay_dest_answered(struct relay *r, struct relay_dest *rd, const struct re
         pause_dest(r, rd);
     else if (bc == RELAY_BREAKER_RESUMED)
         resume_dest(r, rd);
+    /* the first delivery that goes through after an alert of trouble raised here */
+    if (dec->verdict == RELAY_DELIVERED && rd->troubled)
+        relay_alert(r, rd, RELAY_ALERT_RECOVERED,
+                    json_pack("{s:s,s:I}", "reason", "a delivery went through", "position",
+                              (json_int_t)position));
 }

@@ -28,11 +28,13 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <jansson.h>
 #include <uv.h>
 
 #include "buf.h"
 #include "db.h"
 #include "destinations.h"
+#include "ed25519.h"
 #include "hmac.h"
 #include "list.h"
 #include "relay.h"
@@ -122,6 +124,9 @@ struct relay_dest {
     bool gone;
     uint64_t gone_generation;
     struct relay_signer signer; /* its secrets, keyed */
+    /* an alert of trouble was raised from here: the next delivery that goes
+       through raises destination.recovered */
+    bool troubled;
     struct metric *m_delivered, *m_retry, *m_client_error, *m_dead, *m_gone, *m_attempts,
         *m_in_flight, *m_seconds, *m_lag, *m_paused;
 };
@@ -288,13 +293,14 @@ void relay_job_set_outcome(struct job *j, enum job_result result, int status, in
 /* Frees what sg holds and zeroes it (it can be used again). */
 void relay_signer_clear(struct relay_signer *sg);
 /*
- * Writes the whole "webhook-signature: <sig>[ <sig>]" line of one delivery
- * into out (out_size >= RELAY_SIGN_LINE_SIZE), with set's secrets, keying sg
- * (borrowed; the destination's) first if they are not the ones it holds.
- * Returns 0, -EINVAL when a secret is not a valid whsec_ key, -ENOSPC, or
- * -ENOMEM.
+ * Writes the whole "webhook-signature: <sig>[ <sig>...]" line of one
+ * delivery into out (out_size >= RELAY_SIGN_LINE_SIZE): v1 with each secret,
+ * keying sg (borrowed; the destination's) first if they are not the ones it
+ * holds, then v1a with each signing key. Returns 0, -EINVAL when a secret is
+ * not a valid whsec_ key (or there is neither a secret nor a key), -ENOSPC,
+ * or -ENOMEM.
  */
-#define RELAY_SIGN_LINE_SIZE (2 * VERIFY_STANDARD_SIG_SIZE + 32)
+#define RELAY_SIGN_LINE_SIZE (2 * VERIFY_STANDARD_SIG_SIZE + 2 * ED25519_SIG_SIZE + 32)
 int relay_sign_line(struct relay_signer *sg, const struct dest_settings *set, const char *msg_id,
                     int64_t timestamp, const char *body, size_t len, char *out, size_t out_size)
     __attribute__((warn_unused_result));
@@ -341,6 +347,21 @@ void relay_acquire(struct relay *r);
 void relay_on_acquire_timer(uv_timer_t *t);
 extern const char relay_sql_acquire[];
 
+/*
+ * relay_alert.c: operational alerts (migration 015's alert_raise), fire and
+ * forget: the database rate-limits them and queues them as deliveries to the
+ * alert destination. `detail` (taken, may be NULL) holds the kind's fields.
+ */
+enum relay_alert_kind {
+    RELAY_ALERT_DISABLED,
+    RELAY_ALERT_BLOCKED,
+    RELAY_ALERT_BREAKER_OPENED,
+    RELAY_ALERT_RECOVERED,
+};
+void relay_alert(struct relay *r, struct relay_dest *rd, enum relay_alert_kind kind,
+                 json_t *detail);
+extern const char relay_sql_alert[];
+
 /* relay_dest.c */
 extern const char relay_sql_pause[], relay_sql_resume[], relay_sql_disable[], relay_sql_limited[];
 
@@ -353,6 +374,7 @@ struct relay {
     uv_loop_t *loop;
     struct relay_config cfg;
     char *conninfo, *instance;
+    char *alert_dest; /* ORDERSYNC_ALERT_DESTINATION, or NULL */
     enum relay_state state;
     struct destinations *dests; /* borrowed registry (settings) */
     struct list_node rdests;    /* struct relay_dest: runtime state per destination */

@@ -1,10 +1,13 @@
 /*
  * relay_sign: the webhook-signature header of one delivery (Standard
- * Webhooks, DESIGN.md's outbound contract): "v1,<base64 HMAC-SHA256>" over
- * "<webhook-id>.<webhook-timestamp>.<body>", with the destination's secret
- * and, during a rotation, its previous one too, space-separated, so that a
- * receiver that knows either verifies. relay_send.c puts the line in each
- * request; signatures of other schemes go next to these, in the same line.
+ * Webhooks, DESIGN.md's outbound contract), every signature space-separated
+ * in one line, so that a receiver that knows any of the keys verifies:
+ *   "v1,<base64 HMAC-SHA256>" with the destination's secret and, during a
+ *   rotation, its previous one;
+ *   "v1a,<base64 Ed25519>" with its signing key and, during a rotation, its
+ *   previous one (lib/ed25519.h; the keys were parsed when loaded).
+ * Both schemes sign "<webhook-id>.<webhook-timestamp>.<body>". A receiver
+ * moving from v1 to v1a checks either while both are set.
  *
  * Each destination keeps a signer: its secrets keyed once (lib/hmac), and
  * keyed again only when a reload changed them. Keying per delivery (decoding
@@ -21,6 +24,8 @@
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
+
+#include "ed25519.h"
 
 #define SIGN_KEY_MAX 256
 
@@ -56,44 +61,46 @@ void relay_signer_clear(struct relay_signer *sg)
     sg->secret = sg->prev_secret = NULL;
 }
 
-/* Keys sg for set's secrets unless it already is. */
+/* Keys sg for set's secrets (either may be NULL) unless it already is. */
 static int signer_update(struct relay_signer *sg, const struct dest_settings *set)
 {
-    if (sg->key != NULL && same(sg->secret, set->secret) && same(sg->prev_secret, set->prev_secret))
+    if ((sg->key != NULL || sg->prev_key != NULL ||
+         (set->secret == NULL && set->prev_secret == NULL)) &&
+        same(sg->secret, set->secret) && same(sg->prev_secret, set->prev_secret))
         return 0;
     relay_signer_clear(sg);
-    if (set->secret == NULL)
-        return -EINVAL;
-    int rc = key_secret(set->secret, &sg->key);
+    int rc = 0;
+    if (set->secret != NULL)
+        rc = key_secret(set->secret, &sg->key);
     if (rc == 0 && set->prev_secret != NULL)
         rc = key_secret(set->prev_secret, &sg->prev_key);
-    if (rc == 0) {
-        sg->secret = strdup(set->secret);
-        sg->prev_secret = set->prev_secret != NULL ? strdup(set->prev_secret) : NULL;
-        if (sg->secret == NULL || (set->prev_secret != NULL && sg->prev_secret == NULL))
-            rc = -ENOMEM;
-    }
+    if (rc == 0 && set->secret != NULL && (sg->secret = strdup(set->secret)) == NULL)
+        rc = -ENOMEM;
+    if (rc == 0 && set->prev_secret != NULL && (sg->prev_secret = strdup(set->prev_secret)) == NULL)
+        rc = -ENOMEM;
     if (rc < 0)
         relay_signer_clear(sg);
     return rc;
 }
 
-/* Appends " v1,<base64>" (without the space when at == out's start) at *at. */
+/* Appends " v1,<base64>" at *at. */
 static int sign_one(struct hmac_sha256 *h, const void *const *parts, const size_t *lens, char **at)
 {
     unsigned char mac[HMAC_SHA256_LEN];
     int rc = hmac_sha256_parts(h, parts, lens, 5, mac);
     if (rc < 0)
         return rc;
-    memcpy(*at, "v1,", 3);
-    *at += 3 + EVP_EncodeBlock((unsigned char *)*at + 3, mac, HMAC_SHA256_LEN);
+    memcpy(*at, " v1,", 4);
+    *at += 4 + EVP_EncodeBlock((unsigned char *)*at + 4, mac, HMAC_SHA256_LEN);
     return 0;
 }
 
 int relay_sign_line(struct relay_signer *sg, const struct dest_settings *set, const char *msg_id,
                     int64_t timestamp, const char *body, size_t len, char *out, size_t out_size)
 {
-    static const char name[] = "webhook-signature: ";
+    static const char name[] = "webhook-signature:";
+    if (set->secret == NULL && set->signer == NULL)
+        return -EINVAL; /* the loader counts such a destination as absent */
     if (out_size < RELAY_SIGN_LINE_SIZE)
         return -ENOSPC;
     int rc = signer_update(sg, set);
@@ -106,10 +113,21 @@ int relay_sign_line(struct relay_signer *sg, const struct dest_settings *set, co
     char *at = out;
     memcpy(at, name, sizeof(name) - 1);
     at += sizeof(name) - 1;
-    rc = sign_one(sg->key, parts, lens, &at);
-    if (rc == 0 && sg->prev_key != NULL) {
+    struct hmac_sha256 *macs[2] = {sg->key, sg->prev_key};
+    for (int i = 0; i < 2 && rc == 0; i++)
+        if (macs[i] != NULL)
+            rc = sign_one(macs[i], parts, lens, &at);
+    const struct ed25519_signer *keys[2] = {set->signer, set->prev_signer};
+    for (int i = 0; i < 2 && rc == 0; i++) {
+        if (keys[i] == NULL)
+            continue;
         *at++ = ' ';
-        rc = sign_one(sg->prev_key, parts, lens, &at);
+        size_t room = out_size - (size_t)(at - out);
+        rc = ed25519_sign_standard(keys[i], msg_id, timestamp, body, len, at, room);
+        if (rc < 0)
+            rc = rc == -ENOMEM ? -ENOMEM : -EINVAL; /* -ENOSPC cannot happen: sized above */
+        else
+            at += strlen(at);
     }
     if (rc < 0)
         return rc;

@@ -516,7 +516,9 @@ int server_run(const struct config *cfg)
                                     .instance = cfg->instance,
                                     .lease_s = (unsigned)cfg->lease_s,
                                     .claim_batch = (unsigned)cfg->claim_batch,
-                                    .sweep_interval_s = (unsigned)cfg->sweep_interval_s};
+                                    .sweep_interval_s = (unsigned)cfg->sweep_interval_s,
+                                    .alert_destination = cfg->alert_destination,
+                                    .alert_interval_s = (unsigned)cfg->alert_interval_s};
         rc = relay_new(app->loop, &rcfg, app->dests, &s->relay);
         if (rc < 0) {
             log_error("could not start the relay", json_pack("{s:s}", "detail", uv_strerror(rc)));
