@@ -6,10 +6,16 @@ real sockets. Nothing here mocks the system under test.
 - `db`: a fresh database per test, migrated from a template built once.
 - `ordersync`: a running ordersync process on a free port, with helpers to
   sign and send webhooks.
+- `receivers`: recording HTTP receivers (receiver.py), a dict by name. The
+  names are inventory, invoicing and shipping unless the test or its module
+  says otherwise with `@pytest.mark.receivers(*names)`.
+- `stack`: a source `shop` (Shopify), one destination per receiver and a
+  function that starts ordersync against them (as often as called; every
+  process is killed after the test). The destinations' other columns come
+  from `@pytest.mark.stack(**destination_columns)` on the test or its module.
 """
 import json
 import os
-import re
 import socket
 import subprocess
 import tempfile
@@ -21,10 +27,22 @@ import uuid
 import psycopg
 import pytest
 
+import webhooks as wh
+from receiver import Receiver
+
 REPO = os.environ.get("ORDERSYNC_SOURCE_DIR") or os.path.abspath(
     os.path.join(os.path.dirname(__file__), "..", ".."))
 BIN = os.environ.get("ORDERSYNC_BIN") or os.path.join(REPO, "build", "bin", "ordersync")
 FIXTURES = os.path.join(REPO, "tests", "fixtures")
+
+
+DESTS = ("inventory", "invoicing", "shipping")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "receivers(*names): the names of the `receivers` fixture")
+    config.addinivalue_line("markers", "stack(**destination_columns): the destinations' columns"
+                                       " in the `stack` fixture")
 
 
 def with_dbname(url, name):
@@ -247,6 +265,48 @@ def ordersync(db):
     yield start
     for p in procs:
         p.stop()
+
+
+def marker_args(request, name, default=()):
+    m = request.node.get_closest_marker(name)
+    return (m.args, m.kwargs) if m else (default, {})
+
+
+@pytest.fixture
+def receivers(request):
+    names, _ = marker_args(request, "receivers", DESTS)
+    rs = {n: Receiver(n) for n in names}
+    yield rs
+    for r in rs.values():
+        r.close()
+
+
+@pytest.fixture
+def stack(request, db, receivers):
+    """stack(env=None) starts one more ordersync (a 1 s sweep and a 5 s lease
+    unless env says otherwise) and returns it; stack.procs lists them."""
+    _, columns = marker_args(request, "stack")
+    db.query("INSERT INTO sources (id, kind, secret) VALUES ('shop', 'shopify', %s)",
+             (wh.SHOPIFY_SECRET,))
+    names = ", ".join(columns)
+    values = "".join(", %s" for _ in columns)
+    for n, r in receivers.items():
+        db.query(f"INSERT INTO destinations (id, url, secret{', ' + names if names else ''})"
+                 f" VALUES (%s, %s, %s{values})", (n, r.url, wh.DEST_SECRET, *columns.values()))
+    procs = []
+
+    def start(env=None):
+        e = {"ORDERSYNC_SWEEP_INTERVAL_S": "1", "ORDERSYNC_LEASE_S": "5"}
+        e.update(env or {})
+        p = Process(db.url, env=e).start()
+        p.wait_ready()
+        procs.append(p)
+        return p
+
+    start.procs = procs
+    yield start
+    for p in procs:
+        p.stop(sig=9)
 
 
 def pipeline(port, reqs, timeout=30):

@@ -21,7 +21,7 @@ import pytest
 
 import webhooks as wh
 from conftest import FIXTURES, Process, free_port
-from receiver import Receiver, wait_for
+from receiver import wait_for
 
 IS_ROOT = os.geteuid() == 0
 TEMPLATE = json.load(open(os.path.join(FIXTURES, "shopify_order_create.json")))
@@ -348,14 +348,6 @@ def base():
     d = make_base_dir("ordersync-failover-")
     yield d
     shutil.rmtree(d, ignore_errors=True)
-
-
-@pytest.fixture
-def receivers():
-    rs = {n: Receiver(n) for n in DESTS}
-    yield rs
-    for r in rs.values():
-        r.close()
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ import pytest
 
 import webhooks as wh
 from conftest import BIN, FIXTURES, Process, free_port, request, run_ordersync
-from receiver import Receiver, wait_for
+from receiver import wait_for
 
 TEMPLATE = json.load(open(os.path.join(FIXTURES, "shopify_order_create.json")))
 TOKEN = "feed-token-0123456789abcdef"
@@ -197,34 +197,9 @@ def test_every_acknowledged_order_reaches_every_reader_under_concurrency(db, tmp
 
 # ----------------------------------------------------------------------------- 2. storage
 
-@pytest.fixture
-def receivers():
-    rs = {n: Receiver(n) for n in ("inventory", "invoicing", "shipping")}
-    yield rs
-    for r in rs.values():
-        r.close()
-
-
-@pytest.fixture
-def stack(db, receivers):
-    add_source(db)
-    for n, r in receivers.items():
-        db.query("INSERT INTO destinations (id, url, secret, retry_schedule, timeout_ms,"
-                 " breaker_threshold) VALUES (%s, %s, %s, '{0.2 seconds, 0.4 seconds}', 2000,"
-                 " 1000)", (n, r.url, wh.DEST_SECRET))
-    procs = []
-
-    def start(env=None):
-        e = {"ORDERSYNC_SWEEP_INTERVAL_S": "1", "ORDERSYNC_LEASE_S": "5"}
-        e.update(env or {})
-        p = Process(db.url, env=e).start()
-        p.wait_ready()
-        procs.append(p)
-        return p
-
-    yield start
-    for p in procs:
-        p.stop(sig=9)
+# the `stack` fixture's destinations (conftest.py)
+pytestmark = pytest.mark.stack(retry_schedule="{0.2 seconds, 0.4 seconds}", timeout_ms=2000,
+                               breaker_threshold=1000)
 
 
 def all_delivered(db):

@@ -16,41 +16,14 @@ import pytest
 
 import webhooks as wh
 from conftest import FIXTURES, Cluster, Database, Process, pg_script, request, run_ordersync
-from receiver import Receiver, wait_for
+from receiver import wait_for
 
 DESTS = ("inventory", "invoicing", "shipping")
 TEMPLATE = json.load(open(os.path.join(FIXTURES, "shopify_order_create.json")))
 
 
-@pytest.fixture
-def receivers():
-    rs = {n: Receiver(n) for n in DESTS}
-    yield rs
-    for r in rs.values():
-        r.close()
-
-
-@pytest.fixture
-def stack(db, receivers):
-    db.query("INSERT INTO sources (id, kind, secret) VALUES ('shop', 'shopify', %s)",
-             (wh.SHOPIFY_SECRET,))
-    for n, r in receivers.items():
-        db.query("INSERT INTO destinations (id, url, secret, retry_schedule, timeout_ms)"
-                 " VALUES (%s, %s, %s, '{0.2 seconds, 0.4 seconds}', 2000)",
-                 (n, r.url, wh.DEST_SECRET))
-    procs = []
-
-    def start(env=None):
-        e = {"ORDERSYNC_SWEEP_INTERVAL_S": "1", "ORDERSYNC_LEASE_S": "5"}
-        e.update(env or {})
-        p = Process(db.url, env=e).start()
-        p.wait_ready()
-        procs.append(p)
-        return p
-
-    yield start
-    for p in procs:
-        p.stop(sig=9)
+pytestmark = [pytest.mark.receivers(*DESTS),
+              pytest.mark.stack(retry_schedule="{0.2 seconds, 0.4 seconds}", timeout_ms=2000)]
 
 
 def order_body(oid, topic="orders/create", updated="2026-01-02T03:04:05Z", **kw):
@@ -144,15 +117,7 @@ def test_outage_then_recovery_preserves_order(stack, db, receivers):
 
 
 def test_retry_after_is_honoured(stack, db, receivers):
-    inv = receivers["inventory"]
-    first = {"done": False}
-
-    def behaviour(rec):
-        if not first["done"]:
-            first["done"] = True
-            return 429, {"Retry-After": "2"}, b"slow down"
-        return 200, {}, b"ok"
-    inv.behaviour = behaviour
+    inv = receivers["inventory"].fail_first(1, 429, {"Retry-After": "2"}, b"slow down")
     p = stack()
     send(p, 300)
     wait_for(lambda: len(inv.accepted()) == 1, timeout=15, what="retry")
