@@ -14,8 +14,10 @@ real sockets. Nothing here mocks the system under test.
   process is killed after the test). The destinations' other columns come
   from `@pytest.mark.stack(**destination_columns)` on the test or its module.
 """
+import concurrent.futures
 import json
 import os
+import random
 import socket
 import subprocess
 import tempfile
@@ -39,6 +41,32 @@ FIXTURES = os.path.join(REPO, "tests", "fixtures")
 DESTS = ("inventory", "invoicing", "shipping")
 
 
+def pytest_addoption(parser):
+    parser.addoption("--shard", metavar="K/N",
+                     help="run only the K-th of N parts of the collected tests (every N-th"
+                          " one): CMakeLists.txt runs its longest files in parts, in parallel")
+
+
+def pytest_collection_modifyitems(config, items):
+    shard = config.getoption("--shard")
+    if not shard:
+        return
+    k, n = (int(x) for x in shard.split("/"))
+    if not 1 <= k <= n:
+        raise pytest.UsageError(f"--shard {shard}: K must be in 1..N")
+    keep = [t for i, t in enumerate(items) if i % n == k - 1]
+    config.hook.pytest_deselected(items=[t for t in items if t not in keep])
+    items[:] = keep
+
+
+NEXT_TEST = {}  # test -> the test that runs after it in this session (None for the last)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_protocol(item, nextitem):
+    NEXT_TEST[item] = nextitem
+
+
 def pytest_configure(config):
     config.addinivalue_line("markers", "receivers(*names): the names of the `receivers` fixture")
     config.addinivalue_line("markers", "stack(**destination_columns): the destinations' columns"
@@ -51,12 +79,18 @@ def with_dbname(url, name):
 
 
 class Cluster:
-    """A PostgreSQL server; `own_dir` is set when this session started it."""
+    """A PostgreSQL server; `own_dir` is set when this session started it.
+
+    Test runs share it (scripts/test runs test files in parallel), so every
+    name a session makes is its own: its template is named by its process id
+    and each test's database is random."""
 
     def __init__(self, url, own_dir=None):
         self.url = url
         self.own_dir = own_dir
         self._template = None
+        self._ready = None  # a migrated database made ahead for the next test (a Future)
+        self._work = None  # one thread: creating ahead and dropping behind
 
     def admin(self):
         return psycopg.connect(with_dbname(self.url, "postgres"), autocommit=True)
@@ -72,18 +106,59 @@ class Cluster:
             self._template = name
         return self._template
 
-    def new_db(self, migrated=True):
+    def _create(self, migrated):
         name = "t_" + uuid.uuid4().hex[:12]
         with self.admin() as c:
             if migrated:
                 c.execute(f'CREATE DATABASE "{name}" TEMPLATE "{self.template()}"')
             else:
                 c.execute(f'CREATE DATABASE "{name}"')
+            # No JIT: on these small, unanalysed tables the views' estimates pass
+            # jit_above_cost, and every read of one (a test polls them) spent
+            # 0.5-3 s compiling. Results are the same with or without it.
+            c.execute(f'ALTER DATABASE "{name}" SET jit = off')
+        return name
+
+    def _drop(self, name):
+        try:
+            with self.admin() as c:
+                c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        except psycopg.Error:
+            pass  # the cluster went away (a test's own cluster): nothing is left to drop
+
+    def _worker(self):
+        if self._work is None:
+            self._work = concurrent.futures.ThreadPoolExecutor(1, "ordersync-db")
+        return self._work
+
+    def new_db(self, migrated=True, ahead=False):
+        """A new database. CREATE DATABASE and DROP DATABASE take seconds on a
+        busy machine (a copy of the template written through the WAL; a
+        checkpoint), so with `ahead` (the next test needs one too) the next
+        migrated one is made while this test runs, and drop_db drops behind."""
+        if not migrated:
+            return self._create(False)
+        ready, self._ready = self._ready, None
+        name = ready.result() if ready is not None else self._create(True)
+        if ahead:
+            self._ready = self._worker().submit(self._create, True)
         return name
 
     def drop_db(self, name):
-        with self.admin() as c:
-            c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        self._worker().submit(self._drop, name)
+
+    def finish(self):
+        """At the end of the session: the database made ahead, the pending
+        drops, then the template."""
+        if self._ready is not None:
+            self.drop_db(self._ready.result())
+            self._ready = None
+        if self._work is not None:
+            self._work.shutdown(wait=True)
+            self._work = None
+        if self._template is not None:
+            self._drop(self._template)
+            self._template = None
 
 
 def pg_script(*args, env=None):
@@ -95,13 +170,16 @@ def pg_script(*args, env=None):
 def cluster():
     url = os.environ.get("DATABASE_URL")
     if url:
-        yield Cluster(url)
+        c = Cluster(url)
+        yield c
+        c.finish()
         return
     d = tempfile.mkdtemp(prefix="ordersync-pg-")
     os.chmod(d, 0o755)
     url = pg_script("start", d)
     c = Cluster(url, own_dir=d)
     yield c
+    c.finish()
     pg_script("destroy", d)
 
 
@@ -125,8 +203,9 @@ class Database:
 
 
 @pytest.fixture
-def db(cluster):
-    name = cluster.new_db()
+def db(request, cluster):
+    following = NEXT_TEST.get(request.node)
+    name = cluster.new_db(ahead=following is not None and "db" in following.fixturenames)
     d = Database(cluster, name)
     yield d
     cluster.drop_db(name)
@@ -150,12 +229,28 @@ def run_ordersync(args, database_url, check=False, env=None, timeout=60):
     return p
 
 
+# Ports for servers a test starts itself (PostgreSQL nodes, admin listeners):
+# below the kernel's ephemeral range (32768-60999 by default), so that no
+# outgoing connection of a test running beside this one can take the port
+# between the moment it is picked and the moment the server binds it.
+FREE_PORTS = (20000, 32000)
+
+
 def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+    """A port nothing listens on now, from FREE_PORTS, picked at random: tests
+    run in parallel, and a random pick makes two runs asking at the same
+    moment unlikely to get the same one."""
+    for _ in range(200):
+        port = random.randint(*FREE_PORTS)
+        s = socket.socket()
+        try:
+            s.bind(("127.0.0.1", port))
+            return port
+        except OSError:
+            continue
+        finally:
+            s.close()
+    raise AssertionError("no free port in %d-%d" % FREE_PORTS)
 
 
 class Process:

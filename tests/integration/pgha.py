@@ -92,9 +92,10 @@ class Node:
     def init(self, settings=None, hba=()):
         run([BINDIR + "/initdb", "-D", self.data, "-U", "ordersync", "--auth=trust", "-E", "UTF8",
              "--locale=C.UTF-8"], as_postgres=True)
+        # jit off: see Cluster.new_db in conftest.py
         conf = {"listen_addresses": self.listen, "port": self.port,
                 "unix_socket_directories": self.dir, "max_connections": 60,
-                "shared_buffers": "64MB", "log_min_messages": "warning",
+                "shared_buffers": "64MB", "log_min_messages": "warning", "jit": "off",
                 "log_line_prefix": "%m [%p] "}
         conf.update(settings or {})
         self._conf(conf)

@@ -12,6 +12,7 @@ that record what arrives (receiver.py).
    sync_backlog shows the limit and when it holds deliveries back.
 """
 import collections
+import concurrent.futures
 import copy
 import json
 import os
@@ -318,8 +319,9 @@ def test_two_instances_hold_the_limit_through_hand_overs(stack, db, receivers):
                      and o.endswith(":%d" % p.proc.pid)), None)
 
     t0 = time.time()
-    for i in range(total):
-        send(procs[i % 2], 50000 + i)
+    # eight senders: one would take longer than the limit needs on a busy machine
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda i: send(procs[i % 2], 50000 + i), range(total)))
     # the unlimited destination is not held back by the limited one
     wait_for(lambda: len(inv.accepted()) == total, timeout=30, what="inventory")
     assert len(invo.accepted()) < total / 2

@@ -50,8 +50,17 @@ def send(p, oid, topic="orders/create", updated="2026-01-02T03:04:05Z", webhook_
 
 
 def read_feed(port, after, limit=1000, wait=1):
-    st, _, body = request(port, "GET", "/feeds/erp?after=%s&limit=%d&wait=%d" % (after, limit, wait),
-                          headers={"Authorization": "Bearer " + TOKEN}, timeout=30)
+    """One page of the feed. A 503 (the feed's database connection is not up
+    yet just after a start: it comes with Retry-After) is tried again for up
+    to 10 s, as a consumer does."""
+    deadline = time.time() + 10
+    while True:
+        st, _, body = request(port, "GET", "/feeds/erp?after=%s&limit=%d&wait=%d"
+                              % (after, limit, wait),
+                              headers={"Authorization": "Bearer " + TOKEN}, timeout=30)
+        if st != 503 or time.time() > deadline:
+            break
+        time.sleep(0.2)
     assert st == 200, body
     return json.loads(body)
 
