@@ -219,12 +219,20 @@ static double jitter(void)
     return 1.0 + 0.2 * ((double)v / 65535.0);
 }
 
+/*
+ * A claimed row's lease must outlive its request, with room to write the
+ * result: a destination's timeout plus a margin of 30 s, or of the lease
+ * itself when that is shorter (ORDERSYNC_LEASE_S is how soon work passes to
+ * another instance when its process dies; a shorter margin risks a duplicate,
+ * never a loss).
+ */
 static unsigned lease_s(struct relay *r)
 {
     unsigned lease = r->cfg.lease_s;
+    unsigned margin = lease < 30 ? lease : 30;
     for (struct dest *d = destinations_first(r->dests); d != NULL; d = d->next)
-        if (d->present && d->push && (unsigned)(d->timeout_ms / 1000) + 30 > lease)
-            lease = (unsigned)(d->timeout_ms / 1000) + 30; /* a lease must outlive the request */
+        if (d->present && d->push && (unsigned)(d->timeout_ms / 1000) + margin > lease)
+            lease = (unsigned)(d->timeout_ms / 1000) + margin;
     return lease;
 }
 

@@ -276,6 +276,38 @@ def test_kill_9_under_load_loses_nothing(stack, db, receivers):
         assert all(len(ids) == 1 for ids in by_ext.values()), "a duplicate must reuse its webhook-id"
 
 
+def test_a_claimed_retry_passes_to_another_instance_after_its_lease(stack, db, receivers):
+    """A retry claimed by a process that then dies is taken by another once
+    its lease runs out: the destination's timeout (2 s) plus ORDERSYNC_LEASE_S
+    (5 s) here, not a fixed 30 s margin, and delivered with the same id."""
+    inv = receivers["inventory"]
+    calls = {"n": 0}
+
+    def behaviour(rec):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            return 500, {}, b"try again"  # the event gets a row and a retry
+        if calls["n"] == 2:
+            return "hang", {"seconds": 3}, b""  # the retry, in flight when its process dies
+        return 200, {}, b"ok"
+    inv.behaviour = behaviour
+    a = stack()
+    send(a, 32000)
+    wait_for(lambda: calls["n"] >= 2, what="the retry in flight")
+    lease = db.scalar("SELECT extract(epoch FROM lease_until - updated_at) FROM deliveries"
+                      " WHERE destination_id = 'inventory' AND state = 'delivering'")
+    a.stop(sig=9)
+    killed = time.time()
+    assert lease == 7, lease
+    stack()
+    wait_for(lambda: len(inv.accepted()) == 1, timeout=30, what="the retry taken over")
+    taken = inv.accepted()[0]["time"] - killed
+    assert taken < 30, taken  # well before a 30 s margin would have let it go
+    ids = {rec["headers"]["webhook-id"] for rec in inv.all()}
+    assert len(ids) == 1, ids
+    assert state_of(db, "inventory") == "delivered"
+
+
 def test_two_processes_share_the_work_without_double_delivery(stack, db, receivers):
     a = stack()
     b = stack()
