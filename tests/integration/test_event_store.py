@@ -239,7 +239,14 @@ def test_each_payload_once_and_success_writes_no_row(stack, db, receivers):
                         " WHERE relname = 'delivery_streams'")[0]
     wait_for(lambda: stats()[0] > 0, timeout=10, what="statistics")
     upd, hot = stats()
-    assert hot == upd, (upd, hot)
+    # An update that changes no indexed column is HOT unless the row's page is
+    # full: on a busy machine other statements keep the old versions alive a
+    # while, the page fills, and each row moves to a new page once, which is
+    # then not HOT. An indexed column changed would make every update non-HOT.
+    pages = db.scalar("SELECT pg_relation_size('delivery_streams')"
+                      " / current_setting('block_size')::int")
+    rows = db.scalar("SELECT count(*) FROM delivery_streams")
+    assert upd - hot <= rows * (pages - 1), (upd, hot, pages)
 
 
 # ----------------------------------------------------------------------------- 3. claims
@@ -534,8 +541,10 @@ def test_a_dead_event_blocks_its_order_visibly_until_skipped(stack, db, receiver
     assert r.returncode == 0 and "1 delivery(ies) skipped" in r.stdout, r.stderr
     wait_for(lambda: any(r["json"]["type"] == "order.cancelled" for r in inv.accepted()),
              what="the cancellation after the skip")
-    assert db.scalar("SELECT state FROM sync_state WHERE external_id = '700'"
-                     " AND destination_id = 'inventory'") == "synced"
+    # the receiver records a request before it answers: the outcome is written after that
+    wait_for(lambda: db.scalar("SELECT state FROM sync_state WHERE external_id = '700'"
+                               " AND destination_id = 'inventory'") == "synced",
+             what="order 700 synced at inventory")
     assert db.query("SELECT action FROM operator_actions") == [("skip",)]
 
 
