@@ -7,7 +7,10 @@
 -- Left out: owners, SET lines, and the partitions of the time-partitioned tables
 -- (ordersync makes them ahead at run time, named by date).
 --
--- Tables, each after the migration that last changed it:
+-- Each table, view and function follows the migration that last changed its
+-- definition; "(grants: M)" names a later migration that changed its grants.
+--
+-- Tables:
 --   005_event_store          deliveries
 --   009_console              delivery_attempts
 --   009_console              delivery_log
@@ -26,7 +29,7 @@
 --   009_console              sources
 --   002_ingest               subscriptions
 --
--- Views, each after the migration that last changed it:
+-- Views:
 --   007_delivery             event_deliveries
 --   005_event_store          order_lines
 --   007_delivery             order_sync
@@ -34,28 +37,28 @@
 --   008_destination_options  sync_backlog
 --   007_delivery             sync_state
 --
--- Functions, each after the migration that last changed it:
+-- Functions:
 --   007_delivery             deliveries_promote(text, bigint)
 --   007_delivery             deliveries_reorder(text, bigint)
 --   011_index_plans          delivery_claim(text[], integer[], interval, text)
 --   007_delivery             delivery_holds(text, text)
---   007_delivery             delivery_replay(text, bigint, timestamptz, timesta
+--   007_delivery             delivery_replay(text, bigint, timestamptz, timestamptz, boolean, text)
 --   009_console              delivery_replay_events(text[], bigint[], text)
---   007_delivery             delivery_skip(text, bigint, timestamptz, timestamp
+--   007_delivery             delivery_skip(text, bigint, timestamptz, timestamptz, text[], text)
 --   009_console              delivery_skip_events(text[], bigint[], text, text[])
 --   008_destination_options  destination_options_check()
 --   005_event_store          destination_stream_start()
 --   005_event_store          event_store_ensure()
---   005_event_store          event_store_extend(timestamptz, timestamp with tim
+--   005_event_store          event_store_extend(timestamptz, timestamptz)
 --   005_event_store          event_store_floor(timestamptz, interval)
 --   005_event_store          event_store_position_lock()
 --   005_event_store          event_store_prune(integer, timestamptz)
 --   010_partition_interval   event_store_respan(timestamptz)
---   010_partition_interval   event_store_respan_candidates(timestamptz, interva
+--   010_partition_interval   event_store_respan_candidates(timestamptz, interval)
 --   005_event_store          event_store_retire(timestamptz)
 --   011_index_plans          feed_read(text, bigint, text[], integer)
 --   011_index_plans          ingest_batch(jsonb, text[])
---   006_ingest               ingest_poll(text, text, jsonb, boolean, text, text, text, integ
+--   006_ingest               ingest_poll(text, text, jsonb, boolean, text, text, text, integer, text, text, integer)
 --   002_ingest               notify_config_changed()
 --   005_event_store          order_doc(orders)
 --   004_poll                 poll_claim(text, text, interval)
