@@ -111,14 +111,6 @@ void http_respond_error(struct http_request *req, int status, const char *error,
 /* Convenience: application/json body from a NUL-terminated string. */
 void http_respond_json(struct http_request *req, int status, const char *json);
 
-/*
- * Parses a listen address: "host:port", "[v6]:port" or ":port" (all
- * interfaces, 0.0.0.0). Returns 0 with *host a new allocation, or -EINVAL /
- * -ENOMEM. Every service's settings take their address through this.
- */
-int http_parse_listen(const char *value, char **host, int *port)
-    __attribute__((warn_unused_result));
-
 /* Reason phrase for a status code ("Not Found"). */
 const char *http_status_reason(int status);
 

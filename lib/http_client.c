@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "buf.h"
+#include "list.h"
 #include "log.h"
 
 struct sock {
@@ -24,7 +25,7 @@ struct sock {
 };
 
 struct xfer {
-    struct xfer *next, *prev; /* active list, or free list (next only) */
+    struct list_node node; /* d->active, or d->free_list */
     CURL *easy;
     struct curl_slist *headers;
     http_client_done_fn cb;
@@ -43,8 +44,8 @@ struct http_client {
     CURLM *multi;
     uv_timer_t timer;
     char *user_agent;
-    struct xfer *free_list;
-    struct xfer *active; /* started, not finished: what http_client_free aborts */
+    struct list_node free_list; /* finished transfers whose easy handles are reused */
+    struct list_node active;    /* started, not finished: what http_client_free aborts */
     unsigned in_flight;
     unsigned open_handles; /* timer + polls */
     bool closing;
@@ -165,8 +166,8 @@ static size_t on_body(char *ptr, size_t size, size_t nmemb, void *userp)
     return n; /* the rest is read and dropped: the connection stays reusable */
 }
 
-/* Copies a header's value (trimmed) into out if `line` is that header. */
-static bool header_value(const char *line, size_t n, const char *name, char *out, size_t out_size)
+bool http_client_header_value(const char *line, size_t n, const char *name, char *out,
+                              size_t out_size)
 {
     size_t nl = strlen(name);
     if (n <= nl || strncasecmp(line, name, nl) != 0 || line[nl] != ':')
@@ -175,7 +176,7 @@ static bool header_value(const char *line, size_t n, const char *name, char *out
     const char *end = line + n;
     while (v < end && (*v == ' ' || *v == '\t'))
         v++;
-    while (end > v && (end[-1] == '\r' || end[-1] == '\n' || end[-1] == ' '))
+    while (end > v && (end[-1] == '\r' || end[-1] == '\n' || end[-1] == ' ' || end[-1] == '\t'))
         end--;
     size_t len = (size_t)(end - v);
     if (len >= out_size)
@@ -211,30 +212,19 @@ static size_t on_header(char *buf, size_t size, size_t nitems, void *userp)
 {
     struct xfer *x = userp;
     size_t n = size * nitems;
+    char value[HTTP_CLIENT_CAPTURE_SIZE];
     for (unsigned i = 0; i < x->n_want; i++) {
-        char value[HTTP_CLIENT_CAPTURE_SIZE];
-        if (!header_value(buf, n, x->want[i], value, sizeof(value)))
+        if (!http_client_header_value(buf, n, x->want[i], value, sizeof(value)))
             continue;
         free(x->captured[i]);
         x->captured[i] = strdup(value); /* NULL (out of memory) reads as absent */
         x->res.header[i] = x->captured[i] ? x->captured[i] : "";
-        return n;
+        break;
     }
-    static const char name[] = "retry-after:";
-    if (n > sizeof(name) - 1 && strncasecmp(buf, name, sizeof(name) - 1) == 0) {
-        char value[128];
-        size_t vl = n - (sizeof(name) - 1);
-        if (vl >= sizeof(value))
-            vl = sizeof(value) - 1;
-        memcpy(value, buf + sizeof(name) - 1, vl);
-        value[vl] = '\0';
-        char *v = value;
-        while (*v == ' ' || *v == '\t')
-            v++;
-        char *end = v + strlen(v);
-        while (end > v && (end[-1] == '\r' || end[-1] == '\n' || end[-1] == ' '))
-            *--end = '\0';
-        double secs = http_client_retry_after(v, time(NULL));
+    /* also when captured: the result's retry_after_s is read whatever was asked */
+    char ra[128]; /* an HTTP-date is 29 bytes; longer is not a Retry-After */
+    if (http_client_header_value(buf, n, "retry-after", ra, sizeof(ra))) {
+        double secs = http_client_retry_after(ra, time(NULL));
         if (secs >= 0)
             x->res.retry_after_s = secs;
     }
@@ -245,12 +235,7 @@ static void finish(struct http_client *d, struct xfer *x, CURLcode code)
 {
     curl_multi_remove_handle(d->multi, x->easy);
     d->in_flight--;
-    if (x->prev != NULL)
-        x->prev->next = x->next;
-    else
-        d->active = x->next;
-    if (x->next != NULL)
-        x->next->prev = x->prev;
+    list_remove(&x->node);
     x->res.seconds = (double)(uv_hrtime() - x->t0) / 1e9;
     if (code == CURLE_OK) {
         curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &x->res.http_status);
@@ -275,9 +260,7 @@ static void finish(struct http_client *d, struct xfer *x, CURLcode code)
         x->captured[i] = NULL;
     }
     buf_free(&x->body);
-    x->prev = NULL;
-    x->next = d->free_list;
-    d->free_list = x;
+    list_prepend(&d->free_list, &x->node);
 }
 
 static void check_done(struct http_client *d)
@@ -300,6 +283,8 @@ int http_client_new(uv_loop_t *loop, const char *user_agent, unsigned max_connec
     if (d == NULL)
         return -ENOMEM;
     d->loop = loop;
+    list_init(&d->free_list);
+    list_init(&d->active);
     d->user_agent = strdup(user_agent);
     d->multi = curl_multi_init();
     if (d->user_agent == NULL || d->multi == NULL) {
@@ -327,21 +312,23 @@ int http_client_start(struct http_client *d, const struct http_client_request *r
 {
     if (d->closing)
         return -ECANCELED;
-    struct xfer *x = d->free_list;
-    if (x != NULL) {
-        d->free_list = x->next;
+    struct xfer *x;
+    struct list_node *reuse = list_first(&d->free_list);
+    if (reuse != NULL) {
+        list_remove(reuse);
+        x = list_entry(reuse, struct xfer, node);
         curl_easy_reset(x->easy);
     } else {
         x = calloc(1, sizeof(*x));
         if (x == NULL)
             return -ENOMEM;
+        list_init(&x->node);
         x->easy = curl_easy_init();
         if (x->easy == NULL) {
             free(x);
             return -ENOMEM;
         }
     }
-    x->next = NULL;
     x->cb = cb;
     x->data = data;
     memset(&x->res, 0, sizeof(x->res));
@@ -395,18 +382,13 @@ int http_client_start(struct http_client *d, const struct http_client_request *r
     if (curl_multi_add_handle(d->multi, e) != CURLM_OK)
         goto fail;
     d->in_flight++;
-    x->prev = NULL;
-    x->next = d->active;
-    if (d->active != NULL)
-        d->active->prev = x;
-    d->active = x;
+    list_prepend(&d->active, &x->node);
     return 0;
 fail:
     curl_slist_free_all(x->headers);
     x->headers = NULL;
     buf_free(&x->body);
-    x->next = d->free_list;
-    d->free_list = x;
+    list_prepend(&d->free_list, &x->node);
     return -ENOMEM;
 }
 
@@ -422,15 +404,16 @@ void http_client_free(struct http_client **pd)
         return;
     *pd = NULL;
     d->closing = true;
-    while (d->active != NULL)
-        finish(d, d->active, CURLE_ABORTED_BY_CALLBACK);
+    while (!list_empty(&d->active))
+        finish(d, list_entry(list_first(&d->active), struct xfer, node), CURLE_ABORTED_BY_CALLBACK);
     /* closing the pooled keep-alive connections calls on_curl_socket(REMOVE),
        which closes their poll handles: d must stay alive until those ran */
     curl_multi_cleanup(d->multi);
     d->multi = NULL;
-    while (d->free_list != NULL) {
-        struct xfer *x = d->free_list;
-        d->free_list = x->next;
+    struct list_node *n, *tmp;
+    list_foreach_safe(n, tmp, &d->free_list)
+    {
+        struct xfer *x = list_entry(n, struct xfer, node);
         curl_easy_cleanup(x->easy);
         free(x);
     }

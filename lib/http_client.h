@@ -77,6 +77,15 @@ unsigned http_client_in_flight(const struct http_client *c);
 void http_client_free(struct http_client **c);
 
 /*
+ * If the response header line `line` (n bytes, as libcurl hands it over, with
+ * its CRLF) is the header `name` (case-insensitive), copies its value, blanks
+ * around it trimmed, into `out` (cut to out_size - 1 bytes) and returns true.
+ * Pure.
+ */
+bool http_client_header_value(const char *line, size_t n, const char *name, char *out,
+                              size_t out_size);
+
+/*
  * Seconds to wait from a Retry-After value (trimmed): delay-seconds or an
  * HTTP-date, relative to `now`, at most HTTP_CLIENT_RETRY_AFTER_MAX_S; -1 when
  * it is neither. Always finite. Pure.

@@ -1,7 +1,8 @@
 /*
- * verify: signature checks of inbound webhooks on the raw body bytes, and the
- * Standard Webhooks signer used by the relay. The platform rules are each
- * platform's published ones; each branch that looks odd names the rule it follows.
+ * verify: the signing primitives (HMAC-SHA256, SHA-256, constant-time
+ * compare, base64, timestamps) and the Standard Webhooks scheme on top of
+ * them. The scheme's rules are the published specification's; each branch
+ * that looks odd names the rule it follows.
  *
  * Every comparison of a signature is constant-time (CRYPTO_memcmp), and every
  * detail string names headers and numbers only, never secrets or signatures,
@@ -13,6 +14,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,11 +24,11 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 
-#define HMAC_LEN 32
+#define HMAC_LEN VERIFY_SHA256_LEN
 /* Decoded Standard Webhooks keys are 24..64 bytes in practice; leave room. */
 #define MAX_KEY_LEN 256
-/* A Shopify/WooCommerce header is 44 characters; anything far longer is junk. */
-#define MAX_B64_HEADER 128
+/* A v1 signature is 44 base64 characters; anything far longer is junk. */
+#define MAX_B64_SIG 128
 
 const char *verify_result_name(enum verify_result r)
 {
@@ -72,10 +74,15 @@ static enum verify_result say(enum verify_result r, char *detail, size_t size, c
  * SHA-256 for content-derived keys is fetched once for the same reason
  * (EVP_sha256() is a legacy handle that EVP_DigestInit fetches anew each time).
  *
- * pthread_once makes the first use safe from any thread; afterwards both are
- * only read. They are freed at exit so that leak checkers see a clean process.
+ * The first use builds them under a mutex, from any thread; afterwards they
+ * are only read, and `ready` tells so without the lock. A first use that
+ * fails (out of memory) leaves nothing built, and the next use tries again:
+ * a transient failure must not leave the process unable to verify anything
+ * until it restarts. They are freed at exit so that leak checkers see a
+ * clean process.
  */
-static pthread_once_t crypto_once = PTHREAD_ONCE_INIT;
+static pthread_mutex_t crypto_lock = PTHREAD_MUTEX_INITIALIZER;
+static atomic_bool crypto_ready;
 static EVP_MAC_CTX *hmac_sha256_template;
 static EVP_MD *sha256_md;
 
@@ -87,8 +94,10 @@ static void crypto_free(void)
     sha256_md = NULL;
 }
 
-static void crypto_init(void)
+/* Builds both, or neither; called with crypto_lock held. */
+static bool crypto_build(void)
 {
+    static bool at_exit;
     EVP_MAC *mac = EVP_MAC_fetch(NULL, "HMAC", NULL);
     OSSL_PARAM params[2];
 
@@ -103,19 +112,40 @@ static void crypto_init(void)
         hmac_sha256_template = NULL;
     }
     sha256_md = EVP_MD_fetch(NULL, "SHA256", NULL);
+    if (hmac_sha256_template == NULL || sha256_md == NULL) {
+        crypto_free();
+        return false;
+    }
     /* Without the handler they stay allocated until exit anyway: nothing to undo. */
-    (void)atexit(crypto_free);
+    if (!at_exit)
+        at_exit = atexit(crypto_free) == 0;
+    return true;
 }
 
-/* HMAC-SHA256 over the concatenation of n parts, without copying the body. */
-static int hmac_sha256(const void *key, size_t keylen, const void *const *parts, const size_t *lens,
-                       size_t n, unsigned char out[HMAC_LEN])
+/* Are the template and the digest there (built now if not)? */
+static bool crypto_init(void)
+{
+    bool ok;
+
+    if (atomic_load_explicit(&crypto_ready, memory_order_acquire))
+        return true;
+    if (pthread_mutex_lock(&crypto_lock) != 0)
+        return false;
+    ok = atomic_load_explicit(&crypto_ready, memory_order_relaxed) || crypto_build();
+    if (ok)
+        atomic_store_explicit(&crypto_ready, true, memory_order_release);
+    pthread_mutex_unlock(&crypto_lock);
+    return ok;
+}
+
+int verify_hmac_sha256(const void *key, size_t keylen, const void *const *parts, const size_t *lens,
+                       size_t n, unsigned char out[VERIFY_SHA256_LEN])
 {
     EVP_MAC_CTX *ctx = NULL;
     size_t outlen = 0;
     int rc = -ENOMEM;
 
-    if (pthread_once(&crypto_once, crypto_init) != 0 || hmac_sha256_template == NULL)
+    if (!crypto_init())
         goto fail;
     ctx = EVP_MAC_CTX_dup(hmac_sha256_template);
     if (ctx == NULL)
@@ -139,11 +169,16 @@ int verify_sha256(const void *data, size_t len, unsigned char out[VERIFY_SHA256_
 {
     unsigned int n = 0;
 
-    if (pthread_once(&crypto_once, crypto_init) != 0 || sha256_md == NULL)
+    if (!crypto_init())
         return -ENOMEM;
     if (EVP_Digest(data, len, out, &n, sha256_md, NULL) != 1 || n != VERIFY_SHA256_LEN)
         return -ENOMEM;
     return 0;
+}
+
+bool verify_equal(const void *a, const void *b, size_t n)
+{
+    return CRYPTO_memcmp(a, b, n) == 0;
 }
 
 static bool is_b64_char(unsigned char c)
@@ -207,134 +242,8 @@ static int64_t tolerance_or_default(int tolerance_s)
     return tolerance_s > 0 ? tolerance_s : VERIFY_DEFAULT_TOLERANCE_S;
 }
 
-static bool have_secret(const char *const secrets[2])
-{
-    return (secrets[0] != NULL && secrets[0][0] != '\0') ||
-           (secrets[1] != NULL && secrets[1][0] != '\0');
-}
-
-/* Shopify and WooCommerce share one scheme; only the header differs. */
-static enum verify_result verify_body_hmac_b64(const char *header, const char *display,
-                                               const char *const secrets[2],
-                                               verify_get_header_fn get_header, void *ctx,
-                                               const char *body, size_t len, char *detail,
-                                               size_t detail_size)
-{
-    const char *value = get_header(ctx, header);
-    unsigned char want[MAX_B64_HEADER];
-    unsigned char got[HMAC_LEN];
-    const void *parts[1] = {body};
-    size_t lens[1] = {len};
-    size_t vlen;
-    int n;
-
-    if (value == NULL)
-        return say(VERIFY_MISSING, detail, detail_size, "%s header is missing", display);
-    vlen = strlen(value);
-    n = vlen > MAX_B64_HEADER ? -EINVAL : verify_base64_decode(value, vlen, want, sizeof(want));
-    if (n < 0)
-        return say(VERIFY_MALFORMED, detail, detail_size, "%s header is not valid base64", display);
-    if (n != HMAC_LEN)
-        return say(VERIFY_MALFORMED, detail, detail_size,
-                   "%s header decodes to %d bytes, an HMAC-SHA256 has 32", display, n);
-    if (!have_secret(secrets))
-        return say(VERIFY_ERROR, detail, detail_size, "no secret is configured for this source");
-    for (int i = 0; i < 2; i++) {
-        if (secrets[i] == NULL || secrets[i][0] == '\0')
-            continue;
-        if (hmac_sha256(secrets[i], strlen(secrets[i]), parts, lens, 1, got) < 0)
-            return say(VERIFY_ERROR, detail, detail_size, "HMAC computation failed");
-        if (CRYPTO_memcmp(got, want, HMAC_LEN) == 0)
-            return say(VERIFY_OK, detail, detail_size, "%s matches", display);
-    }
-    return say(VERIFY_MISMATCH, detail, detail_size, "%s does not match the body", display);
-}
-
-enum verify_result verify_shopify(const char *const secrets[2], verify_get_header_fn get_header,
-                                  void *ctx, const char *body, size_t len, char *detail,
-                                  size_t detail_size)
-{
-    return verify_body_hmac_b64("x-shopify-hmac-sha256", "X-Shopify-Hmac-Sha256", secrets,
-                                get_header, ctx, body, len, detail, detail_size);
-}
-
-enum verify_result verify_woocommerce(const char *const secrets[2], verify_get_header_fn get_header,
-                                      void *ctx, const char *body, size_t len, char *detail,
-                                      size_t detail_size)
-{
-    return verify_body_hmac_b64("x-wc-webhook-signature", "X-WC-Webhook-Signature", secrets,
-                                get_header, ctx, body, len, detail, detail_size);
-}
-
-static bool is_lower_hex(const char *s, size_t len)
-{
-    for (size_t i = 0; i < len; i++) {
-        if (!isdigit((unsigned char)s[i]) && !(s[i] >= 'a' && s[i] <= 'f'))
-            return false;
-    }
-    return true;
-}
-
-int verify_parse_stripe_header(const char *value, struct verify_stripe_header *out)
-{
-    bool have_t = false;
-    const char *p = value;
-
-    memset(out, 0, sizeof(*out));
-    /*
-     * Stripe's libraries split on ',' then on the first '='; keys other than
-     * t and v1 (v0 test signatures, future schemes) are ignored.
-     */
-    while (*p != '\0') {
-        const char *end = strchr(p, ',');
-        size_t item_len = end != NULL ? (size_t)(end - p) : strlen(p);
-        const char *eq = memchr(p, '=', item_len);
-
-        if (eq != NULL) {
-            size_t klen = (size_t)(eq - p);
-            const char *v = eq + 1;
-            size_t vlen = item_len - klen - 1;
-
-            if (klen == 1 && p[0] == 't') {
-                char buf[16];
-
-                if (have_t || vlen == 0 || vlen >= sizeof(buf))
-                    return -EINVAL;
-                memcpy(buf, v, vlen);
-                buf[vlen] = '\0';
-                if (verify_parse_timestamp(buf, &out->t) < 0)
-                    return -EINVAL;
-                have_t = true;
-            } else if (klen == 2 && p[0] == 'v' && p[1] == '1') {
-                if (vlen != 2 * HMAC_LEN || !is_lower_hex(v, vlen))
-                    return -EINVAL;
-                if (out->n_v1 == VERIFY_MAX_SIGS)
-                    return -EINVAL;
-                memcpy(out->v1[out->n_v1], v, vlen);
-                out->v1[out->n_v1][vlen] = '\0';
-                out->n_v1++;
-            }
-        }
-        p += item_len;
-        if (*p == ',')
-            p++;
-    }
-    return have_t && out->n_v1 > 0 ? 0 : -EINVAL;
-}
-
-static void hex_lower(const unsigned char *in, size_t n, char *out)
-{
-    static const char digits[] = "0123456789abcdef";
-
-    for (size_t i = 0; i < n; i++) {
-        out[2 * i] = digits[in[i] >> 4];
-        out[2 * i + 1] = digits[in[i] & 15];
-    }
-    out[2 * n] = '\0';
-}
-
-static enum verify_result check_age(int64_t t, time_t now, int tolerance_s, const char *display,
-                                    char *detail, size_t detail_size)
+enum verify_result verify_age(int64_t t, time_t now, int tolerance_s, const char *display,
+                              char *detail, size_t detail_size)
 {
     int64_t tol = tolerance_or_default(tolerance_s);
     int64_t age = (int64_t)now - t;
@@ -344,53 +253,6 @@ static enum verify_result check_age(int64_t t, time_t now, int tolerance_s, cons
                    "%s is %lld s away from now (tolerance %lld s)", display,
                    (long long)(age < 0 ? -age : age), (long long)tol);
     return VERIFY_OK;
-}
-
-enum verify_result verify_stripe(const char *const secrets[2], verify_get_header_fn get_header,
-                                 void *ctx, const char *body, size_t len, time_t now,
-                                 int tolerance_s, char *detail, size_t detail_size)
-{
-    const char *value = get_header(ctx, "stripe-signature");
-    struct verify_stripe_header h;
-    char tbuf[24];
-    unsigned char mac[HMAC_LEN];
-    char hex[2 * HMAC_LEN + 1];
-    bool matched = false;
-
-    if (value == NULL)
-        return say(VERIFY_MISSING, detail, detail_size, "Stripe-Signature header is missing");
-    if (verify_parse_stripe_header(value, &h) < 0)
-        return say(VERIFY_MALFORMED, detail, detail_size,
-                   "Stripe-Signature header must be t=<unix time>,v1=<64 hex digits>[,v1=...]");
-    if (!have_secret(secrets))
-        return say(VERIFY_ERROR, detail, detail_size, "no secret is configured for this source");
-    snprintf(tbuf, sizeof(tbuf), "%lld", (long long)h.t);
-    for (int i = 0; i < 2 && !matched; i++) {
-        const void *parts[3] = {tbuf, ".", body};
-        size_t lens[3] = {strlen(tbuf), 1, len};
-
-        if (secrets[i] == NULL || secrets[i][0] == '\0')
-            continue;
-        /* Stripe keys the HMAC with the secret as given, "whsec_" prefix included. */
-        if (hmac_sha256(secrets[i], strlen(secrets[i]), parts, lens, 3, mac) < 0)
-            return say(VERIFY_ERROR, detail, detail_size, "HMAC computation failed");
-        hex_lower(mac, HMAC_LEN, hex);
-        for (size_t j = 0; j < h.n_v1; j++) {
-            if (CRYPTO_memcmp(hex, h.v1[j], 2 * HMAC_LEN) == 0)
-                matched = true;
-        }
-    }
-    if (!matched)
-        return say(VERIFY_MISMATCH, detail, detail_size,
-                   "no v1 signature in Stripe-Signature matches the body");
-    /*
-     * Checked after the signature on purpose: a stale result then means an
-     * authentic but old (possibly replayed) message, which is worth knowing.
-     */
-    if (check_age(h.t, now, tolerance_s, "Stripe-Signature timestamp", detail, detail_size) !=
-        VERIFY_OK)
-        return VERIFY_STALE;
-    return say(VERIFY_OK, detail, detail_size, "Stripe-Signature matches");
 }
 
 int verify_parse_standard_signatures(const char *value, struct verify_standard_sigs *out)
@@ -407,9 +269,9 @@ int verify_parse_standard_signatures(const char *value, struct verify_standard_s
         }
         n = strcspn(p, " ");
         if (n > 3 && strncmp(p, "v1,", 3) == 0) {
-            unsigned char buf[3 * (MAX_B64_HEADER / 4)];
-            int got = n - 3 > MAX_B64_HEADER ? -EINVAL
-                                             : verify_base64_decode(p + 3, n - 3, buf, sizeof(buf));
+            unsigned char buf[3 * (MAX_B64_SIG / 4)];
+            int got = n - 3 > MAX_B64_SIG ? -EINVAL
+                                          : verify_base64_decode(p + 3, n - 3, buf, sizeof(buf));
 
             if (got != HMAC_LEN || out->n == VERIFY_MAX_SIGS)
                 return -EINVAL;
@@ -427,7 +289,7 @@ static int standard_mac(const unsigned char *key, size_t keylen, const char *id,
     const void *parts[5] = {id, ".", ts, ".", body};
     size_t lens[5] = {strlen(id), 1, strlen(ts), 1, len};
 
-    return hmac_sha256(key, keylen, parts, lens, 5, out);
+    return verify_hmac_sha256(key, keylen, parts, lens, 5, out);
 }
 
 enum verify_result verify_standard(const char *const secrets[2], verify_get_header_fn get_header,
@@ -483,7 +345,7 @@ enum verify_result verify_standard(const char *const secrets[2], verify_get_head
     if (!matched)
         return say(VERIFY_MISMATCH, detail, detail_size,
                    "no v1 signature in webhook-signature matches the message");
-    if (check_age(t, now, tolerance_s, "webhook-timestamp", detail, detail_size) != VERIFY_OK)
+    if (verify_age(t, now, tolerance_s, "webhook-timestamp", detail, detail_size) != VERIFY_OK)
         return VERIFY_STALE;
     return say(VERIFY_OK, detail, detail_size, "webhook-signature matches");
 }

@@ -1,17 +1,19 @@
 /*
- * verify: webhook signature checks on the raw request body, before any
- * parsing. One function per signing scheme; the caller (inbound)
- * picks the scheme from the source's kind. Pure: no I/O, the clock is a
- * parameter and headers come through a callback, so the HTTP server, unit tests
- * and fuzz targets all drive the same code.
- *
- * Also the signing half of Standard Webhooks, which the relay uses for
- * outbound deliveries (and the helper services use to verify them: this is why
- * it lives in lib/), and the header parsers on their own for fuzzing.
+ * verify: the generic pieces of webhook signatures, for every service of the
+ * project: HMAC-SHA256 and SHA-256 (OpenSSL, fetched once), a constant-time
+ * compare, base64 and timestamp parsing, the age check of a signed timestamp,
+ * and the Standard Webhooks scheme whole (ordersync's `standard` sources,
+ * the relay's outbound signatures, the downstream services' checks). The
+ * platforms' own schemes (Shopify, WooCommerce, Stripe) are ordersync's
+ * alone and live with the rest of what it knows about each platform, in its
+ * source kinds. Pure: no I/O, the clock is a parameter and headers come
+ * through a callback, so the HTTP server, unit tests and fuzz targets all
+ * drive the same code.
  */
 #ifndef ORDERSYNC_VERIFY_H
 #define ORDERSYNC_VERIFY_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <time.h>
@@ -43,30 +45,11 @@ typedef const char *(*verify_get_header_fn)(void *ctx, const char *name);
 #define VERIFY_STANDARD_SIG_SIZE 48
 
 /*
- * Every verify_* function: `secrets` holds the current secret and, during a
- * rotation, the previous one (secrets[1] may be NULL); either one verifies.
- * All arguments are borrowed. `detail` receives a human explanation of the
+ * A verifier's `secrets` holds the current secret and, during a rotation,
+ * the previous one (secrets[1] may be NULL); either one verifies. All
+ * arguments are borrowed. `detail` receives a human explanation of the
  * result (never a secret or a signature); it may be NULL.
  */
-
-/* Shopify: x-shopify-hmac-sha256 = base64(HMAC-SHA256(secret, body)). */
-enum verify_result verify_shopify(const char *const secrets[2], verify_get_header_fn get_header,
-                                  void *ctx, const char *body, size_t len, char *detail,
-                                  size_t detail_size);
-
-/* WooCommerce: x-wc-webhook-signature = base64(HMAC-SHA256(secret, body)). */
-enum verify_result verify_woocommerce(const char *const secrets[2], verify_get_header_fn get_header,
-                                      void *ctx, const char *body, size_t len, char *detail,
-                                      size_t detail_size);
-
-/*
- * Stripe: stripe-signature: t=<unix>,v1=<hex>[,v1=<hex>...]; the HMAC key is
- * the whole secret string ("whsec_..." included), the message "t.body".
- * tolerance_s <= 0 means VERIFY_DEFAULT_TOLERANCE_S.
- */
-enum verify_result verify_stripe(const char *const secrets[2], verify_get_header_fn get_header,
-                                 void *ctx, const char *body, size_t len, time_t now,
-                                 int tolerance_s, char *detail, size_t detail_size);
 
 /*
  * Standard Webhooks: webhook-id, webhook-timestamp, webhook-signature
@@ -87,8 +70,33 @@ int verify_sign_standard(const char *msg_id, int64_t timestamp, const char *body
                          const char *secret, char *out, size_t out_size)
     __attribute__((warn_unused_result));
 
-/* Size of a SHA-256 digest. */
+/* Size of a SHA-256 digest, and so of an HMAC-SHA256. */
 #define VERIFY_SHA256_LEN 32
+
+/*
+ * HMAC-SHA256 with `key` over the concatenation of the n `parts` (so a
+ * signed message "t.body" needs no copy of the body). Returns 0, or -ENOMEM
+ * when OpenSSL could not compute it (an empty key is refused the same way:
+ * it is never a usable secret).
+ */
+int verify_hmac_sha256(const void *key, size_t keylen, const void *const *parts, const size_t *lens,
+                       size_t n, unsigned char out[VERIFY_SHA256_LEN])
+    __attribute__((warn_unused_result));
+
+/*
+ * Are the n bytes at a and b equal? In time independent of where they differ
+ * (CRYPTO_memcmp), so a signature cannot be guessed byte by byte.
+ */
+bool verify_equal(const void *a, const void *b, size_t n) __attribute__((warn_unused_result));
+
+/*
+ * The age check of a signed timestamp `t` (Unix seconds), after its signature
+ * matched: VERIFY_OK within tolerance_s of now either way (<= 0 means
+ * VERIFY_DEFAULT_TOLERANCE_S), else VERIFY_STALE with detail naming `display`
+ * and the distance.
+ */
+enum verify_result verify_age(int64_t t, time_t now, int tolerance_s, const char *display,
+                              char *detail, size_t detail_size);
 
 /*
  * SHA-256 of `data` into out (for dedupe keys derived from a signed body).
@@ -96,16 +104,6 @@ int verify_sign_standard(const char *msg_id, int64_t timestamp, const char *body
  */
 int verify_sha256(const void *data, size_t len, unsigned char out[VERIFY_SHA256_LEN])
     __attribute__((warn_unused_result));
-
-/* Parsed stripe-signature header. */
-struct verify_stripe_header {
-    int64_t t;
-    size_t n_v1;
-    char v1[VERIFY_MAX_SIGS][65]; /* lower-case hex, NUL-terminated */
-};
-
-/* Parses a stripe-signature value. Returns 0 or -EINVAL (no t, bad t, no v1, bad hex). */
-int verify_parse_stripe_header(const char *value, struct verify_stripe_header *out);
 
 /* Parsed webhook-signature header: the v1 entries, decoded. */
 struct verify_standard_sigs {

@@ -12,9 +12,9 @@
 #include "db.h"
 #include "faults.h"
 #include "http.h"
+#include "list.h"
 #include "role.h"
 
-struct hook;
 struct record;
 
 /*
@@ -40,8 +40,8 @@ struct downstream {
     struct db *db; /* NULL for the sink */
     struct http_server *http;
     struct ds_counters counters;
-    struct hook *hooks;    /* webhooks being delayed or applied; see hook_abort_all */
-    struct record *record; /* sink: what it accepted, when asked (--record) */
+    struct list_node hooks; /* struct hook: webhooks being delayed or applied (hook_abort_all) */
+    struct record *record;  /* sink: what it accepted, when asked (--record) */
     bool stopping;
 };
 

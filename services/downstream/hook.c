@@ -16,6 +16,7 @@
 
 #include <jansson.h>
 
+#include "list.h"
 #include "log.h"
 #include "record.h"
 #include "verify.h"
@@ -26,7 +27,7 @@
 enum hook_state { HOOK_NEW, HOOK_DELAYING, HOOK_APPLYING, HOOK_DONE };
 
 struct hook {
-    struct hook *prev, *next; /* ds->hooks while the answer is owed */
+    struct list_node node; /* ds->hooks while the answer is owed */
     struct downstream *ds;
     struct http_request *req; /* owned by the server until answered */
     enum hook_state state;
@@ -54,13 +55,7 @@ static void on_timer_closed(uv_handle_t *handle)
 static void hook_finish(struct hook *h)
 {
     set_state(h, HOOK_DONE);
-    struct downstream *ds = h->ds;
-    if (h->prev != NULL)
-        h->prev->next = h->next;
-    else
-        ds->hooks = h->next;
-    if (h->next != NULL)
-        h->next->prev = h->prev;
+    list_remove(&h->node);
     h->req = NULL;
     if (h->timer_open)
         uv_close((uv_handle_t *)&h->timer, on_timer_closed);
@@ -239,11 +234,13 @@ static void on_applied(PGresult *res, const char *err, void *data)
         answer_unavailable(h, "the event could not be applied; retry later");
         return;
     }
-    if (PQntuples(res) != 1 || PQnfields(res) != 1) {
+    static const char *const cols[] = {ROLE_COL_OUTCOME};
+    int outcome;
+    if (PQntuples(res) != 1 || db_columns(res, "apply", cols, &outcome, 1) < 0) {
         answer_unavailable(h, "unexpected result from apply()");
         return;
     }
-    answer_applied(h, PQgetvalue(res, 0, 0));
+    answer_applied(h, PQgetvalue(res, 0, outcome));
 }
 
 /* Everything after the latency delay. */
@@ -326,10 +323,7 @@ void hook_start(struct downstream *ds, struct http_request *req)
     }
     h->ds = ds;
     h->req = req;
-    h->next = ds->hooks;
-    if (ds->hooks != NULL)
-        ds->hooks->prev = h;
-    ds->hooks = h;
+    list_prepend(&ds->hooks, &h->node);
     h->fault = faults_decide(&ds->faults, uv_now(ds->loop), &h->retry_after_s);
     int64_t latency = ds->faults.knobs.latency_ms;
     if (latency <= 0) {
@@ -345,8 +339,8 @@ void hook_start(struct downstream *ds, struct http_request *req)
 
 void hook_abort_all(struct downstream *ds)
 {
-    while (ds->hooks != NULL) {
-        struct hook *h = ds->hooks;
+    while (!list_empty(&ds->hooks)) {
+        struct hook *h = list_entry(list_first(&ds->hooks), struct hook, node);
         if (h->state != HOOK_DELAYING)
             abort(); /* db_close() must have answered every applying hook */
         uv_timer_stop(&h->timer);

@@ -188,6 +188,7 @@ static int run(const struct options *o, const struct role *role)
     }
     signal(SIGPIPE, SIG_IGN);
     ds->loop = &s->loop;
+    list_init(&ds->hooks);
     ds->role = role;
     ds->secrets[0] = o->secret;
     ds->secrets[1] = o->previous_secret;
@@ -203,8 +204,8 @@ static int run(const struct options *o, const struct role *role)
         }
     }
     struct http_server_config hcfg = {
-        .host = o->listen_host,
-        .port = o->listen_port,
+        .host = o->listen.host,
+        .port = o->listen.port,
         .max_write_queue = MAX_WRITE_QUEUE,
     };
     http_server_config_defaults(&hcfg);
@@ -215,11 +216,11 @@ static int run(const struct options *o, const struct role *role)
     }
     rc = http_server_start(ds->loop, &hcfg, routes_handle, ds, &ds->http);
     if (rc < 0) {
-        log_error("could not listen", json_pack("{s:s,s:i,s:s}", "host", o->listen_host, "port",
-                                                o->listen_port, "detail", uv_strerror(rc)));
+        log_error("could not listen", json_pack("{s:s,s:i,s:s}", "host", o->listen.host, "port",
+                                                o->listen.port, "detail", uv_strerror(rc)));
         goto fail;
     }
-    log_info("listening", json_pack("{s:s,s:i,s:s,s:s}", "host", o->listen_host, "port",
+    log_info("listening", json_pack("{s:s,s:i,s:s,s:s}", "host", o->listen.host, "port",
                                     http_server_port(ds->http), "role", role->name, "version",
                                     ORDERSYNC_VERSION));
 

@@ -11,13 +11,13 @@
 #include <stdio.h>
 
 #include "faults.h"
+#include "settings.h"
 
 struct options {
-    char *role;         /* required; checked against role.h by main */
-    char *listen_host;  /* from DOWNSTREAM_LISTEN host:port */
-    int listen_port;    /* 0 picks a free port, logged in the "listening" line */
-    char *database_url; /* NULL: libpq's PG* variables decide */
-    char *secret;       /* required whsec_... */
+    char *role;                  /* required; checked against role.h by main */
+    struct settings_addr listen; /* port 0 picks a free port, logged in the "listening" line */
+    char *database_url;          /* NULL: libpq's PG* variables decide */
+    char *secret;                /* required whsec_... */
     char *previous_secret;
     char *log_level;
     char *record; /* sink: file to append accepted events to */

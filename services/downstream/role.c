@@ -19,18 +19,21 @@ extern const char role_sql_inventory[];
 extern const char role_sql_invoicing[];
 extern const char role_sql_shipping[];
 
-/* state() comes back as text: it is relayed as is, with the counters added by the caller. */
+/*
+ * state() comes back as text: it is relayed as is, with the counters added by
+ * the caller. Each result column is named (ROLE_COL_*): it is read by name.
+ */
 static const struct db_stmt inventory_stmts[] = {
-    {ROLE_STMT_APPLY, "SELECT inventory.apply($1, $2::jsonb)"},
-    {ROLE_STMT_STATE, "SELECT inventory.state()::text"},
+    {ROLE_STMT_APPLY, "SELECT inventory.apply($1, $2::jsonb) AS outcome"},
+    {ROLE_STMT_STATE, "SELECT inventory.state()::text AS state"},
 };
 static const struct db_stmt invoicing_stmts[] = {
-    {ROLE_STMT_APPLY, "SELECT invoicing.apply($1, $2::jsonb)"},
-    {ROLE_STMT_STATE, "SELECT invoicing.state()::text"},
+    {ROLE_STMT_APPLY, "SELECT invoicing.apply($1, $2::jsonb) AS outcome"},
+    {ROLE_STMT_STATE, "SELECT invoicing.state()::text AS state"},
 };
 static const struct db_stmt shipping_stmts[] = {
-    {ROLE_STMT_APPLY, "SELECT shipping.apply($1, $2::jsonb)"},
-    {ROLE_STMT_STATE, "SELECT shipping.state()::text"},
+    {ROLE_STMT_APPLY, "SELECT shipping.apply($1, $2::jsonb) AS outcome"},
+    {ROLE_STMT_STATE, "SELECT shipping.state()::text AS state"},
 };
 
 static const struct role roles[] = {

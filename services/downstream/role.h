@@ -21,6 +21,9 @@
 /* Prepared statement names, valid on the db opened with role->stmts. */
 #define ROLE_STMT_APPLY "apply"
 #define ROLE_STMT_STATE "state"
+/* Their one result column each: apply's 'applied' | 'duplicate', state's JSON text. */
+#define ROLE_COL_OUTCOME "outcome"
+#define ROLE_COL_STATE   "state"
 
 struct role {
     const char *name;

@@ -71,8 +71,12 @@ static void on_state(PGresult *res, const char *err, void *data)
         http_respond_error(req, 503, "database_unavailable", err ? err : "connection lost", &h, 1);
         return;
     }
+    static const char *const cols[] = {ROLE_COL_STATE};
+    int col;
     json_error_t jerr;
-    json_t *state = PQntuples(res) == 1 ? json_loads(PQgetvalue(res, 0, 0), 0, &jerr) : NULL;
+    json_t *state = PQntuples(res) == 1 && db_columns(res, "state", cols, &col, 1) == 0
+                        ? json_loads(PQgetvalue(res, 0, col), 0, &jerr)
+                        : NULL;
     if (state == NULL) {
         http_respond_error(req, 500, "internal_error", "state() returned no JSON object", NULL, 0);
         return;

@@ -30,6 +30,8 @@
 #define MAX_DOC_BYTES ((size_t)16 << 20)
 /* Most events one replay or skip request may name. */
 #define MAX_ITEMS 500
+/* Longest search text: an email or external id that ingest accepted must be findable. */
+#define MAX_QUERY 1024
 /* Page sizes of lists. */
 #define DEFAULT_LIMIT 50
 #define MAX_LIMIT     200
@@ -251,6 +253,29 @@ static bool identify(struct app *app, struct http_request *req, struct caller *w
     return true;
 }
 
+/*
+ * Why a request that came with a session cookie was refused, for the page to
+ * tell the operator: "expired" when the cookie's own expiry (its second
+ * field, "v1.<expires>.…") has passed, "invalid" otherwise (logged out,
+ * revoked, or the admin token changed), NULL without a cookie. Only a hint:
+ * the cookie was not accepted either way.
+ */
+static const char *session_problem(struct http_request *req)
+{
+    size_t len;
+    const char *v =
+        console_auth_cookie(http_request_header(req, "cookie"), CONSOLE_AUTH_COOKIE, &len);
+    if (v == NULL || len == 0)
+        return NULL;
+    if (len > 3 && memcmp(v, "v1.", 3) == 0) {
+        char *end = NULL;
+        long long expires = strtoll(v + 3, &end, 10);
+        if (end != NULL && *end == '.' && expires > 0 && expires <= (long long)time(NULL))
+            return "expired";
+    }
+    return "invalid";
+}
+
 static bool same_origin(struct http_request *req)
 {
     return console_auth_same_origin(http_request_header(req, "origin"),
@@ -303,10 +328,24 @@ static void session_cookie(struct http_request *req, const char *value, long max
              CONSOLE_AUTH_COOKIE, value, max_age, tls ? "; Secure" : "");
 }
 
+/* The login page's message for /console/login?why=...: constant strings, nothing echoed. */
+static const char *login_message(struct http_request *req)
+{
+    char why[16];
+    if (query_value(req, "why", why, sizeof(why)) != 1)
+        return "";
+    if (strcmp(why, "expired") == 0)
+        return "Your session expired: log in again to go back to where you were.";
+    if (strcmp(why, "invalid") == 0)
+        return "Your session is no longer valid (you logged out, it was revoked, or the admin "
+               "token changed): log in again to go back to where you were.";
+    return "";
+}
+
 static void login(struct app *app, struct http_request *req)
 {
     if (is_get(req)) {
-        send_asset(req, "login.html", 200, "");
+        send_asset(req, "login.html", 200, login_message(req));
         return;
     }
     if (!is_post(req)) {
@@ -330,8 +369,8 @@ static void login(struct app *app, struct http_request *req)
     }
     if (n != 1 || !console_auth_name_ok(name)) {
         send_asset(req, "login.html", 400,
-                   "Give your name (letters, digits, spaces and . _ @ -, at most 64): it is "
-                   "recorded with every replay and skip.");
+                   "Give your name (letters in any language, digits, spaces and . _ @ - ', at "
+                   "most 64 bytes): it is recorded with every replay and skip.");
         return;
     }
     unsigned char nonce[16];
@@ -457,13 +496,13 @@ static void get_session(struct app *app, struct http_request *req, const struct 
 
 static void get_orders(struct app *app, struct http_request *req)
 {
-    char q[256], before[24], limit[8];
+    char q[MAX_QUERY + 1], before[24], limit[8];
     int hq = query_value(req, "q", q, sizeof(q));
     int hb = query_value(req, "before", before, sizeof(before));
     if (hq < 0 || hb < 0 || (hb == 1 && !is_id(before, strlen(before))) ||
         !page_limit(req, limit)) {
         api_error(req, 400, "bad_parameter",
-                  "q is at most 200 bytes, before an order id, limit 1 to 200", NULL, 0);
+                  "q is at most 1024 bytes, before an order id, limit 1 to 200", NULL, 0);
         return;
     }
     /* what a person pastes often comes with blanks around it */
@@ -586,6 +625,9 @@ static void post_action(struct app *app, struct http_request *req, bool replay,
     json_t *doc = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
     json_t *items = json_object_get(doc, "items");
     json_t *matching = json_object_get(doc, "matching");
+    json_t *jpreview = json_object_get(doc, "preview");
+    /* "preview": true counts what the action would touch and changes nothing */
+    const char *preview = json_is_true(jpreview) ? "true" : "false";
     char actor[96];
     actor_of(who, doc, actor, sizeof(actor));
     struct buf dests, positions;
@@ -593,7 +635,9 @@ static void post_action(struct app *app, struct http_request *req, bool replay,
     buf_init(&positions, (size_t)MAX_ITEMS * 20 + 4);
     const char *bad = NULL;
 
-    if (json_is_array(items) && matching == NULL) {
+    if (jpreview != NULL && !json_is_boolean(jpreview)) {
+        bad = "preview is true or false";
+    } else if (json_is_array(items) && matching == NULL) {
         size_t n = json_array_size(items);
         if (n == 0 || n > MAX_ITEMS)
             bad = "items holds 1 to 500 events";
@@ -614,7 +658,7 @@ static void post_action(struct app *app, struct http_request *req, bool replay,
             (rc != 0 || buf_append_str(&dests, "}") < 0 || buf_append_str(&positions, "}") < 0))
             bad = "too many items";
         if (bad == NULL) {
-            const char *p[] = {dests.data, positions.data, actor};
+            const char *p[] = {dests.data, positions.data, actor, preview};
             run(app, req, replay ? CONSOLE_REPLAY : CONSOLE_SKIP, p);
         }
     } else if (json_is_object(matching) && items == NULL) {
@@ -630,12 +674,12 @@ static void post_action(struct app *app, struct http_request *req, bool replay,
             bad = "matching is {\"destination\", \"since\", \"until\", \"state\": dead (or "
                   "blocked, to skip)}";
         } else if (replay) {
-            const char *p[] = {d, since, until, actor};
+            const char *p[] = {d, since, until, actor, preview};
             run(app, req, CONSOLE_REPLAY_MATCHING, p);
         } else {
             char states[16];
             snprintf(states, sizeof(states), "{%s}", state);
-            const char *p[] = {d, since, until, states, actor};
+            const char *p[] = {d, since, until, states, actor, preview};
             run(app, req, CONSOLE_SKIP_MATCHING, p);
         }
     } else {
@@ -643,7 +687,7 @@ static void post_action(struct app *app, struct http_request *req, bool replay,
     }
     if (bad != NULL)
         api_error(req, 400, "bad_request", bad, NULL, 0);
-    else
+    else if (!json_is_true(jpreview))
         log_info(replay ? "console replay" : "console skip",
                  json_pack("{s:s,s:i}", "actor", actor, "items",
                            json_is_array(items) ? (int)json_array_size(items) : -1));
@@ -663,9 +707,18 @@ void api_console_api(struct app *app, struct http_request *req)
     struct caller who;
     if (!identify(app, req, &who)) {
         struct http_header h = {"WWW-Authenticate", "Bearer realm=\"ordersync console\""};
-        api_error(req, 401, "unauthorized",
-                  "send Authorization: Bearer <ORDERSYNC_ADMIN_TOKEN>, or log in at /console", &h,
-                  1);
+        const char *why = http_request_header(req, "authorization") ? NULL : session_problem(req);
+        api_error(req, 401,
+                  why == NULL                   ? "unauthorized"
+                  : strcmp(why, "expired") == 0 ? "session_expired"
+                                                : "session_invalid",
+                  why == NULL ? "send Authorization: Bearer <ORDERSYNC_ADMIN_TOKEN>, or log in at "
+                                "/console"
+                  : strcmp(why, "expired") == 0
+                      ? "your session expired: log in again"
+                      : "your session is no longer valid (logged out, revoked, or the admin "
+                        "token changed): log in again",
+                  &h, 1);
         return;
     }
     bool replay = strcmp(path, "deliveries/replay") == 0;

@@ -1,7 +1,8 @@
 /*
  * config: every process-level setting of ordersync, read from the environment
- * at start-up. One table (config.c) holds name, type, default, bounds and
- * description; `ordersync --help` and the README's settings list come from it.
+ * at start-up. One table (config.c, read by lib/settings.h) holds name, type,
+ * default, bounds and description; `ordersync --help` and the README's
+ * settings list come from it.
  * Sources and destinations are not here: they live in Postgres (see store.h).
  */
 #ifndef OS_CONFIG_H
@@ -11,17 +12,13 @@
 #include <stdint.h>
 #include <stdio.h>
 
-/* An address to listen on; host NULL when the setting is unset (that listener is off). */
-struct config_addr {
-    char *host;
-    int port;
-};
+#include "settings.h"
 
 struct config {
     char *database_url; /* NULL: libpq's PG* variables decide */
-    struct config_addr listen;
-    struct config_addr admin_listen; /* /healthz, /readyz, /metrics outside the connection cap */
-    char *admin_token;               /* opens the console (NULL: the console is off) */
+    struct settings_addr listen;
+    struct settings_addr admin_listen; /* /healthz, /readyz, /metrics outside the connection cap */
+    char *admin_token;                 /* opens the console (NULL: the console is off) */
     bool migrate_on_start;
     char *log_level;
     int64_t max_body;
@@ -50,8 +47,9 @@ struct config {
 
 /*
  * Fills `cfg` from defaults and the environment (getenv). On a bad value
- * returns -EINVAL and writes the reason to `err`. The strings in cfg are new
- * allocations: release with config_free().
+ * returns -EINVAL (-ENOMEM when out of memory) and writes the reason to `err`;
+ * `cfg` then holds nothing to free. The strings in cfg are new allocations:
+ * release with config_free().
  */
 int config_load(struct config *cfg, char *err, size_t errlen) __attribute__((warn_unused_result));
 void config_free(struct config *cfg);

@@ -105,11 +105,8 @@ static const char overview_sql[] =
     " 'total', o.total::text, 'customer_email', o.customer_email,"                                 \
     " 'created_at', o.created_at, 'updated_at', o.updated_at"
 
-/* Per state, how many (event, destination) pairs of the order: one probe of events_order. */
-#define ORDER_SYNC                                                                                 \
-    "'sync', (SELECT coalesce(json_object_agg(z.state, z.n), '{}') FROM ("                         \
-    " SELECT ed.state, count(*) AS n FROM event_deliveries ed WHERE ed.order_id = o.id"            \
-    " GROUP BY ed.state) z)"
+/* Per state, how many (event, destination) pairs of the order (012's order_delivery_states). */
+#define ORDER_SYNC "'sync', order_delivery_states(o.id)"
 
 /* $1 = cursor (show orders below this id) or NULL, $2 = page size */
 static const char recent_sql[] =
@@ -180,22 +177,8 @@ static const char order_sql[] =
     " 'events', (SELECT coalesce(json_agg(json_build_object('position', ev.position,"
     "   'webhook_id', 'msg_' || replace(ev.id::text, '-', ''), 'type', ev.type,"
     "   'created_at', ev.created_at) ORDER BY ev.position), '[]') FROM ev),"
-    " 'deliveries', (SELECT coalesce(json_agg(json_build_object("
-    "   'destination', ed.destination_id, 'position', ed.position, 'state', ed.state,"
-    "   'attempts', ed.attempts, 'next_at', ed.next_at, 'blocked_by', ed.blocked_by,"
-    "   'last_status', ed.last_status, 'last_error', left(ed.last_error, 300),"
-    "   'first', f.first) ORDER BY ed.position, ed.destination_id), '[]')"
-    "   FROM event_deliveries ed"
-    "   LEFT JOIN LATERAL ("
-    "     SELECT json_build_object('completed_at', l.completed_at, 'status', l.statuses[k.i],"
-    "                              'duration_ms', l.durations_ms[k.i]) AS first"
-    "       FROM (SELECT l.* FROM delivery_log l"
-    "              WHERE l.destination_id = ed.destination_id AND l.last_position >= ed.position"
-    "              ORDER BY l.last_position LIMIT 1) l"
-    "      CROSS JOIN LATERAL (SELECT array_position(l.positions, ed.position) AS i) k"
-    "      WHERE ed.state = 'delivered' AND l.first_position <= ed.position"
-    "        AND k.i IS NOT NULL) f ON true"
-    "  WHERE ed.order_id = o.id AND ed.position >= (SELECT coalesce(min(position), 0) FROM ev)),"
+    /* order_deliveries_doc (012): one row per event and destination, from the evidence */
+    " 'deliveries', order_deliveries_doc(o.id, (SELECT coalesce(min(position), 0) FROM ev)),"
     " 'attempts', (SELECT coalesce(json_agg(a ORDER BY a.started_at, a.attempt), '[]') FROM ("
     "   SELECT a.destination_id AS destination, a.position, a.attempt, a.started_at,"
     "          a.duration_ms, a.http_status, left(a.error, 300) AS error,"
@@ -244,7 +227,11 @@ static const char deliveries_sql[] =
     "SELECT json_build_object("
     " 'items', coalesce(json_agg(json_build_object("
     "   'destination', p.destination_id, 'position', p.position, 'order_id', p.order_id,"
-    "   'state', p.state, 'attempts', p.attempts, 'next_at', p.next_at,"
+    "   'state', p.state, 'round_attempts', p.attempts,"
+    /* every attempt on record across replays (012), not the round's counter */
+    "   'attempts', greatest(delivery_attempts_made(p.destination_id, p.position)"
+    "                        + CASE WHEN p.state = 'delivering' THEN 1 ELSE 0 END, p.attempts),"
+    "   'next_at', p.next_at,"
     "   'blocked_by', p.blocked_by, 'blocked_by_state', b.state,"
     "   'last_status', p.last_status, 'last_error', left(p.last_error, 300),"
     "   'updated_at', p.updated_at, 'event_created_at', p.event_created_at,"
@@ -259,21 +246,34 @@ static const char deliveries_sql[] =
     "  LEFT JOIN orders o ON o.id = p.order_id"
     "  LEFT JOIN deliveries b ON b.destination_id = p.destination_id AND b.position = p.blocked_by";
 
-static const char replay_sql[] = "SELECT json_build_object('replayed',"
-                                 " delivery_replay_events($1::text[], $2::bigint[], $3)) AS doc";
+/*
+ * Replay and skip (012's delivery_act). The last parameter is "preview":
+ * true counts what the action would touch and changes nothing, so that a
+ * confirmation can say how many events it is about (the answer then says
+ * "preview": true; without it the answer is as before).
+ */
+static const char replay_sql[] =
+    "SELECT json_strip_nulls(json_build_object('replayed', delivery_act('replay', dests => "
+    "$1::text[],"
+    " positions => $2::bigint[], states => '{dead}', actor => $3, preview => $4::boolean),"
+    " 'preview', CASE WHEN $4::boolean THEN true END)) AS doc";
 
-static const char skip_sql[] = "SELECT json_build_object('skipped',"
-                               " delivery_skip_events($1::text[], $2::bigint[], $3)) AS doc";
+static const char skip_sql[] =
+    "SELECT json_strip_nulls(json_build_object('skipped', delivery_act('skip', dests => $1::text[],"
+    " positions => $2::bigint[], states => '{dead,blocked}', actor => $3,"
+    " preview => $4::boolean), 'preview', CASE WHEN $4::boolean THEN true END)) AS doc";
 
 static const char replay_matching_sql[] =
-    "SELECT json_build_object('replayed', delivery_replay(dest => $1::text,"
-    " since => $2::timestamptz, until => $3::timestamptz, dead_only => true,"
-    " actor => $4::text)) AS doc";
+    "SELECT json_strip_nulls(json_build_object('replayed', delivery_act('replay', dest => $1::text,"
+    " since => $2::timestamptz, until => $3::timestamptz, states => '{dead}',"
+    " actor => $4::text, preview => $5::boolean), 'preview', CASE WHEN $5::boolean THEN true END)) "
+    "AS doc";
 
 static const char skip_matching_sql[] =
-    "SELECT json_build_object('skipped', delivery_skip(dest => $1::text,"
+    "SELECT json_strip_nulls(json_build_object('skipped', delivery_act('skip', dest => $1::text,"
     " since => $2::timestamptz, until => $3::timestamptz, states => $4::text[],"
-    " actor => $5::text)) AS doc";
+    " actor => $5::text, preview => $6::boolean), 'preview', CASE WHEN $6::boolean THEN true END)) "
+    "AS doc";
 
 /* A URL shows scheme, host and path: credentials may hide in its user part or query. */
 #define URL_SHOWN(col)                                                                             \
@@ -334,10 +334,10 @@ static const struct console_stmt stmts[CONSOLE_QUERY_COUNT] = {
     [CONSOLE_INBOUND] = {{"console_inbound", inbound_sql}, 2},
     [CONSOLE_EVENT] = {{"console_event", event_sql}, 2},
     [CONSOLE_DELIVERIES] = {{"console_deliveries", deliveries_sql}, 7},
-    [CONSOLE_REPLAY] = {{"console_replay", replay_sql}, 3},
-    [CONSOLE_SKIP] = {{"console_skip", skip_sql}, 3},
-    [CONSOLE_REPLAY_MATCHING] = {{"console_replay_matching", replay_matching_sql}, 4},
-    [CONSOLE_SKIP_MATCHING] = {{"console_skip_matching", skip_matching_sql}, 5},
+    [CONSOLE_REPLAY] = {{"console_replay", replay_sql}, 4},
+    [CONSOLE_SKIP] = {{"console_skip", skip_sql}, 4},
+    [CONSOLE_REPLAY_MATCHING] = {{"console_replay_matching", replay_matching_sql}, 5},
+    [CONSOLE_SKIP_MATCHING] = {{"console_skip_matching", skip_matching_sql}, 6},
     [CONSOLE_SOURCES] = {{"console_sources", sources_sql}, 0},
     [CONSOLE_DESTINATIONS] = {{"console_destinations", destinations_sql_text}, 0},
 };

@@ -72,17 +72,45 @@ bool console_auth_token_ok(const struct console_auth *a, const char *given, size
     return CRYPTO_memcmp(d, a->token_digest, sizeof(d)) == 0;
 }
 
+/*
+ * Operators write their names as they are written: letters of any script
+ * (UTF-8, checked to be well formed), digits, spaces and . _ @ - ' (Zoë
+ * Ñúñez, Dan O'Brien). No control character, no other ASCII punctuation: the
+ * name is shown in the console and written into logs and operator_actions.
+ */
 bool console_auth_name_ok(const char *name)
 {
     size_t n = name ? strlen(name) : 0;
     if (n == 0 || n > CONSOLE_AUTH_MAX_NAME)
         return false;
-    for (size_t i = 0; i < n; i++) {
-        char c = name[i];
-        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                  c == ' ' || c == '.' || c == '_' || c == '@' || c == '-';
-        if (!ok)
+    for (size_t i = 0; i < n;) {
+        unsigned char c = (unsigned char)name[i];
+        if (c < 0x80) {
+            bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                      c == ' ' || c == '.' || c == '_' || c == '@' || c == '-' || c == '\'';
+            if (!ok)
+                return false;
+            i++;
+            continue;
+        }
+        /* a well-formed multi-byte sequence, no overlong form, no surrogate, <= U+10FFFF */
+        size_t len = c >= 0xc2 && c <= 0xdf   ? 2
+                     : c >= 0xe0 && c <= 0xef ? 3
+                     : c >= 0xf0 && c <= 0xf4 ? 4
+                                              : 0;
+        if (len == 0 || i + len > n)
             return false;
+        unsigned char c1 = (unsigned char)name[i + 1];
+        if ((c == 0xe0 && c1 < 0xa0) || (c == 0xed && c1 > 0x9f) || (c == 0xf0 && c1 < 0x90) ||
+            (c == 0xf4 && c1 > 0x8f))
+            return false;
+        for (size_t k = 1; k < len; k++)
+            if (((unsigned char)name[i + k] & 0xc0) != 0x80)
+                return false;
+        /* U+0080..U+009F are C1 control characters */
+        if (c == 0xc2 && c1 < 0xa0)
+            return false;
+        i += len;
     }
     /* a name of blanks would record an action by nobody */
     return strspn(name, " ") != n;

@@ -26,7 +26,7 @@
 #define CONSOLE_AUTH_MIN_TOKEN 16
 /* How long a login lasts. */
 #define CONSOLE_AUTH_SESSION_S (12 * 3600)
-/* Operator names: 1 to this many characters of [A-Za-z0-9 ._@-]. */
+/* Operator names: 1 to this many bytes of UTF-8 letters, digits and " ._@-'". */
 #define CONSOLE_AUTH_MAX_NAME 64
 /* Room for a cookie value (and its NUL). */
 #define CONSOLE_AUTH_COOKIE_SIZE 320

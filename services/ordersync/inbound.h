@@ -1,9 +1,10 @@
 /*
  * inbound: the one call the HTTP handler makes for POST /webhooks/{source}.
- * It ties verify (signature on the raw bytes), the content-type check, JSON
- * parsing, the topic → event type mapping, the dedupe key and normalize
- * together, in the order the inbound contract requires (see inbound.c), and says which HTTP status
- * a rejection deserves. Pure: no I/O; the clock is a parameter.
+ * It runs the source kind's hooks (source_kind.h: signature on the raw
+ * bytes, topic, dedupe key, topic rules, normalize) with the content-type
+ * check and the JSON parsing, in the order the inbound contract requires
+ * (see inbound.c), and says which HTTP status a rejection deserves. Pure: no
+ * I/O; the clock is a parameter.
  */
 #ifndef ORDERSYNC_INBOUND_H
 #define ORDERSYNC_INBOUND_H
@@ -13,18 +14,13 @@
 
 #include <jansson.h>
 
-enum source_kind { SOURCE_SHOPIFY, SOURCE_WOOCOMMERCE, SOURCE_STRIPE, SOURCE_STANDARD };
-
-/* "shopify" | "woocommerce" | "stripe" | "standard" → kind. Returns 0 or -EINVAL. */
-int source_kind_parse(const char *s, enum source_kind *out);
-/* Static name of a kind ("shopify", ...). */
-const char *source_kind_name(enum source_kind kind);
+#include "source_kind.h"
 
 struct inbound_source {
-    const char *id; /* used in the URL and stored with every event */
-    enum source_kind kind;
-    const char *secrets[2]; /* current, previous during a rotation; [1] may be NULL */
-    int tolerance_s;        /* signed-timestamp tolerance; <= 0 means 300 s */
+    const char *id;                 /* used in the URL and stored with every event */
+    const struct source_kind *kind; /* from source_kind_parse(); never NULL */
+    const char *secrets[2];         /* current, previous during a rotation; [1] may be NULL */
+    int tolerance_s;                /* signed-timestamp tolerance; <= 0 means 300 s */
 };
 
 /* inbound_event.ignored_reason when an unsigned topic asks for an event the signed body denies. */
@@ -49,6 +45,12 @@ struct inbound_event {
      */
     const char *ignored_reason;
     char ignored_detail[256];
+    /*
+     * With ignored_reason: the external id of the order the signed body
+     * names (new allocation), or NULL when it names none; the webhook is
+     * stored linked to that order.
+     */
+    char *order_ref;
     /* W3C trace id (32 hex): the webhook's traceparent's, else a new trace's (api.c) */
     char trace_id[33];
     json_t *order;   /* canonical order, new reference; NULL when ignored */
@@ -58,10 +60,11 @@ struct inbound_event {
 struct inbound_error {
     int http_status;   /* 400, 401, 415, 422, or 500 for our own failures */
     const char *error; /* static machine code: "invalid_signature", "malformed_json", ... */
-    char detail[256];  /* human explanation; never a secret */
+    char detail[SOURCE_DETAIL_SIZE]; /* human explanation; never a secret */
 };
 
-/* Returned for WooCommerce's unsigned creation ping: answer exactly 200, write nothing. */
+/* Returned for a platform's unsigned URL check (source_kind.is_ping): answer exactly 200, write
+ * nothing. */
 #define INBOUND_PING 1
 
 /*

@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "buf.h"
+#include "json_guard.h"
 #include "log.h"
 #include "metrics.h"
 
@@ -288,8 +289,9 @@ static void on_batch_done(PGresult *res, const char *err, void *data)
 /* The ingest_batch() element of a webhook (its raw body goes to the payloads); NULL: no memory. */
 static char *element_of(const char *source_id, const struct inbound_event *ev)
 {
-    json_t *o = json_pack("{s:s,s:s,s:s,s:s?,s:O?}", "s", source_id, "k", ev->dedupe_key, "t",
-                          ev->topic, "e", ev->event_type, "o", ev->order);
+    /* "x": the order an ignored webhook's body names (inbound_event.order_ref) */
+    json_t *o = json_pack("{s:s,s:s,s:s,s:s?,s:O?,s:s?}", "s", source_id, "k", ev->dedupe_key, "t",
+                          ev->topic, "e", ev->event_type, "o", ev->order, "x", ev->order_ref);
     if (o != NULL && ev->trace_id[0] != '\0' &&
         json_object_set_new(o, "tr", json_string(ev->trace_id)) < 0) {
         json_decref(o);
@@ -297,7 +299,8 @@ static char *element_of(const char *source_id, const struct inbound_event *ev)
     }
     if (o == NULL)
         return NULL;
-    char *text = json_dumps(o, JSON_COMPACT);
+    /* json_dumps can leave bytes out when memory runs short: an order must go in whole */
+    char *text = json_guard_dumps(o, JSON_COMPACT);
     json_decref(o);
     return text;
 }

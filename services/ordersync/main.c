@@ -9,9 +9,11 @@
  * starts nothing does.
  */
 #include <errno.h>
+#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <curl/curl.h>
 #include <libpq-fe.h>
@@ -22,6 +24,40 @@
 #include "maintain.h"
 #include "migrate.h"
 #include "server.h"
+
+/*
+ * Command-line mistakes are told the way git and psql tell them: one line on
+ * stderr naming the command and what was wrong, and a non-zero exit (2 for
+ * a bad command line, 1 for a refusal by the database).
+ */
+static int usage_error(const char *cmd, const char *fmt, const char *arg)
+{
+    fprintf(stderr, "ordersync%s%s: ", cmd ? " " : "", cmd ? cmd : "");
+    fprintf(stderr, fmt, arg);
+    fputs(" (see ordersync --help)\n", stderr);
+    return 2;
+}
+
+static void replay_skip_usage(FILE *out, bool skip)
+{
+    if (skip)
+        fprintf(out, "usage: ordersync skip [--destination ID] [--order ID] [--since TIME]\n"
+                     "                      [--until TIME] [--blocked] [--pending]\n"
+                     "\n"
+                     "Gives up on dead events (with --blocked and --pending: also the ones\n"
+                     "waiting behind them or for a retry), so that the later events of their\n"
+                     "orders go on. Skipped events show as \"skipped\" in event_deliveries.\n"
+                     "The same as SELECT delivery_skip(...); recorded in operator_actions.\n");
+    else
+        fprintf(out, "usage: ordersync replay [--destination ID] [--order ID] [--since TIME]\n"
+                     "                        [--until TIME] [--all]\n"
+                     "\n"
+                     "Delivers dead events again (with --all: delivered and skipped ones too),\n"
+                     "with their webhook-id unchanged. The same as SELECT delivery_replay(...);\n"
+                     "recorded in operator_actions.\n");
+    fprintf(out, "\nTIME is anything PostgreSQL reads as a timestamptz (2026-01-02, "
+                 "'2026-01-02 10:00+02').\n");
+}
 
 static void usage(FILE *out)
 {
@@ -96,6 +132,35 @@ static PGconn *connect_blocking(const struct config *cfg)
  * the same order go on; the same as SELECT delivery_skip(...). Both are
  * recorded in operator_actions.
  */
+/* The operator's login name: $USER, else the account the process runs as. */
+static const char *login_name(void)
+{
+    const char *user = getenv("USER");
+    if (user != NULL && user[0] != '\0')
+        return user;
+    struct passwd *pw = getpwuid(geteuid());
+    if (pw != NULL && pw->pw_name != NULL && pw->pw_name[0] != '\0')
+        return pw->pw_name;
+    return "unknown";
+}
+
+/* Reads a --since/--until value as PostgreSQL would; false with a one-line message. */
+static bool time_ok(PGconn *conn, const char *cmd, const char *opt, const char *v)
+{
+    if (v == NULL)
+        return true;
+    const char *params[1] = {v};
+    PGresult *res = PQexecParams(conn, "SELECT $1::timestamptz", 1, NULL, params, NULL, NULL, 0);
+    bool ok = PQresultStatus(res) == PGRES_TUPLES_OK;
+    if (!ok)
+        fprintf(stderr,
+                "ordersync %s: %s \"%s\" is not a time (e.g. 2026-01-02 or '2026-01-02 "
+                "10:00+02')\n",
+                cmd, opt, v);
+    PQclear(res);
+    return ok;
+}
+
 static int cmd_replay_skip(const struct config *cfg, bool skip, int argc, char **argv)
 {
     const char *cmd = skip ? "skip" : "replay";
@@ -103,7 +168,10 @@ static int cmd_replay_skip(const struct config *cfg, bool skip, int argc, char *
     bool flag = false, blocked = false;
     for (int i = 2; i < argc; i++) {
         const char **slot = NULL;
-        if (strcmp(argv[i], "--destination") == 0)
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            replay_skip_usage(stdout, skip);
+            return 0;
+        } else if (strcmp(argv[i], "--destination") == 0)
             slot = &dest;
         else if (strcmp(argv[i], "--order") == 0)
             slot = &order;
@@ -118,21 +186,35 @@ static int cmd_replay_skip(const struct config *cfg, bool skip, int argc, char *
             blocked = true;
             continue;
         } else {
-            fprintf(stderr, "%s: unknown option %s\n", cmd, argv[i]);
+            fprintf(stderr, "ordersync %s: unknown option %s (see ordersync %s --help)\n", cmd,
+                    argv[i], cmd);
             return 2;
         }
         if (i + 1 >= argc) {
-            fprintf(stderr, "%s: %s needs a value\n", cmd, argv[i]);
+            fprintf(stderr, "ordersync %s: %s needs a value\n", cmd, argv[i]);
             return 2;
         }
         *slot = argv[++i];
     }
+    if (order != NULL) {
+        char *end = NULL;
+        errno = 0;
+        long long v = strtoll(order, &end, 10);
+        if (order[0] == '\0' || *end != '\0' || errno != 0 || v < 1) {
+            fprintf(stderr, "ordersync %s: --order \"%s\" is not an order id (a number)\n", cmd,
+                    order);
+            return 2;
+        }
+    }
     PGconn *conn = connect_blocking(cfg);
     if (conn == NULL)
         return 1;
+    if (!time_ok(conn, cmd, "--since", since) || !time_ok(conn, cmd, "--until", until)) {
+        PQfinish(conn);
+        return 2;
+    }
     char actor[300];
-    const char *user = getenv("USER");
-    snprintf(actor, sizeof(actor), "cli:%s", user && user[0] ? user : "unknown");
+    snprintf(actor, sizeof(actor), "cli:%s", login_name());
     const char *params[6] = {dest, order, since, until, NULL, actor};
     PGresult *res;
     if (skip) {
@@ -141,43 +223,82 @@ static int cmd_replay_skip(const struct config *cfg, bool skip, int argc, char *
         params[4] = sets[blocked][flag];
         res = PQexecParams(conn,
                            "SELECT delivery_skip($1, $2::bigint, $3::timestamptz,"
-                           " $4::timestamptz, $5::text[], $6)",
+                           " $4::timestamptz, $5::text[], $6) AS n",
                            6, NULL, params, NULL, NULL, 0);
     } else {
         params[4] = flag ? "false" : "true";
         res = PQexecParams(conn,
                            "SELECT delivery_replay($1, $2::bigint, $3::timestamptz,"
-                           " $4::timestamptz, $5::boolean, $6)",
+                           " $4::timestamptz, $5::boolean, $6) AS n",
                            6, NULL, params, NULL, NULL, 0);
     }
     int rc = 0;
-    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-        log_error(skip ? "skip failed" : "replay failed",
-                  json_pack("{s:s}", "detail", PQresultErrorMessage(res)));
+    int col = PQfnumber(res, "n");
+    if (PQresultStatus(res) != PGRES_TUPLES_OK || col < 0 || PQntuples(res) != 1) {
+        /* the database's own sentence: 'no destination "nosuch"', ... */
+        const char *why = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+        fprintf(stderr, "ordersync %s: %s\n", cmd, why ? why : PQerrorMessage(conn));
         rc = 1;
-    } else if (skip) {
-        printf("%s delivery(ies) skipped\n", PQgetvalue(res, 0, 0));
     } else {
-        printf("%s delivery(ies) scheduled again\n", PQgetvalue(res, 0, 0));
+        printf("%s delivery(ies) %s\n", PQgetvalue(res, 0, col),
+               skip ? "skipped" : "scheduled again");
     }
     PQclear(res);
     PQfinish(conn);
     return rc;
 }
 
+/* The version the database's schema is at: 0 when none was applied, -1 on error. */
+static int schema_version(PGconn *conn)
+{
+    PGresult *res = PQexec(conn, "SELECT coalesce(max(version), 0) AS v FROM schema_migrations");
+    const char *st = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+    int v = 0;
+    if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1)
+        v = atoi(PQgetvalue(res, 0, PQfnumber(res, "v")));
+    else if (st == NULL || strcmp(st, "42P01") != 0)
+        v = -1; /* 42P01: no schema_migrations yet, a new database */
+    PQclear(res);
+    return v;
+}
+
 /* ordersync migrate [--to VERSION] */
 static int cmd_migrate(const struct config *cfg, int argc, char **argv)
 {
     int upto = 0;
-    if (argc == 4 && strcmp(argv[2], "--to") == 0 && atoi(argv[3]) > 0) {
-        upto = atoi(argv[3]);
+    if (argc == 3 && (strcmp(argv[2], "--help") == 0 || strcmp(argv[2], "-h") == 0)) {
+        printf("usage: ordersync migrate [--to VERSION]\n\nApplies the pending migrations (up to "
+               "VERSION), then exits. Migrations never go back.\n");
+        return 0;
+    }
+    if (argc == 4 && strcmp(argv[2], "--to") == 0) {
+        char *end = NULL;
+        long v = strtol(argv[3], &end, 10);
+        if (argv[3][0] == '\0' || *end != '\0' || v < 1 || v > migrate_latest_version()) {
+            fprintf(stderr, "ordersync migrate: --to \"%s\" is not a migration version (1 to %d)\n",
+                    argv[3], migrate_latest_version());
+            return 2;
+        }
+        upto = (int)v;
     } else if (argc != 2) {
-        fprintf(stderr, "usage: ordersync migrate [--to VERSION]\n");
+        fprintf(stderr,
+                "ordersync migrate: unknown option %s (usage: ordersync migrate [--to "
+                "VERSION])\n",
+                argv[2]);
         return 2;
     }
     PGconn *conn = connect_blocking(cfg);
     if (conn == NULL)
         return 1;
+    int at = upto > 0 ? schema_version(conn) : 0;
+    if (at > upto && upto > 0) {
+        fprintf(stderr,
+                "ordersync migrate: the schema is at version %d, past %d: migrations never go "
+                "back\n",
+                at, upto);
+        PQfinish(conn);
+        return 1;
+    }
     char detail[512];
     int n = migrate_apply(conn, upto, detail, sizeof(detail));
     PQfinish(conn);
@@ -235,9 +356,17 @@ int main(int argc, char **argv)
         return 0;
     }
     if (strcmp(cmd, "settings") == 0) {
-        config_print(stdout, argc > 2 && strcmp(argv[2], "--markdown") == 0);
+        if (argc > 3 || (argc == 3 && strcmp(argv[2], "--markdown") != 0))
+            return usage_error("settings", "unknown option %s", argv[argc - 1]);
+        config_print(stdout, argc == 3);
         return 0;
     }
+    bool known = strcmp(cmd, "serve") == 0 || strcmp(cmd, "migrate") == 0 ||
+                 strcmp(cmd, "replay") == 0 || strcmp(cmd, "skip") == 0;
+    if (!known)
+        return usage_error(NULL, "'%s' is not an ordersync command", cmd);
+    if (strcmp(cmd, "serve") == 0 && argc > 2)
+        return usage_error("serve", "unknown option %s", argv[2]);
 
     setvbuf(stderr, NULL, _IONBF, 0);
     log_set_service("ordersync");
@@ -261,11 +390,8 @@ int main(int argc, char **argv)
         rc = cmd_migrate(&cfg, argc, argv);
     } else if (strcmp(cmd, "replay") == 0 || strcmp(cmd, "skip") == 0) {
         rc = cmd_replay_skip(&cfg, strcmp(cmd, "skip") == 0, argc, argv);
-    } else if (strcmp(cmd, "serve") == 0) {
-        rc = check_schema(&cfg) < 0 ? 1 : server_run(&cfg);
     } else {
-        usage(stderr);
-        rc = 2;
+        rc = check_schema(&cfg) < 0 ? 1 : server_run(&cfg);
     }
     config_free(&cfg);
     curl_global_cleanup();

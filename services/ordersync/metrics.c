@@ -137,6 +137,41 @@ double metric_value(const struct metric *m)
     return m->buckets != NULL ? (double)m->count : m->value;
 }
 
+void metrics_escape(char *out, size_t size, const char *value)
+{
+    size_t n = 0;
+    for (const char *p = value; *p != '\0'; p++) {
+        char esc = *p == '\\' ? '\\' : *p == '"' ? '"' : *p == '\n' ? 'n' : '\0';
+        size_t need = esc != '\0' ? 2 : 1;
+        if (n + need >= size)
+            break;
+        if (esc != '\0') {
+            out[n++] = '\\';
+            out[n++] = esc;
+        } else {
+            out[n++] = *p;
+        }
+    }
+    out[n] = '\0';
+}
+
+/* HELP text escapes backslash and newline (the text format's rule; quotes stay). */
+static int render_help(struct buf *out, const char *help)
+{
+    int rc = 0;
+    const char *p = help;
+    while (rc == 0 && *p != '\0') {
+        size_t run = strcspn(p, "\\\n");
+        rc = buf_append(out, p, run);
+        p += run;
+        if (rc == 0 && *p != '\0') {
+            rc = buf_append(out, *p == '\\' ? "\\\\" : "\\n", 2);
+            p++;
+        }
+    }
+    return rc;
+}
+
 static const char *type_name(enum metric_type t)
 {
     return t == METRIC_COUNTER ? "counter" : t == METRIC_GAUGE ? "gauge" : "histogram";
@@ -146,8 +181,11 @@ int metrics_render(struct buf *out)
 {
     int rc = 0;
     for (struct family *f = families; f != NULL && rc == 0; f = f->next) {
-        rc = buf_printf(out, "# HELP %s %s\n# TYPE %s %s\n", f->name, f->help, f->name,
-                        type_name(f->type));
+        rc = buf_printf(out, "# HELP %s ", f->name);
+        if (rc == 0)
+            rc = render_help(out, f->help);
+        if (rc == 0)
+            rc = buf_printf(out, "\n# TYPE %s %s\n", f->name, type_name(f->type));
         for (struct metric *m = f->series; m != NULL && rc == 0; m = m->next) {
             const char *sep = m->labels[0] ? "," : "";
             if (f->type != METRIC_HISTOGRAM) {

@@ -38,6 +38,14 @@ extern const size_t metrics_latency_buckets_n;
 extern const double metrics_size_buckets[];
 extern const size_t metrics_size_buckets_n;
 
+/*
+ * Writes `value` into `out` escaped for a label value of the text format
+ * (backslash, double quote and newline as \\, \" and \n), cut to fit `size`
+ * (at least 1) without splitting an escape. Callers build labels with it:
+ * snprintf(labels, n, "destination=\"%s\"", escaped). Pure.
+ */
+void metrics_escape(char *out, size_t size, const char *value);
+
 /* Appends the exposition text; returns 0 or the buf error. */
 int metrics_render(struct buf *out) __attribute__((warn_unused_result));
 /* Frees every series (end of process, tests). */

@@ -1,7 +1,8 @@
 /*
- * normalize: conversions every normalize_<kind>.c shares, so that money, time
- * and ids come out of one set of rules whatever the source: decimal strings
- * that are exact, UTC RFC 3339 time, ids that never pass through a double.
+ * normalize: conversions the normalize hooks of every source kind share
+ * (source_<name>.c), so that money, time and ids come out of one set of
+ * rules whatever the source: decimal strings that are exact, UTC RFC 3339
+ * time, ids that never pass through a double.
  */
 #include "normalize_internal.h"
 

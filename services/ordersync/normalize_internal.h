@@ -1,7 +1,18 @@
 /*
- * normalize_internal: conversions shared by the normalize_<kind>.c files
- * (defined in normalize.c). Not for use outside normalize: the public entry
- * points are in normalize.h.
+ * normalize_internal: the conversions every source kind's normalize hook
+ * (source_<name>.c) shares, defined in normalize.c, so that money, time and
+ * ids come out of one set of rules whatever the source. Not for use outside
+ * the kinds: the entry points are the hooks of source_kind.h.
+ *
+ * The canonical order (schema/order.schema.json): source, external_id,
+ * number, status, financial_status, fulfillment_status, currency, total,
+ * subtotal, tax, shipping, refunded, customer_email, shipping_address,
+ * lines, created_at, updated_at, partial. A partial order (partial = true)
+ * carries only source, external_id, updated_at, partial and the fields the
+ * payload really knows; it is merged into the stored order instead of
+ * replacing it. State comes only from the body: a topic (an unsigned header
+ * for Shopify and WooCommerce) never sets a field of the order; it is only
+ * checked against what the body is.
  *
  * Conventions: functions return 0, -EINVAL (the value is unusable; err filled
  * with the field's path), -EPROTO (see norm_mismatch) or -ENOMEM. Paths are the JSON paths of the

@@ -10,7 +10,8 @@
  * ingest_batch() as pushed webhooks (event type derived in SQL, dedupe on
  * order id + updated_at) -> on the last page the cursor advances in the same
  * transaction. 304 costs nothing; 429/503 honour Retry-After; errors back off
- * exponentially. Counters land in source_polls (view poll_state).
+ * exponentially. Counters land in source_polls (view poll_state). What one
+ * response means is decided by poll_page (pure); the poller applies it.
  */
 #ifndef OS_POLLER_H
 #define OS_POLLER_H
@@ -28,23 +29,5 @@ int poller_new(uv_loop_t *loop, struct db *db, const char *instance, struct poll
 void poller_reload(struct poller *p);
 /* Stops timers and aborts runs in flight (their leases expire); frees after handles close. */
 void poller_free(struct poller **p);
-
-enum poller_link {
-    POLLER_LINK_NONE,    /* no rel="next" link: the run is over */
-    POLLER_LINK_NEXT,    /* *out is the next page's absolute URL (a new allocation, free()) */
-    POLLER_LINK_FOREIGN, /* a next link to another scheme, host or port: refused */
-    POLLER_LINK_BAD,     /* a next link that is not a URL, or out of memory */
-};
-
-/*
- * The next page of a poll, from the `Link` header of the page at `page_url`
- * (RFC 8288; a relative reference resolves against page_url). The poll sends
- * the source's credentials with every page, so the next page must be on the
- * origin the operator configured, `poll_url`: same scheme, host and port
- * (default ports made explicit), else POLLER_LINK_FOREIGN and *out stays
- * NULL. `link` may be NULL or empty. Pure: no I/O.
- */
-enum poller_link poller_next_link(const char *poll_url, const char *page_url, const char *link,
-                                  char **out) __attribute__((warn_unused_result));
 
 #endif

@@ -57,6 +57,8 @@ struct wev *relay_window_push(struct relay_window *w, int64_t position, int64_t 
 
 static bool tainted(const struct relay_window *w, int64_t order_id)
 {
+    if (w->taint_all)
+        return true;
     for (unsigned i = 0; i < w->n_taint; i++)
         if (w->taint[i] == order_id)
             return true;
@@ -71,11 +73,11 @@ static void taint(struct relay_window *w, int64_t order_id)
         unsigned cap = w->cap_taint ? w->cap_taint * 2 : 16;
         int64_t *t = realloc(w->taint, cap * sizeof(*t));
         if (t == NULL) {
-            /* cannot remember it: hold every waiting event instead, which is
-               always safe (they get rows and go through the retry path) */
-            for (unsigned i = 0; i < w->len; i++)
-                if (relay_window_at(w, i)->state == WEV_WAITING)
-                    relay_window_at(w, i)->held = true;
+            /* cannot remember it: count every order as tainted until the rows
+               committed, which is always safe (events get rows and go through
+               the retry path). Holding only the waiting events would not do:
+               reads already on their way bring more of this order. */
+            w->taint_all = true;
             return;
         }
         w->taint = t;
@@ -197,7 +199,7 @@ unsigned relay_window_advance(struct relay_window *w, uint64_t now_ms, uint64_t 
 
 void relay_window_untaint(struct relay_window *w)
 {
-    if (w->n_taint == 0)
+    if (w->n_taint == 0 && !w->taint_all)
         return;
     for (unsigned i = 0; i < w->len; i++) {
         struct wev *e = relay_window_at(w, i);
@@ -205,6 +207,7 @@ void relay_window_untaint(struct relay_window *w)
             e->held = true;
     }
     w->n_taint = 0;
+    w->taint_all = false;
 }
 
 void relay_window_clear(struct relay_window *w, void (*fn)(struct wev *e, void *ctx), void *ctx)
@@ -218,4 +221,5 @@ void relay_window_clear(struct relay_window *w, void (*fn)(struct wev *e, void *
     }
     w->head = 0;
     w->n_taint = 0;
+    w->taint_all = false;
 }

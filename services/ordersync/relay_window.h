@@ -52,6 +52,7 @@ struct relay_window {
     bool dead_blocks; /* on_dead = 'block': a dead event holds back its order */
     int64_t *taint;
     unsigned n_taint, cap_taint;
+    bool taint_all; /* the taint list could not grow: every order counts as tainted */
 };
 
 /* Returns 0 or -ENOMEM. `cap` events at most. */

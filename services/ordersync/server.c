@@ -102,7 +102,13 @@ static void on_schema(PGresult *res, const char *err, void *data)
         s->app.schema_current = false;
         return;
     }
-    int latest = atoi(PQgetvalue(res, 0, 0));
+    static const char *const cols[] = {"version"};
+    int col;
+    if (PQntuples(res) != 1 || db_columns(res, "schema_version", cols, &col, 1) < 0) {
+        s->app.schema_current = false;
+        return;
+    }
+    int latest = atoi(PQgetvalue(res, 0, col));
     s->app.schema_current = latest == migrate_latest_version();
     if (!s->app.schema_current)
         log_error("database schema is not the one this ordersync expects",
@@ -123,8 +129,8 @@ static void aux_ready(struct db *db, void *data)
     if (db_query(db, false, "LISTEN ordersync_config", 0, NULL, on_listen, s) < 0 ||
         db_query(db, false, "LISTEN ordersync_events", 0, NULL, on_listen, s) < 0 ||
         db_query(db, false, "LISTEN ordersync_deliveries", 0, NULL, on_listen, s) < 0 ||
-        db_query(db, false, "SELECT coalesce(max(version), 0) FROM schema_migrations", 0, NULL,
-                 on_schema, s) < 0)
+        db_query(db, false, "SELECT coalesce(max(version), 0) AS version FROM schema_migrations", 0,
+                 NULL, on_schema, s) < 0)
         return;
     s->reload_in_flight = false;
     s->dests_in_flight = false;
@@ -189,20 +195,26 @@ static void on_backlog(PGresult *res, const char *err, void *data)
     s->backlog_in_flight = false;
     if (err != NULL || res == NULL)
         return;
-    static const char *const states[] = {"pending", "delivering", "blocked", "dead"};
+    /* the last four are the states of `deliveries`, and the label values too */
+    enum { C_DEST, C_LAG, C_STATES, N_STATES = 4 };
+    static const char *const cols[C_STATES + N_STATES] = {
+        "destination_id", "lag_positions", "pending", "delivering", "blocked", "dead"};
+    int c[C_STATES + N_STATES];
+    if (db_columns(res, "backlog", cols, c, C_STATES + N_STATES) < 0)
+        return;
     for (int r = 0; r < PQntuples(res); r++) {
-        char labels[160];
-        snprintf(labels, sizeof(labels), "destination=\"%s\"", PQgetvalue(res, r, 0));
+        char dest[128], labels[192];
+        metrics_escape(dest, sizeof(dest), PQgetvalue(res, r, c[C_DEST]));
+        snprintf(labels, sizeof(labels), "destination=\"%s\"", dest);
         metric_set(metrics_gauge("ordersync_stream_lag_positions",
                                  "Positions between a destination's cursor and the last event",
                                  labels),
-                   atof(PQgetvalue(res, r, 1)));
-        for (int c = 0; c < 4; c++) {
-            snprintf(labels, sizeof(labels), "destination=\"%s\",state=\"%s\"",
-                     PQgetvalue(res, r, 0), states[c]);
+                   atof(PQgetvalue(res, r, c[C_LAG])));
+        for (int i = C_STATES; i < C_STATES + N_STATES; i++) {
+            snprintf(labels, sizeof(labels), "destination=\"%s\",state=\"%s\"", dest, cols[i]);
             metric_set(metrics_gauge("ordersync_deliveries_open",
                                      "Events not delivered at the first attempt, by state", labels),
-                       atof(PQgetvalue(res, r, c + 2)));
+                       atof(PQgetvalue(res, r, c[i])));
         }
     }
 }
@@ -214,11 +226,12 @@ static void on_backlog_timer(uv_timer_t *t)
         return;
     if (db_query(s->app.db_aux, false,
                  "SELECT st.destination_id,"
-                 " greatest((SELECT coalesce(max(position), 0) FROM events) - st.position, 0),"
-                 " count(x.*) FILTER (WHERE x.state = 'pending'),"
-                 " count(x.*) FILTER (WHERE x.state = 'delivering'),"
-                 " count(x.*) FILTER (WHERE x.state = 'blocked'),"
-                 " count(x.*) FILTER (WHERE x.state = 'dead')"
+                 " greatest((SELECT coalesce(max(position), 0) FROM events) - st.position, 0)"
+                 "   AS lag_positions,"
+                 " count(x.*) FILTER (WHERE x.state = 'pending') AS pending,"
+                 " count(x.*) FILTER (WHERE x.state = 'delivering') AS delivering,"
+                 " count(x.*) FILTER (WHERE x.state = 'blocked') AS blocked,"
+                 " count(x.*) FILTER (WHERE x.state = 'dead') AS dead"
                  " FROM delivery_streams st"
                  " LEFT JOIN deliveries x ON x.destination_id = st.destination_id"
                  " GROUP BY st.destination_id, st.position",

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "db.h"
 #include "log.h"
 
 struct store {
@@ -17,7 +18,19 @@ struct store {
 };
 
 const char store_sources_sql[] = "SELECT id, kind, secret, previous_secret, tolerance_s, enabled,"
-                                 " mode = 'push' FROM sources ORDER BY id COLLATE \"C\"";
+                                 " mode = 'push' AS push FROM sources ORDER BY id COLLATE \"C\"";
+
+/* The columns of store_sources_sql, found by name in each result. */
+enum { C_ID, C_KIND, C_SECRET, C_PREVIOUS_SECRET, C_TOLERANCE_S, C_ENABLED, C_PUSH, N_COLS };
+static const char *const col_names[N_COLS] = {
+    [C_ID] = "id",
+    [C_KIND] = "kind",
+    [C_SECRET] = "secret",
+    [C_PREVIOUS_SECRET] = "previous_secret",
+    [C_TOLERANCE_S] = "tolerance_s",
+    [C_ENABLED] = "enabled",
+    [C_PUSH] = "push",
+};
 
 struct store *store_new(void)
 {
@@ -56,9 +69,10 @@ static char *dup_or_null(const PGresult *res, int r, int c, bool *oom)
 
 int store_load(struct store *store, const PGresult *res)
 {
-    int n = PQntuples(res);
-    if (PQnfields(res) != 7)
+    int c[N_COLS];
+    if (db_columns(res, "sources", col_names, c, N_COLS) < 0)
         return -EINVAL;
+    int n = PQntuples(res);
     struct source *s = calloc((size_t)n + 1, sizeof(*s));
     if (s == NULL)
         return -ENOMEM;
@@ -66,18 +80,18 @@ int store_load(struct store *store, const PGresult *res)
     unsigned k = 0;
     for (int r = 0; r < n; r++) {
         struct source *src = &s[k];
-        if (source_kind_parse(PQgetvalue(res, r, 1), &src->kind) < 0) {
+        if (source_kind_parse(PQgetvalue(res, r, c[C_KIND]), &src->kind) < 0) {
             log_warn("skipping source of unknown kind",
-                     json_pack("{s:s,s:s}", "source", PQgetvalue(res, r, 0), "kind",
-                               PQgetvalue(res, r, 1)));
+                     json_pack("{s:s,s:s}", "source", PQgetvalue(res, r, c[C_ID]), "kind",
+                               PQgetvalue(res, r, c[C_KIND])));
             continue;
         }
-        src->id = dup_or_null(res, r, 0, &oom);
-        src->secret = dup_or_null(res, r, 2, &oom);
-        src->previous_secret = dup_or_null(res, r, 3, &oom);
-        src->tolerance_s = atoi(PQgetvalue(res, r, 4));
-        src->enabled = PQgetvalue(res, r, 5)[0] == 't';
-        src->push = PQgetvalue(res, r, 6)[0] == 't';
+        src->id = dup_or_null(res, r, c[C_ID], &oom);
+        src->secret = dup_or_null(res, r, c[C_SECRET], &oom);
+        src->previous_secret = dup_or_null(res, r, c[C_PREVIOUS_SECRET], &oom);
+        src->tolerance_s = atoi(PQgetvalue(res, r, c[C_TOLERANCE_S]));
+        src->enabled = PQgetvalue(res, r, c[C_ENABLED])[0] == 't';
+        src->push = PQgetvalue(res, r, c[C_PUSH])[0] == 't';
         k++;
     }
     if (oom) {

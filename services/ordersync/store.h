@@ -11,11 +11,11 @@
 
 #include <libpq-fe.h>
 
-#include "inbound.h"
+#include "source_kind.h"
 
 struct source {
     char *id;
-    enum source_kind kind;
+    const struct source_kind *kind;
     char *secret;          /* NULL for pure poll sources */
     char *previous_secret; /* NULL unless rotating */
     int tolerance_s;
@@ -33,8 +33,9 @@ void store_free(struct store **store);
 extern const char store_sources_sql[];
 
 /*
- * Replaces the sources with the rows of `res` (borrowed; columns as in
- * store_sources_sql). Returns 0, or -EINVAL/-ENOMEM leaving the old set.
+ * Replaces the sources with the rows of `res` (borrowed; columns as named in
+ * store_sources_sql, in any order). Returns 0, or -EINVAL (a column is
+ * missing, logged) / -ENOMEM leaving the old set.
  */
 int store_load(struct store *store, const PGresult *res) __attribute__((warn_unused_result));
 

@@ -42,6 +42,8 @@ class Shop:
         self.throttle = 0   # answer the next N requests with 429
         self.fail = 0       # answer the next N requests with 500
         self.retry_after = "1"  # the Retry-After of a 429
+        self.later_pages_fail = 0  # answer the next N requests for a later page (page_info)...
+        self.later_pages_status = 429  # ...with this status (a 429 or 503 with Retry-After)
         self.link_origin = None  # e.g. "http://127.0.0.2:9": next links point there (hostile)
         outer = self
 
@@ -87,6 +89,11 @@ class Shop:
                 self.throttle += 1
             else:
                 self.tokens -= 1
+        if self.later_pages_fail > 0 and "page_info" in q:
+            self.later_pages_fail -= 1
+            st = rec["status"] = self.later_pages_status
+            headers = {"Retry-After": self.retry_after} if st in (429, 503) else {}
+            return st, headers, b'{"errors":"not now"}'
         if self.throttle > 0:
             self.throttle -= 1
             rec["status"] = 429

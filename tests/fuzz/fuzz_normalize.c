@@ -18,6 +18,7 @@
 #include <openssl/hmac.h>
 
 #include "inbound.h"
+#include "source_kind.h"
 #include "verify.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -57,43 +58,90 @@ static void hmac(const void *msg, size_t len, unsigned char mac[32])
     HMAC(EVP_sha256(), SECRET, (int)strlen(SECRET), msg, len, mac, &n);
 }
 
-static void sign(enum source_kind kind, const char *body, size_t len, struct headers *h)
+/* What each platform puts on the request, as the platform computes it. */
+static void sign_body_b64(const char *header, const char *body, size_t len, struct headers *h)
 {
     unsigned char mac[32];
-    char b64[64], v[160];
+    char b64[64];
 
-    switch (kind) {
-    case SOURCE_SHOPIFY:
-    case SOURCE_WOOCOMMERCE:
-        hmac(body, len, mac);
-        EVP_EncodeBlock((unsigned char *)b64, mac, 32);
-        add(h, kind == SOURCE_SHOPIFY ? "x-shopify-hmac-sha256" : "x-wc-webhook-signature", b64);
-        break;
-    case SOURCE_STRIPE: {
-        size_t prefix = strlen("1767323047.");
-        char *msg = malloc(prefix + len + 1);
-        int off;
+    hmac(body, len, mac);
+    EVP_EncodeBlock((unsigned char *)b64, mac, 32);
+    add(h, header, b64);
+}
 
-        if (msg == NULL)
-            abort();
-        memcpy(msg, "1767323047.", prefix);
-        memcpy(msg + prefix, body, len);
-        hmac(msg, prefix + len, mac);
-        free(msg);
-        off = snprintf(v, sizeof(v), "t=%d,v1=", NOW);
-        for (int i = 0; i < 32; i++)
-            off += snprintf(v + off, sizeof(v) - (size_t)off, "%02x", mac[i]);
-        add(h, "stripe-signature", v);
-        break;
+static void sign_shopify(const char *body, size_t len, struct headers *h)
+{
+    sign_body_b64("x-shopify-hmac-sha256", body, len, h);
+}
+
+static void sign_woocommerce(const char *body, size_t len, struct headers *h)
+{
+    sign_body_b64("x-wc-webhook-signature", body, len, h);
+}
+
+static void sign_stripe(const char *body, size_t len, struct headers *h)
+{
+    size_t prefix = strlen("1767323047.");
+    char *msg = malloc(prefix + len + 1);
+    unsigned char mac[32];
+    char v[160];
+    int off;
+
+    if (msg == NULL)
+        abort();
+    memcpy(msg, "1767323047.", prefix);
+    memcpy(msg + prefix, body, len);
+    hmac(msg, prefix + len, mac);
+    free(msg);
+    off = snprintf(v, sizeof(v), "t=%d,v1=", NOW);
+    for (int i = 0; i < 32; i++)
+        off += snprintf(v + off, sizeof(v) - (size_t)off, "%02x", mac[i]);
+    add(h, "stripe-signature", v);
+}
+
+static void sign_standard(const char *body, size_t len, struct headers *h)
+{
+    char v[160];
+
+    if (verify_sign_standard("msg_fuzz", NOW, body, len, SECRET_STD, v, sizeof(v)) != 0)
+        abort();
+    add(h, "webhook-id", "msg_fuzz");
+    add(h, "webhook-timestamp", "1767323047");
+    add(h, "webhook-signature", v);
+}
+
+/*
+ * The platforms this target plays, by kind name: a kind of the table that is
+ * not here makes every input abort, so a new platform cannot go unfuzzed.
+ */
+static const struct platform {
+    const char *kind;
+    const char *secret;
+    const char *topic_header; /* NULL: the type is in the signed body */
+    const char *topics[4];
+    void (*sign)(const char *body, size_t len, struct headers *h);
+} platforms[] = {
+    {"shopify",
+     SECRET,
+     "x-shopify-topic",
+     {"orders/create", "refunds/create", "orders/paid", "products/update"},
+     sign_shopify},
+    {"woocommerce",
+     SECRET,
+     "x-wc-webhook-topic",
+     {"order.created", "order.updated", "order.deleted", "product.created"},
+     sign_woocommerce},
+    {"stripe", SECRET, NULL, {NULL}, sign_stripe},
+    {"standard", SECRET_STD, NULL, {NULL}, sign_standard},
+};
+
+static const struct platform *platform_of(const struct source_kind *kind)
+{
+    for (size_t i = 0; i < sizeof(platforms) / sizeof(platforms[0]); i++) {
+        if (strcmp(platforms[i].kind, kind->name) == 0)
+            return &platforms[i];
     }
-    case SOURCE_STANDARD:
-        if (verify_sign_standard("msg_fuzz", NOW, body, len, SECRET_STD, v, sizeof(v)) != 0)
-            abort();
-        add(h, "webhook-id", "msg_fuzz");
-        add(h, "webhook-timestamp", "1767323047");
-        add(h, "webhook-signature", v);
-        break;
-    }
+    abort();
 }
 
 static void check(const struct inbound_event *ev)
@@ -115,12 +163,9 @@ static void check(const struct inbound_event *ev)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    static const char *const shopify_topics[] = {"orders/create", "refunds/create", "orders/paid",
-                                                 "products/update"};
-    static const char *const woo_topics[] = {"order.created", "order.updated", "order.deleted",
-                                             "product.created"};
-    enum source_kind kind;
-    struct inbound_source src = {"fuzz", SOURCE_SHOPIFY, {SECRET, NULL}, 0};
+    size_t n_kinds = 0;
+    const struct platform *pl;
+    struct inbound_source src = {"fuzz", NULL, {SECRET, NULL}, 0};
     struct headers h = {0};
     struct inbound_event ev;
     struct inbound_error err;
@@ -129,19 +174,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     if (size == 0)
         return 0;
-    kind = (enum source_kind)(data[0] % 4);
-    src.kind = kind;
-    if (kind == SOURCE_STANDARD)
-        src.secrets[0] = SECRET_STD;
+    while (source_kinds[n_kinds] != NULL)
+        n_kinds++;
+    src.kind = source_kinds[data[0] % n_kinds];
+    pl = platform_of(src.kind);
+    src.secrets[0] = pl->secret;
     body = (const char *)data + 1;
     size--;
-    if (kind == SOURCE_SHOPIFY)
-        add(&h, "x-shopify-topic", shopify_topics[(data[0] >> 2) % 4]);
-    if (kind == SOURCE_WOOCOMMERCE)
-        add(&h, "x-wc-webhook-topic", woo_topics[(data[0] >> 2) % 4]);
+    if (pl->topic_header != NULL)
+        add(&h, pl->topic_header, pl->topics[(data[0] >> 2) % 4]);
     /* One in eight inputs goes unsigned, so the ping path is explored too. */
     if ((data[0] >> 4) % 8 != 0)
-        sign(kind, body, size, &h);
+        pl->sign(body, size, &h);
     rc = inbound_parse(&src, get_header, &h, "application/json", body, size, NOW, &ev, &err);
     if (rc == 0) {
         check(&ev);

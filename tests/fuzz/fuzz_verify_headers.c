@@ -1,6 +1,7 @@
 /*
- * libFuzzer target for the signature-header parsers of verify.c and the
- * verify_* entry points that use them. The first byte picks the parser; the
+ * libFuzzer target for the signature-header parsers (lib/verify.c, and
+ * Stripe's in source_stripe.c) and the verifiers that use them: Standard
+ * Webhooks and every source kind's verify hook. The first byte picks the parser; the
  * rest, up to a newline, is the header value, and what follows the newline
  * is the body that gets verified. Nothing here may crash, leak or read out
  * of bounds, whatever the header holds.
@@ -9,6 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "source_internal.h"
+#include "source_kind.h"
 #include "verify.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -29,7 +32,7 @@ static const char *get_header(void *ctx, const char *name)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static const char *const secrets[2] = {"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "plain"};
-    struct verify_stripe_header sh;
+    struct source_stripe_header sh;
     struct verify_standard_sigs ss;
     struct one_header h;
     unsigned char out[256];
@@ -55,7 +58,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     switch (data[0] % 7) {
     case 0:
-        if (verify_parse_stripe_header(value, &sh) == 0 &&
+        if (source_stripe_parse_header(value, &sh) == 0 &&
             (sh.n_v1 == 0 || sh.n_v1 > VERIFY_MAX_SIGS))
             abort();
         break;
@@ -75,16 +78,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         break;
     }
     case 4:
-        verify_stripe(secrets, get_header, &h, body, body_len, 1767323047, 0, detail,
-                      sizeof(detail));
+    case 6:
+        /* every kind, through the table */
+        for (size_t i = 0; source_kinds[i] != NULL; i++) {
+            struct source_request req = {secrets, 0, get_header, &h, body, body_len, 1767323047};
+
+            source_kinds[i]->verify(&req, detail, sizeof(detail));
+        }
         break;
     case 5:
         verify_standard(secrets, get_header, &h, body, body_len, 1767323047, 0, detail,
                         sizeof(detail));
-        break;
-    case 6:
-        verify_shopify(secrets, get_header, &h, body, body_len, detail, sizeof(detail));
-        verify_woocommerce(secrets, get_header, &h, body, body_len, detail, sizeof(detail));
         break;
     }
     free(value);

@@ -146,6 +146,7 @@ class Browser:
                                  session=False)["sessionId"]
         self.send("Page.enable")
         self.send("Runtime.enable")
+        self.send("Network.enable")
         self.send("Emulation.setDeviceMetricsOverride",
                   {"width": 1280, "height": 900, "deviceScaleFactor": 1, "mobile": False})
 
@@ -192,6 +193,23 @@ class Browser:
 
     def text(self, selector="body"):
         return self.eval(f"(document.querySelector({json.dumps(selector)}) || {{}}).innerText || ''")
+
+    def cookies(self, url):
+        """The cookies the browser would send to url (HttpOnly ones too)."""
+        return self.send("Network.getCookies", {"urls": [url]})["cookies"]
+
+    def set_cookie(self, url, name, value):
+        """Sets a cookie for url as a server would (HttpOnly), e.g. to stand in
+        for a session that expired while the page was open."""
+        ok = self.send("Network.setCookie", {"url": url, "name": name, "value": value,
+                                             "httpOnly": True, "sameSite": "Strict"})
+        if not ok.get("success", True):
+            raise CDPError(f"could not set cookie {name}")
+
+    def width(self):
+        """(document width, window width) in CSS pixels: a page wider than its
+        window scrolls sideways."""
+        return tuple(self.eval("[document.documentElement.scrollWidth, window.innerWidth]"))
 
     def screenshot(self, path):
         data = self.send("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": False})

@@ -109,9 +109,13 @@ def test_views_for_a_hand_inserted_order(db):
     pos = db.scalar("INSERT INTO events (position, id, order_id, type, created_at, payload)"
                     " VALUES (nextval('event_position'), gen_random_uuid(), %s, 'order.created',"
                     " now(), '{}') RETURNING position", (oid,))
-    # inventory: delivered (its stream passed the event); invoicing: pending after
-    # a failed attempt; shipping: dead
+    # inventory: delivered at the first attempt (its stream passed the event and
+    # delivery_log has the 2xx: a passed cursor alone is no delivery); invoicing:
+    # pending after a failed attempt; shipping: dead
     db.query("UPDATE delivery_streams SET position = %s", (pos,))
+    db.query("INSERT INTO delivery_log (destination_id, first_position, last_position, delivered,"
+             " positions, statuses, durations_ms) VALUES ('inventory', %(p)s, %(p)s, 1,"
+             " ARRAY[%(p)s]::bigint[], '{200}', '{12}')", {"p": pos})
     db.query("""INSERT INTO deliveries (destination_id, position, order_id, event_created_at,
                 state, attempts, last_status, last_error)
         SELECT 'invoicing', %(p)s, %(o)s, now(), 'pending', 2, 503, 'HTTP 503'
@@ -130,9 +134,15 @@ def test_views_for_a_hand_inserted_order(db):
                        ("shipping", 0, 0, 0, 1, False)]
     assert db.query("SELECT external_id, events, delivered, pending, dead, fully_synced"
                     " FROM order_sync") == [("1001", 3, 1, 1, 1, False)]
-    db.query("DELETE FROM deliveries")
-    assert db.scalar("SELECT fully_synced FROM order_sync") is True
-    assert {r[0] for r in db.query("SELECT state FROM sync_state")} == {"synced"}
+    # invoicing's retry went through; shipping's dead event was given up (012)
+    db.query("INSERT INTO delivery_attempts (destination_id, position, order_id, attempt,"
+             " started_at, duration_ms, http_status) VALUES ('invoicing', %s, %s, 3, now(), 5, 200)",
+             (pos, oid))
+    db.query("DELETE FROM deliveries WHERE destination_id = 'invoicing'")
+    assert db.scalar("SELECT delivery_skip(dest => 'shipping')") == 1
+    assert dict(db.query("SELECT destination_id, state FROM sync_state")) == \
+        {"inventory": "synced", "invoicing": "synced", "shipping": "skipped"}
+    assert db.query("SELECT fully_synced, delivered, skipped FROM order_sync") == [(False, 2, 1)]
 
 
 def ingest(db, elements):

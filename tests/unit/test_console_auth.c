@@ -92,6 +92,14 @@ static void names_are_plain(void **state)
     assert_false(console_auth_name_ok("   "));
     assert_false(console_auth_name_ok("<img src=x>"));
     assert_false(console_auth_name_ok("a\"b"));
+    /* names as people write them (issue: "Zoë Ñúñez" and "Dan O'Brien" were refused) */
+    assert_true(console_auth_name_ok("Zo\xc3\xab \xc3\x91\xc3\xba\xc3\xb1"
+                                     "ez"));
+    assert_true(console_auth_name_ok("Dan O'Brien"));
+    assert_false(console_auth_name_ok("bad\xc3"));          /* truncated UTF-8 */
+    assert_false(console_auth_name_ok("over\xc0\xaflong")); /* overlong '/' */
+    assert_false(console_auth_name_ok("c1\xc2\x85"));       /* U+0085, a control */
+    assert_false(console_auth_name_ok("tab\there"));
     char long_name[CONSOLE_AUTH_MAX_NAME + 2];
     memset(long_name, 'a', sizeof(long_name) - 1);
     long_name[sizeof(long_name) - 1] = '\0';

@@ -4,7 +4,9 @@
 // internet, so no string is ever parsed as HTML.
 'use strict';
 
-const state = { csrf: null, operator: null, timer: null, destinations: [] };
+// gen: the number of the view on screen; work started for an earlier view
+// (a refresh timer, an answer arriving late) sees it changed and stops
+const state = { csrf: null, operator: null, timer: null, destinations: [], gen: 0 };
 
 // ---------------------------------------------------------------- helpers
 
@@ -16,7 +18,8 @@ function el(tag, attrs, ...children) {
     else if (k === 'class') e.className = v;
     else e.setAttribute(k, v === true ? '' : String(v));
   }
-  for (const c of children.flat()) {
+  // any depth: a list of [badge, ' '] pairs is as good as the badges
+  for (const c of children.flat(Infinity)) {
     if (c === null || c === undefined || c === false) continue;
     e.append(c instanceof Node ? c : document.createTextNode(String(c)));
   }
@@ -32,12 +35,20 @@ function svg(tag, attrs, ...children) {
 
 function pad(n) { return String(n).padStart(2, '0'); }
 
+// the browser's time zone, said with every time: "UTC", "UTC+02:00"
+function zone(d) {
+  const off = -d.getTimezoneOffset();
+  if (off === 0) return 'UTC';
+  const a = Math.abs(off);
+  return `UTC${off > 0 ? '+' : '-'}${pad(Math.floor(a / 60))}:${pad(a % 60)}`;
+}
+
 function fmtTime(iso) {
   if (!iso) return '';
   const d = new Date(iso);
   if (isNaN(d)) return String(iso);
   return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ` +
-    `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+    `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())} ${zone(d)}`;
 }
 
 function fmtAge(seconds) {
@@ -75,11 +86,15 @@ async function api(path, options) {
     opts.body = JSON.stringify(opts.body);
   }
   const r = await fetch(path, opts);
-  if (r.status === 401) {
-    location.href = '/console/login';
-    throw new Error('logged out');
-  }
   const doc = await r.json().catch(() => ({}));
+  if (r.status === 401) {
+    // the session ended (expired, logged out, revoked): say why on the login
+    // page, and come back here, filters and all, after logging in again
+    sessionStorage.setItem('return_to', location.hash);
+    const why = doc.error === 'session_expired' ? 'expired' : 'invalid';
+    location.href = `/console/login?why=${why}`;
+    throw new Error(doc.detail || 'logged out');
+  }
   if (!r.ok) throw new Error(`${doc.error || r.status}: ${doc.detail || r.statusText}`);
   return doc;
 }
@@ -113,11 +128,16 @@ function go(path, params) {
 
 // ---------------------------------------------------------------- overview
 
-function chart(minutes) {
-  // minutes: [[minutes ago, delivered, failed, of which 429], ...]
+// The busiest minute of any destination: every chart has that scale, so
+// that bars compare across rows.
+function chartMax(dests) {
+  return Math.max(1, ...dests.flatMap(d => d.minutes.map(m => m[1] + m[2])));
+}
+
+function chart(minutes, max) {
+  // minutes: [[minutes ago, delivered, failed, of which 429], ...]; max: the shared scale
   const w = 240, h = 48, bw = w / 60;
   const byAgo = new Map(minutes.map(m => [m[0], m]));
-  const max = Math.max(1, ...minutes.map(m => m[1] + m[2]));
   const s = svg('svg', { width: w, height: h, viewBox: `0 0 ${w} ${h}`, class: 'chart', role: 'img' });
   const total = minutes.reduce((a, m) => a + m[1], 0);
   const failed = minutes.reduce((a, m) => a + m[2], 0);
@@ -135,7 +155,7 @@ function chart(minutes) {
   }
   return el('div', { class: 'chartbox' }, s,
     el('div', { class: 'muted small' }, `${total}/h delivered · ${(total / 60).toFixed(1)}/min`,
-      failed ? ` · ${failed} failed` : ''));
+      failed ? ` · ${failed} failed` : '', ` · scale 0–${max}/min`));
 }
 
 function destState(d) {
@@ -145,38 +165,51 @@ function destState(d) {
 }
 
 async function viewOverview() {
+  const gen = state.gen;
   const head = el('div', { class: 'titlebar' }, el('h1', {}, 'Overview'),
     el('span', { class: 'muted small', id: 'refreshed' }, ''));
+  const problem = el('p', { class: 'error', id: 'overview-error', hidden: true });
   const box = el('div', {});
-  setMain(head, box);
+  setMain(head, problem, box);
   const refresh = async () => {
+    if (gen !== state.gen) return;
+    let doc;
     try {
-      const doc = await api('/api/overview');
-      state.destinations = doc.destinations.map(d => d.id);
-      const rows = doc.destinations.map(d => el('tr', { 'data-destination': d.id },
-        el('td', {}, el('strong', {}, d.id), el('div', { class: 'muted small' }, d.mode)),
-        el('td', {}, destState(d),
-          d.consecutive_failures ? el('div', { class: 'muted small' },
-            `${d.consecutive_failures}/${d.breaker_threshold} failures in a row`) : null,
-          d.rate_limit_per_s !== null && d.rate_limit_per_s !== undefined
-            ? el('div', { class: 'muted small' }, `rate limit ${d.rate_limit_per_s}/s`) : null),
-        el('td', { class: 'num' }, `${d.pending}${d.unread_capped ? '+' : ''}`),
-        el('td', { class: 'num' }, d.retrying),
-        el('td', { class: 'num' }, d.delivering),
-        el('td', { class: 'num' }, d.blocked ? el('a', { href: `#/dead?state=blocked&destination=${d.id}` }, d.blocked) : 0),
-        el('td', { class: 'num' }, d.dead ? el('a', { href: `#/dead?state=dead&destination=${d.id}`, class: 'deadlink' }, d.dead) : 0),
-        el('td', { class: 'num' }, fmtAge(d.oldest_pending_s)),
-        el('td', {}, chart(d.minutes))));
-      put(box, doc.destinations.length === 0
-        ? el('p', { class: 'muted' }, 'No destinations yet: INSERT INTO destinations … (see the README).')
-        : el('table', { class: 'grid', id: 'overview' },
-          el('thead', {}, el('tr', {}, ['destination', 'state', 'pending', 'retrying', 'in flight',
-            'blocked', 'dead', 'oldest waiting', 'deliveries per minute, last hour'].map(t => el('th', {}, t)))),
-          el('tbody', {}, rows)));
-      document.getElementById('refreshed').textContent = `updated ${fmtTime(doc.now)} · refreshes every 5 s`;
+      doc = await api('/api/overview');
     } catch (e) {
-      put(box, errorBox(e));
+      if (gen !== state.gen) return;
+      // keep the last figures, say they are stale and why
+      problem.hidden = false;
+      problem.textContent = `Refresh failed at ${fmtTime(new Date().toISOString())}: ${e.message}. Trying again in 5 s; the figures below are from the last success.`;
+      state.timer = setTimeout(refresh, 5000);
+      return;
     }
+    if (gen !== state.gen) return;  // the operator went elsewhere meanwhile
+    problem.hidden = true;
+    state.destinations = doc.destinations.map(d => d.id);
+    const max = chartMax(doc.destinations);
+    const rows = doc.destinations.map(d => el('tr', { 'data-destination': d.id },
+      el('td', {}, el('strong', {}, d.id), el('div', { class: 'muted small' }, d.mode)),
+      el('td', {}, destState(d),
+        d.consecutive_failures ? el('div', { class: 'muted small' },
+          `${d.consecutive_failures}/${d.breaker_threshold} failures in a row`) : null,
+        d.rate_limit_per_s !== null && d.rate_limit_per_s !== undefined
+          ? el('div', { class: 'muted small' }, `rate limit ${d.rate_limit_per_s}/s`) : null),
+      el('td', { class: 'num' }, `${d.pending}${d.unread_capped ? '+' : ''}`),
+      el('td', { class: 'num' }, d.retrying),
+      el('td', { class: 'num' }, d.delivering),
+      el('td', { class: 'num' }, d.blocked ? el('a', { href: `#/dead?state=blocked&destination=${d.id}` }, d.blocked) : 0),
+      el('td', { class: 'num' }, d.dead ? el('a', { href: `#/dead?state=dead&destination=${d.id}`, class: 'deadlink' }, d.dead) : 0),
+      el('td', { class: 'num' }, fmtAge(d.oldest_pending_s)),
+      el('td', {}, chart(d.minutes, max))));
+    const heads = [['destination'], ['state'], ['pending', 'num'], ['retrying', 'num'], ['in flight', 'num'],
+      ['blocked', 'num'], ['dead', 'num'], ['oldest waiting', 'num'], [`deliveries per minute, last hour (one scale: 0–${max}/min)`]];
+    put(box, doc.destinations.length === 0
+      ? el('p', { class: 'muted' }, 'No destinations yet: INSERT INTO destinations … (see the README).')
+      : el('table', { class: 'grid', id: 'overview' },
+        el('thead', {}, el('tr', {}, heads.map(([t, c]) => el('th', { class: c }, t)))),
+        el('tbody', {}, rows)));
+    document.getElementById('refreshed').textContent = `updated ${fmtTime(doc.now)} · refreshes every 5 s`;
     state.timer = setTimeout(refresh, 5000);
   };
   await refresh();
@@ -184,10 +217,14 @@ async function viewOverview() {
 
 // ---------------------------------------------------------------- orders
 
+// {state: count} of the order's (event, destination) pairs, most urgent first
+const STATE_ORDER = ['blocked', 'dead', 'delivering', 'pending', 'unrecorded', 'skipped', 'filtered', 'delivered'];
+
 function syncSummary(sync) {
-  const parts = Object.entries(sync || {}).sort();
+  const rank = k => (STATE_ORDER.indexOf(k) < 0 ? 99 : STATE_ORDER.indexOf(k));
+  const parts = Object.entries(sync || {}).sort((a, b) => rank(a[0]) - rank(b[0]) || (a[0] < b[0] ? -1 : 1));
   if (parts.length === 0) return el('span', { class: 'muted' }, 'no events');
-  return el('span', {}, parts.map(([k, n]) => [badge(`${n} ${k}`, k), ' ']));
+  return el('span', { class: 'sync' }, parts.map(([k, n]) => [badge(`${n} ${k}`, k), ' ']));
 }
 
 async function viewOrders(params) {
@@ -203,14 +240,14 @@ async function viewOrders(params) {
     const doc = await api(`/api/orders${query({ q, before })}`);
     const rows = doc.orders.map(o => el('tr', { class: 'click', 'data-order': o.id, onclick: () => go(`order/${o.id}`) },
       el('td', {}, el('a', { href: `#/order/${o.id}` }, o.id)),
-      el('td', {}, o.source), el('td', {}, o.external_id), el('td', {}, o.number || ''),
-      el('td', {}, o.customer_email || ''), el('td', {}, o.status, o.financial_status ? ` · ${o.financial_status}` : ''),
+      el('td', {}, o.source), el('td', { class: 'long' }, o.external_id), el('td', { class: 'long' }, o.number || ''),
+      el('td', { class: 'long' }, o.customer_email || ''), el('td', {}, o.status, o.financial_status ? ` · ${o.financial_status}` : ''),
       el('td', { class: 'num' }, o.total !== null ? `${o.total} ${o.currency || ''}` : ''),
       el('td', {}, fmtTime(o.created_at)), el('td', {}, syncSummary(o.sync))));
     put(box, 
       el('p', { class: 'muted small' }, q ? `Orders matching “${q}”` : 'Latest orders', before ? ` (older than order ${before})` : ''),
       rows.length ? el('table', { class: 'grid', id: 'orders' },
-        el('thead', {}, el('tr', {}, ['id', 'source', 'external id', 'number', 'customer email', 'status', 'total', 'received', 'deliveries'].map(t => el('th', {}, t)))),
+        el('thead', {}, el('tr', {}, [['id'], ['source'], ['external id'], ['number'], ['customer email'], ['status'], ['total', 'num'], ['received'], ['deliveries']].map(([t, c]) => el('th', { class: c }, t)))),
         el('tbody', {}, rows)) : el('p', {}, 'No order found.'),
       doc.next ? el('p', {}, el('a', { href: `#/orders${query({ q, before: doc.next })}`, id: 'older' }, 'Older orders →')) : null);
   } catch (e) {
@@ -221,6 +258,10 @@ async function viewOrders(params) {
 function stateBadge(d) {
   if (d.state === 'pending' && d.attempts > 0) return badge('retrying', 'retrying');
   return badge(d.state);
+}
+
+function plural(n, word) {
+  return `${n} ${word}${n === 1 ? '' : 's'}`;
 }
 
 function showRaw(title, path) {
@@ -255,16 +296,28 @@ async function viewOrder(id) {
 
   // deliveries: one row per event, one column per destination
   const dests = [...new Set(doc.deliveries.map(d => d.destination))].sort();
+  // each replay of an event starts a new round of attempts
+  const replays = new Map();
+  for (const a of doc.actions) {
+    if (a.action === 'replay') replays.set(`${a.position}/${a.destination}`, (replays.get(`${a.position}/${a.destination}`) || 0) + 1);
+  }
   const cell = new Map(doc.deliveries.map(d => [`${d.position}/${d.destination}`, d]));
   const grid = el('table', { class: 'grid', id: 'deliveries' },
     el('thead', {}, el('tr', {}, el('th', {}, 'event'), dests.map(d => el('th', {}, d)))),
     el('tbody', {}, doc.events.map(e => el('tr', {},
-      el('td', {}, el('strong', {}, e.type), el('div', { class: 'muted small' }, `#${e.position} · ${e.webhook_id}`)),
+      el('td', {}, el('strong', {}, e.type), el('div', { class: 'muted small long' }, `#${e.position} · ${e.webhook_id}`)),
       dests.map(dn => {
         const d = cell.get(`${e.position}/${dn}`);
         if (!d) return el('td', { class: 'muted' }, 'not subscribed');
-        return el('td', { 'data-destination': dn, 'data-position': e.position, 'data-state': d.state, class: 'delivery' },
-          stateBadge(d), d.attempts ? el('span', { class: 'muted small' }, ` ${d.attempts} attempt${d.attempts > 1 ? 's' : ''}`) : null,
+        const rounds = 1 + (replays.get(`${e.position}/${dn}`) || 0);
+        return el('td', { 'data-destination': dn, 'data-position': e.position, 'data-state': d.state,
+          'data-attempts': d.attempts, class: 'delivery' },
+          // a feed's delivery is the read that acknowledged it
+          stateBadge(d), ' ', el('span', { class: 'muted small attempts' }, d.mode === 'poll'
+            ? `${plural(d.attempts, 'read')} from its feed` : plural(d.attempts, 'attempt')),
+          rounds > 1 ? el('span', { class: 'muted small' }, ` in ${rounds} rounds`) : null,
+          d.state === 'skipped' ? el('div', { class: 'muted small' }, `skipped by ${d.skipped_by} ${fmtTime(d.skipped_at)}`) : null,
+          d.state === 'unrecorded' ? el('div', { class: 'muted small' }, 'passed with no delivery or skip on record') : null,
           d.blocked_by ? el('div', { class: 'muted small' }, `waits for #${d.blocked_by}`) : null,
           d.state === 'pending' && d.next_at ? el('div', { class: 'muted small' }, `next ${fmtTime(d.next_at)}`) : null,
           d.last_error ? el('div', { class: 'small err' }, d.last_error) : null);
@@ -285,9 +338,12 @@ async function viewOrder(id) {
   }
   for (const d of doc.deliveries) {
     if (!d.first) continue;
-    items.push({ t: d.first.completed_at, kind: 'attempt', node: el('span', { 'data-attempt': `${d.destination}/${d.position}/1` },
-      badge(`${d.first.status}`, 'delivered'), ` ${d.destination} got #${d.position} at the first attempt`,
-      el('span', { class: 'muted small' }, ` · ${d.first.duration_ms} ms`)) });
+    items.push({ t: d.first.completed_at, kind: 'attempt', node: d.mode === 'poll'
+      ? el('span', { 'data-attempt': `${d.destination}/${d.position}/feed` },
+        badge('read', 'delivered'), ` ${d.destination} read #${d.position} from its feed (acknowledged by its next read)`)
+      : el('span', { 'data-attempt': `${d.destination}/${d.position}/1` },
+        badge(`${d.first.status}`, 'delivered'), ` ${d.destination} got #${d.position} at the first attempt`,
+        el('span', { class: 'muted small' }, ` · ${d.first.duration_ms} ms`)) });
   }
   for (const a of doc.attempts) {
     const ok = a.http_status >= 200 && a.http_status < 300;
@@ -308,7 +364,7 @@ async function viewOrder(id) {
   const capped = ['inbound', 'events', 'actions'].filter(k => doc[k].length >= doc.limit);
 
   setMain(
-    el('div', { class: 'titlebar' }, el('h1', {}, `Order ${o.number || o.external_id}`),
+    el('div', { class: 'titlebar' }, el('h1', { class: 'long' }, `Order ${o.number || o.external_id}`),
       el('a', { href: `#/order/${o.id}`, onclick: () => setTimeout(() => viewOrder(o.id)) }, 'refresh')),
     facts,
     el('h2', {}, 'Deliveries'),
@@ -361,50 +417,70 @@ async function viewDead(params) {
   const rows = doc.items.map(it => {
     const cb = el('input', { type: 'checkbox', 'aria-label': `select ${it.destination} #${it.position}` });
     checks.push({ cb, it });
-    return el('tr', { 'data-destination': it.destination, 'data-position': it.position, 'data-order': it.order_id },
+    return el('tr', { 'data-destination': it.destination, 'data-position': it.position, 'data-order': it.order_id,
+      'data-state': it.state, 'data-attempts': it.attempts },
       el('td', {}, cb), el('td', {}, it.destination),
-      el('td', {}, el('a', { href: `#/order/${it.order_id}` }, it.number || it.external_id || it.order_id),
+      el('td', { class: 'long' }, el('a', { href: `#/order/${it.order_id}` }, it.number || it.external_id || it.order_id),
         el('div', { class: 'muted small' }, it.source || '')),
       el('td', {}, it.type || '', el('div', { class: 'muted small' }, `#${it.position}`)),
       el('td', {}, stateBadge(it), it.blocked_by ? el('div', { class: 'muted small' }, `waits for #${it.blocked_by} (${it.blocked_by_state || 'settled'})`) : null),
-      el('td', { class: 'num' }, it.attempts),
-      el('td', {}, it.last_status ? `HTTP ${it.last_status} ` : '',
+      el('td', { class: 'num attempts' }, it.attempts,
+        it.round_attempts !== undefined && it.round_attempts !== it.attempts
+          ? el('div', { class: 'muted small' }, `${it.round_attempts} since the last replay`) : null),
+      el('td', { class: 'long' }, it.last_status ? `HTTP ${it.last_status} ` : '',
         it.last_error && it.last_error !== `HTTP ${it.last_status}` ? el('span', { class: 'small err' }, it.last_error) : ''),
       el('td', {}, fmtTime(it.event_created_at)), el('td', {}, fmtTime(it.updated_at)));
   });
   const selected = () => checks.filter(c => c.cb.checked).map(c => ({ destination: c.it.destination, position: c.it.position }));
   const scope = `${f.destination || 'every destination'}${f.since ? ', events from ' + fmtTime(f.since) : ''}${f.until ? ' to ' + fmtTime(f.until) : ''}`;
+  const say = text => { msg.hidden = false; msg.textContent = text; };
+  // asks the server how many events the action would touch (it changes
+  // nothing), asks the operator with that number, then acts
   const act = async (verb, body, text) => {
-    if (!(await confirmDialog(text))) return;
+    let n;
+    try {
+      const p = await api(`/api/deliveries/${verb}`, { body: Object.assign({ preview: true }, body) });
+      n = verb === 'replay' ? p.replayed : p.skipped;
+    } catch (e) {
+      say(String(e.message));
+      return;
+    }
+    if (n === 0) {
+      say(`Nothing to ${verb}: no event matches any more (reload the list).`);
+      return;
+    }
+    if (!(await confirmDialog(text(n)))) return;
     try {
       const r = await api(`/api/deliveries/${verb}`, { body });
-      const n = verb === 'replay' ? r.replayed : r.skipped;
-      sessionStorage.setItem('notice', `${verb === 'replay' ? 'Replayed' : 'Skipped'} ${n} event${n === 1 ? '' : 's'}.`);
+      const done = verb === 'replay' ? r.replayed : r.skipped;
+      sessionStorage.setItem('notice', `${verb === 'replay' ? 'Replayed' : 'Skipped'} ${plural(done, 'event')}.`);
       viewDead(params);
     } catch (e) {
-      msg.hidden = false;
-      msg.textContent = String(e.message);
+      say(String(e.message));
     }
   };
+  const none = verb => say(`Tick the events to ${verb} first (or use “${verb === 'replay' ? 'Replay' : 'Skip'} all matching”).`);
   const buttons = el('div', { class: 'actions' },
     el('button', { id: 'replay-selected', disabled: f.state !== 'dead', onclick: () => {
       const items = selected();
-      if (items.length) act('replay', { items }, `Replay ${items.length} dead event${items.length > 1 ? 's' : ''}? They keep their webhook-id; receivers dedupe on it.`);
+      if (!items.length) return none('replay');
+      act('replay', { items }, n => `Replay ${plural(n, 'dead event')}? They keep their webhook-id; receivers dedupe on it.`);
     } }, 'Replay selected'),
     el('button', { id: 'skip-selected', disabled: f.state === 'pending', onclick: () => {
       const items = selected();
-      if (items.length) act('skip', { items }, `Skip ${items.length} event${items.length > 1 ? 's' : ''}? They will never be delivered; later events of their orders go on.`);
+      if (!items.length) return none('skip');
+      act('skip', { items }, n => `Skip ${plural(n, 'event')}? They will never be delivered; later events of their orders go on.`);
     } }, 'Skip selected'),
     el('button', { id: 'replay-all', disabled: f.state !== 'dead', onclick: () => act('replay',
       { matching: { destination: f.destination || null, since: f.since || null, until: f.until || null } },
-      `Replay every dead event of ${scope}?`) }, 'Replay all matching'),
+      n => `Replay ${plural(n, 'dead event')} of ${scope}?`) }, 'Replay all matching'),
     el('button', { id: 'skip-all', disabled: f.state === 'pending', onclick: () => act('skip',
       { matching: { destination: f.destination || null, since: f.since || null, until: f.until || null, state: f.state } },
-      `Skip every ${f.state} event of ${scope}? They will never be delivered.`) }, 'Skip all matching'));
+      n => `Skip ${plural(n, f.state + ' event')} of ${scope}? They will never be delivered.`) }, 'Skip all matching'));
   const all = el('input', { type: 'checkbox', 'aria-label': 'select all', onchange: ev => checks.forEach(c => { c.cb.checked = ev.target.checked; }) });
   put(box, 
     rows.length ? el('div', {}, buttons, el('table', { class: 'grid', id: 'dead' },
-      el('thead', {}, el('tr', {}, el('th', {}, all), ['destination', 'order', 'event', 'state', 'attempts', 'last error', 'event time', 'since'].map(t => el('th', {}, t)))),
+      el('thead', {}, el('tr', {}, el('th', {}, all), [['destination'], ['order'], ['event'], ['state'], ['attempts', 'num'], ['last error'], ['event time'], ['since']].map(([t, c]) => el('th', { class: c }, t)))),
       el('tbody', {}, rows))) : el('p', { id: 'none' }, `No ${f.state === 'pending' ? 'retrying' : f.state} event${f.destination ? ' for ' + f.destination : ''}.`),
     doc.next ? el('p', {}, el('a', { href: `#/dead${query(Object.assign({}, f, { before: `${doc.next.position}:${doc.next.destination}` }))}` }, 'Older →')) : null);
   const notice = sessionStorage.getItem('notice');
@@ -435,7 +511,7 @@ async function viewConfig() {
         el('tbody', {}, sources.map(s => el('tr', {},
           el('td', {}, el('strong', {}, s.id)), el('td', {}, s.kind), el('td', {}, s.mode),
           el('td', {}, s.enabled ? 'yes' : 'no'), secretCell(s.secret_set, s.rotating, s.secret_changed_at),
-          el('td', {}, s.poll_url ? [el('div', {}, s.poll_url, s.poll_url_redacted ? ' (credentials hidden)' : ''),
+          el('td', { class: 'long' }, s.poll_url ? [el('div', {}, s.poll_url, s.poll_url_redacted ? ' (credentials hidden)' : ''),
             el('div', { class: 'muted small' }, `every ${s.poll_interval}${s.reconcile_interval ? ', reconcile ' + s.reconcile_interval : ''}; auth header ${s.poll_auth_set ? 'set' : 'not set'}`),
             s.last_poll_at ? el('div', { class: 'muted small' }, `last poll ${fmtTime(s.last_poll_at)}, ${s.polls} polls, ${s.poll_errors} errors`) : null,
             s.last_error ? el('div', { class: 'small err' }, s.last_error) : null] : el('span', { class: 'muted' }, '—')))))),
@@ -445,11 +521,14 @@ async function viewConfig() {
         el('tbody', {}, dests.map(d => el('tr', {},
           el('td', {}, el('strong', {}, d.id)), el('td', {}, d.mode),
           el('td', {}, d.enabled ? 'yes' : `no${d.disabled_reason ? ': ' + d.disabled_reason : ''}`),
-          el('td', {}, d.url || '—', d.url_redacted ? ' (credentials hidden)' : ''),
+          el('td', { class: 'long' }, d.mode === 'poll' ? `GET /feeds/${d.id}` : d.url || '—', d.url_redacted ? ' (credentials hidden)' : ''),
           d.mode === 'poll' ? secretCell(d.feed_token_set, false, d.feed_token_changed_at) : secretCell(d.secret_set, d.rotating, d.secret_changed_at),
-          el('td', { class: 'small' }, `timeout ${d.timeout_ms} ms, ${d.max_in_flight} in flight, ${d.max_attempts} attempts over ${d.retry_window}, `,
-            `schedule ${d.retry_schedule.join(', ')}, on dead: ${d.on_dead}`,
-            d.rate_limit_per_s !== null && d.rate_limit_per_s !== undefined ? `, rate limit ${d.rate_limit_per_s}/s` : ''),
+          // a feed is read at its reader's pace: timeouts, retries and rate limits are a push destination's
+          d.mode === 'poll'
+            ? el('td', { class: 'small' }, 'read by its consumer (bearer feed token); reading past an event acknowledges it')
+            : el('td', { class: 'small' }, `timeout ${d.timeout_ms} ms, ${d.max_in_flight} in flight, ${d.max_attempts} attempts over ${d.retry_window}, `,
+              `schedule ${d.retry_schedule.join(', ')}, on dead: ${d.on_dead}`,
+              d.rate_limit_per_s !== null && d.rate_limit_per_s !== undefined ? `, rate limit ${d.rate_limit_per_s}/s` : ''),
           el('td', { class: 'small' }, d.subscriptions.length ? d.subscriptions.join(', ') : 'every event type'))))));
   } catch (e) {
     setMain(el('h1', {}, 'Sources and destinations'), errorBox(e));
@@ -460,6 +539,8 @@ async function viewConfig() {
 
 async function render() {
   clearTimeout(state.timer);
+  state.timer = null;
+  state.gen++;
   const r = route();
   const view = r.parts[0] || 'overview';
   for (const a of document.querySelectorAll('nav a')) {
@@ -484,6 +565,10 @@ async function start() {
     setMain(errorBox(e));
     return;
   }
+  // back from the login page: where the operator was, with its filters
+  const back = sessionStorage.getItem('return_to');
+  sessionStorage.removeItem('return_to');
+  if (back && back.startsWith('#/') && back !== location.hash) history.replaceState(null, '', `/console${back}`);
   window.addEventListener('hashchange', render);
   render();
 }

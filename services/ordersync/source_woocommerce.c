@@ -1,16 +1,22 @@
 /*
- * normalize_woocommerce: WooCommerce REST API v3 order bodies → canonical
- * order. Totals are decimal strings (kept verbatim); a line's `price` is a
- * JSON number, rounded to the currency's minor units by norm_money. Dates
- * ending in _gmt carry no zone but are UTC. There is no order-level subtotal
- * or refunded total: both are summed from line_items[] and refunds[].
+ * source_woocommerce: WooCommerce, as a source kind (source_kind.h).
+ * Webhooks carry REST API v3 order bodies, signed (X-WC-Webhook-Signature);
+ * the topic header is not signed, and WooCommerce never retries a failed
+ * delivery (hence polling for reconciliation). Totals are decimal strings
+ * (kept verbatim); a line's `price` is a JSON number, rounded to the
+ * currency's minor units by norm_money. Dates ending in _gmt carry no zone
+ * but are UTC. There is no order-level subtotal or refunded total: both are
+ * summed from line_items[] and refunds[].
  */
-#include "normalize.h"
-#include "normalize_internal.h"
-
+#include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+
+#include "normalize_internal.h"
+#include "source_internal.h"
+#include "source_kind.h"
 
 struct woo_status {
     const char *status;
@@ -125,8 +131,9 @@ static int thin(const char *source, const char *topic, const char *id, time_t re
     return 0;
 }
 
-int normalize_woocommerce(const char *source, const char *topic, const json_t *p,
-                          time_t received_at, json_t **out, char *err, size_t err_size)
+/* `received_at` dates a deletion notice, whose body carries no date. */
+static int woo_normalize(const char *source, const char *topic, const json_t *p, time_t received_at,
+                         json_t **out, char *err, size_t err_size)
 {
     struct norm_err ee = {err, err_size}, *e = &ee;
     char id[NORM_ID_SIZE], currency[4], created[NORM_TIME_SIZE], updated[NORM_TIME_SIZE];
@@ -230,3 +237,119 @@ nomem:
     json_decref(o);
     return -ENOMEM;
 }
+
+/* ------------------------------------------------------------ webhooks */
+
+/*
+ * WooCommerce pings a new webhook's URL with a form body `webhook_id=<n>` and
+ * none of its X-WC-Webhook-* headers, unsigned, and shows the shop owner an
+ * error unless the answer is exactly 200. Recognized narrowly, so that a
+ * signed delivery with a stripped signature header is still a 401.
+ */
+static bool woo_is_ping(const struct source_request *req)
+{
+    static const char *const headers[] = {"x-wc-webhook-signature",  "x-wc-webhook-topic",
+                                          "x-wc-webhook-id",         "x-wc-webhook-source",
+                                          "x-wc-webhook-resource",   "x-wc-webhook-event",
+                                          "x-wc-webhook-delivery-id"};
+    static const char prefix[] = "webhook_id=";
+    size_t plen = sizeof(prefix) - 1;
+
+    for (size_t i = 0; i < sizeof(headers) / sizeof(headers[0]); i++) {
+        if (req->get_header(req->ctx, headers[i]) != NULL)
+            return false;
+    }
+    if (req->len <= plen || req->len > plen + 20 || memcmp(req->body, prefix, plen) != 0)
+        return false;
+    for (size_t i = plen; i < req->len; i++) {
+        if (!isdigit((unsigned char)req->body[i]))
+            return false;
+    }
+    return true;
+}
+
+static enum verify_result woo_verify(const struct source_request *req, char *detail, size_t size)
+{
+    return source_verify_body_hmac(req, "x-wc-webhook-signature", "X-WC-Webhook-Signature", detail,
+                                   size);
+}
+
+static int woo_topic(const struct source_request *req, const json_t *payload, const char **out,
+                     struct source_refused *why)
+{
+    *out = req->get_header(req->ctx, "x-wc-webhook-topic");
+    if (*out == NULL)
+        return source_refuse(why, SOURCE_MISSING_TOPIC, "X-WC-Webhook-Topic header is missing");
+    return source_check_token(*out, "X-WC-Webhook-Topic", why);
+}
+
+/*
+ * Never X-WC-Webhook-Delivery-ID: it comes from a whole-second clock and
+ * repeats. An order's id with its modification time names one state of the
+ * order exactly; anything else is keyed by its bytes.
+ */
+static int woo_dedupe_key(const struct source_request *req, const json_t *payload,
+                          const char *topic, char **key, struct source_refused *why)
+{
+    const json_t *id = json_object_get(payload, "id");
+    const char *modified = json_string_value(json_object_get(payload, "date_modified_gmt"));
+    char *k = NULL;
+
+    /* a date is ~20 characters: anything much longer is not one, hash the body instead */
+    if (strncmp(topic, "order.", 6) == 0 && json_is_integer(id) && modified != NULL &&
+        modified[0] != '\0' && strlen(modified) <= 40) {
+        if (asprintf(&k, "order:%" JSON_INTEGER_FORMAT ":%s", json_integer_value(id), modified) < 0)
+            k = NULL;
+    } else {
+        k = source_body_key(req->body, req->len);
+    }
+    *key = k;
+    return k != NULL ? 0 : -ENOMEM;
+}
+
+static const struct source_topic woo_topics[] = {
+    {"order.created", "order.created", NULL, NULL},
+    {"order.updated", "order.updated", NULL, NULL},
+    /* a deletion notice, or the trashed/cancelled order: status "cancelled" either way */
+    {"order.deleted", "order.cancelled", "status", "cancelled"},
+    {"order.restored", "order.updated", NULL, NULL},
+    {NULL, NULL, NULL, NULL},
+};
+
+/*
+ * WooCommerce has no cancel or refund topic: those status changes arrive as
+ * order.updated, and the (signed) status tells them apart.
+ */
+static const char *woo_event_of(const struct source_topic *rule, const json_t *payload)
+{
+    const char *status = json_string_value(json_object_get(payload, "status"));
+
+    if (strcmp(rule->topic, "order.updated") == 0 && status != NULL) {
+        if (strcmp(status, "cancelled") == 0)
+            return "order.cancelled";
+        if (strcmp(status, "refunded") == 0)
+            return "order.refunded";
+    }
+    return rule->event_type;
+}
+
+/* ------------------------------------------------------------- polling */
+
+/* GET /wp-json/wc/v3/orders lists whole orders, each in its latest state. */
+static int woo_poll_order(const char *source, const json_t *item, time_t now, json_t **out,
+                          char *err, size_t err_size)
+{
+    return woo_normalize(source, "order.updated", item, now, out, err, err_size);
+}
+
+const struct source_kind source_woocommerce = {
+    .name = "woocommerce",
+    .is_ping = woo_is_ping,
+    .verify = woo_verify,
+    .topic = woo_topic,
+    .dedupe_key = woo_dedupe_key,
+    .topics = woo_topics,
+    .event_of = woo_event_of,
+    .normalize = woo_normalize,
+    .poll_order = woo_poll_order,
+};

@@ -1,16 +1,20 @@
 /*
- * normalize_shopify: Shopify REST Admin webhook bodies → canonical order.
- * The orders/... topics carry the whole order; refunds/create carries a refund
- * object, which becomes a partial order keyed by its order_id. Money fields
- * are decimal strings and are kept verbatim; ids may exceed 2^53 and arrive
- * as json_int_t, never through a double.
+ * source_shopify: Shopify, as a source kind (source_kind.h). Webhooks of the
+ * REST Admin API: the body is signed (X-Shopify-Hmac-Sha256), the topic
+ * header is not. The orders/... topics carry the whole order; refunds/create
+ * carries a refund object, which becomes a partial order keyed by its
+ * order_id. Money fields are decimal strings and are kept verbatim; ids may
+ * exceed 2^53 and arrive as json_int_t, never through a double. The orders
+ * list (GET /admin/api/.../orders.json) can be polled.
  */
-#include "normalize.h"
-#include "normalize_internal.h"
-
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+
+#include "normalize_internal.h"
+#include "source_internal.h"
+#include "source_kind.h"
 
 static int financial_status(const json_t *v, const char **out, struct norm_err *e)
 {
@@ -276,8 +280,8 @@ static const char *kind_of(const json_t *p)
     return refund ? "a refund" : "an order";
 }
 
-int normalize_shopify(const char *source, const char *topic, const json_t *payload, json_t **out,
-                      char *err, size_t err_size)
+static int shopify_normalize(const char *source, const char *topic, const json_t *payload,
+                             time_t now, json_t **out, char *err, size_t err_size)
 {
     struct norm_err e = {err, err_size};
     bool want_refund = topic != NULL && strcmp(topic, "refunds/create") == 0;
@@ -294,3 +298,78 @@ int normalize_shopify(const char *source, const char *topic, const json_t *paylo
         return refund(source, payload, out, &e);
     return order(source, payload, out, &e);
 }
+
+/* ------------------------------------------------------------ webhooks */
+
+static enum verify_result shopify_verify(const struct source_request *req, char *detail,
+                                         size_t size)
+{
+    return source_verify_body_hmac(req, "x-shopify-hmac-sha256", "X-Shopify-Hmac-Sha256", detail,
+                                   size);
+}
+
+static int shopify_topic(const struct source_request *req, const json_t *payload, const char **out,
+                         struct source_refused *why)
+{
+    *out = req->get_header(req->ctx, "x-shopify-topic");
+    if (*out == NULL)
+        return source_refuse(why, SOURCE_MISSING_TOPIC, "X-Shopify-Topic header is missing");
+    return source_check_token(*out, "X-Shopify-Topic", why);
+}
+
+/*
+ * X-Shopify-Webhook-Id is stable across retries of one delivery; the event
+ * id is shared by every topic of one merchant action, so it keys with the
+ * topic; a body hash is the last resort.
+ */
+static int shopify_dedupe_key(const struct source_request *req, const json_t *payload,
+                              const char *topic, char **key, struct source_refused *why)
+{
+    const char *webhook_id = req->get_header(req->ctx, "x-shopify-webhook-id");
+    const char *event_id = req->get_header(req->ctx, "x-shopify-event-id");
+    char *k = NULL;
+
+    if ((webhook_id != NULL && source_check_token(webhook_id, "X-Shopify-Webhook-Id", why) < 0) ||
+        (event_id != NULL && source_check_token(event_id, "X-Shopify-Event-Id", why) < 0))
+        return -EINVAL;
+    if (webhook_id != NULL)
+        k = strdup(webhook_id);
+    else if (event_id == NULL)
+        k = source_body_key(req->body, req->len);
+    else if (asprintf(&k, "%s:%s", topic, event_id) < 0)
+        k = NULL;
+    *key = k;
+    return k != NULL ? 0 : -ENOMEM;
+}
+
+static const struct source_topic shopify_topics[] = {
+    {"orders/create", "order.created", NULL, NULL},
+    {"orders/updated", "order.updated", NULL, NULL},
+    /* Shopify sends orders/paid when financial_status becomes paid, with that body */
+    {"orders/paid", "order.paid", "financial_status", "paid"},
+    /* cancelled_at set; shopify_normalize makes that status "cancelled" */
+    {"orders/cancelled", "order.cancelled", "status", "cancelled"},
+    {"orders/fulfilled", "order.fulfilled", "fulfillment_status", "fulfilled"},
+    {"orders/partially_fulfilled", "order.updated", NULL, NULL},
+    {"refunds/create", "order.refunded", NULL, NULL},
+    {NULL, NULL, NULL, NULL},
+};
+
+/* ------------------------------------------------------------- polling */
+
+/* The orders list holds whole orders, each in its latest state. */
+static int shopify_poll_order(const char *source, const json_t *item, time_t now, json_t **out,
+                              char *err, size_t err_size)
+{
+    return shopify_normalize(source, "orders/updated", item, now, out, err, err_size);
+}
+
+const struct source_kind source_shopify = {
+    .name = "shopify",
+    .verify = shopify_verify,
+    .topic = shopify_topic,
+    .dedupe_key = shopify_dedupe_key,
+    .topics = shopify_topics,
+    .normalize = shopify_normalize,
+    .poll_order = shopify_poll_order,
+};

@@ -1,5 +1,10 @@
 /*
- * normalize_stripe: Stripe Event bodies → canonical order. A Checkout
+ * source_stripe: Stripe, as a source kind (source_kind.h). Events are signed
+ * whole (Stripe-Signature: a timestamp and HMACs of "t.body"), their type
+ * included, so nothing unsigned names the event. Stripe has no orders list
+ * to poll.
+ *
+ * Event bodies → canonical order: a Checkout
  * Session is the order (with no line items: Stripe leaves them out of the
  * webhook); payment intents and charges only change part of an order, so
  * they become partial orders. Amounts are integers in the currency's minor
@@ -11,12 +16,16 @@
  * only links if the shop copied the order id into the charge's metadata
  * (payment_intent_data.metadata): Stripe does not carry it over by itself.
  */
-#include "normalize.h"
-#include "normalize_internal.h"
-
+#include <ctype.h>
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+
+#include "normalize_internal.h"
+#include "source_internal.h"
+#include "source_kind.h"
 
 static int amount(const json_t *obj, const char *key, const char *prefix, int minor, bool optional,
                   char out[NORM_MONEY_SIZE], struct norm_err *e)
@@ -237,8 +246,9 @@ static int charge(const char *source, const json_t *ch, const char *updated, jso
     return 0;
 }
 
-int normalize_stripe(const char *source, const json_t *event, json_t **out, char *err,
-                     size_t err_size)
+/* The type is inside the signed event: topic says nothing more, and every event is dated. */
+static int stripe_normalize(const char *source, const char *topic, const json_t *event, time_t now,
+                            json_t **out, char *err, size_t err_size)
 {
     struct norm_err e = {err, err_size};
     const json_t *obj = json_object_get(json_object_get(event, "data"), "object");
@@ -263,3 +273,166 @@ int normalize_stripe(const char *source, const json_t *event, json_t **out, char
     return norm_fail(&e, "data.object.object",
                      "must be \"checkout.session\", \"payment_intent\" or \"charge\"");
 }
+
+/* ------------------------------------------------------------ signature */
+
+static bool is_lower_hex(const char *s, size_t len)
+{
+    for (size_t i = 0; i < len; i++) {
+        if (!isdigit((unsigned char)s[i]) && !(s[i] >= 'a' && s[i] <= 'f'))
+            return false;
+    }
+    return true;
+}
+
+int source_stripe_parse_header(const char *value, struct source_stripe_header *out)
+{
+    bool have_t = false;
+    const char *p = value;
+
+    memset(out, 0, sizeof(*out));
+    /*
+     * Stripe's libraries split on ',' then on the first '='; keys other than
+     * t and v1 (v0 test signatures, future schemes) are ignored.
+     */
+    while (*p != '\0') {
+        const char *end = strchr(p, ',');
+        size_t item_len = end != NULL ? (size_t)(end - p) : strlen(p);
+        const char *eq = memchr(p, '=', item_len);
+
+        if (eq != NULL) {
+            size_t klen = (size_t)(eq - p);
+            const char *v = eq + 1;
+            size_t vlen = item_len - klen - 1;
+
+            if (klen == 1 && p[0] == 't') {
+                char buf[16];
+
+                if (have_t || vlen == 0 || vlen >= sizeof(buf))
+                    return -EINVAL;
+                memcpy(buf, v, vlen);
+                buf[vlen] = '\0';
+                if (verify_parse_timestamp(buf, &out->t) < 0)
+                    return -EINVAL;
+                have_t = true;
+            } else if (klen == 2 && p[0] == 'v' && p[1] == '1') {
+                if (vlen != 2 * VERIFY_SHA256_LEN || !is_lower_hex(v, vlen))
+                    return -EINVAL;
+                if (out->n_v1 == VERIFY_MAX_SIGS)
+                    return -EINVAL;
+                memcpy(out->v1[out->n_v1], v, vlen);
+                out->v1[out->n_v1][vlen] = '\0';
+                out->n_v1++;
+            }
+        }
+        p += item_len;
+        if (*p == ',')
+            p++;
+    }
+    return have_t && out->n_v1 > 0 ? 0 : -EINVAL;
+}
+
+static void hex_lower(const unsigned char *in, size_t n, char *out)
+{
+    static const char digits[] = "0123456789abcdef";
+
+    for (size_t i = 0; i < n; i++) {
+        out[2 * i] = digits[in[i] >> 4];
+        out[2 * i + 1] = digits[in[i] & 15];
+    }
+    out[2 * n] = '\0';
+}
+
+/*
+ * Stripe-Signature: t=<unix>,v1=<hex>[,v1=<hex>...]; the HMAC key is the
+ * whole secret string ("whsec_..." included), the message "t.body".
+ */
+static enum verify_result stripe_verify(const struct source_request *req, char *detail, size_t size)
+{
+    const char *value = req->get_header(req->ctx, "stripe-signature");
+    struct source_stripe_header h;
+    char tbuf[24];
+    unsigned char mac[VERIFY_SHA256_LEN];
+    char hex[2 * VERIFY_SHA256_LEN + 1];
+    bool matched = false;
+
+    if (value == NULL)
+        return source_verdict(VERIFY_MISSING, detail, size, "Stripe-Signature header is missing");
+    if (source_stripe_parse_header(value, &h) < 0)
+        return source_verdict(
+            VERIFY_MALFORMED, detail, size,
+            "Stripe-Signature header must be t=<unix time>,v1=<64 hex digits>[,v1=...]");
+    if (!source_have_secret(req->secrets))
+        return source_verdict(VERIFY_ERROR, detail, size,
+                              "no secret is configured for this source");
+    snprintf(tbuf, sizeof(tbuf), "%lld", (long long)h.t);
+    for (int i = 0; i < 2 && !matched; i++) {
+        const char *secret = req->secrets[i];
+        const void *parts[3] = {tbuf, ".", req->body};
+        size_t lens[3] = {strlen(tbuf), 1, req->len};
+
+        if (secret == NULL || secret[0] == '\0')
+            continue;
+        /* Stripe keys the HMAC with the secret as given, "whsec_" prefix included. */
+        if (verify_hmac_sha256(secret, strlen(secret), parts, lens, 3, mac) < 0)
+            return source_verdict(VERIFY_ERROR, detail, size, "HMAC computation failed");
+        hex_lower(mac, VERIFY_SHA256_LEN, hex);
+        for (size_t j = 0; j < h.n_v1; j++) {
+            if (verify_equal(hex, h.v1[j], 2 * VERIFY_SHA256_LEN))
+                matched = true;
+        }
+    }
+    if (!matched)
+        return source_verdict(VERIFY_MISMATCH, detail, size,
+                              "no v1 signature in Stripe-Signature matches the body");
+    /*
+     * Checked after the signature on purpose: a stale result then means an
+     * authentic but old (possibly replayed) message, which is worth knowing.
+     */
+    if (verify_age(h.t, req->now, req->tolerance_s, "Stripe-Signature timestamp", detail, size) !=
+        VERIFY_OK)
+        return VERIFY_STALE;
+    return source_verdict(VERIFY_OK, detail, size, "Stripe-Signature matches");
+}
+
+/* ------------------------------------------------------------ webhooks */
+
+static int stripe_topic(const struct source_request *req, const json_t *payload, const char **out,
+                        struct source_refused *why)
+{
+    *out = json_string_value(json_object_get(payload, "type"));
+    if (*out == NULL)
+        return source_refuse(why, SOURCE_NOT_AN_ORDER, "field 'type' must be a string");
+    return 0;
+}
+
+/* The event id (evt_...): the same in every retry of one event. */
+static int stripe_dedupe_key(const struct source_request *req, const json_t *payload,
+                             const char *topic, char **key, struct source_refused *why)
+{
+    const char *id = json_string_value(json_object_get(payload, "id"));
+
+    if (id == NULL || id[0] == '\0' || strlen(id) > SOURCE_MAX_TOKEN_LEN)
+        return source_refuse(why, SOURCE_NOT_AN_ORDER, "field 'id' must be the event id (evt_...)");
+    *key = strdup(id);
+    return *key != NULL ? 0 : -ENOMEM;
+}
+
+static const struct source_topic stripe_topics[] = {
+    {"checkout.session.completed", "order.created", NULL, NULL},
+    {"checkout.session.async_payment_succeeded", "order.paid", NULL, NULL},
+    {"checkout.session.async_payment_failed", "order.updated", NULL, NULL},
+    {"checkout.session.expired", "order.cancelled", NULL, NULL},
+    {"payment_intent.succeeded", "order.paid", NULL, NULL},
+    {"charge.refunded", "order.refunded", NULL, NULL},
+    {NULL, NULL, NULL, NULL},
+};
+
+const struct source_kind source_stripe = {
+    .name = "stripe",
+    .verify = stripe_verify,
+    .topic = stripe_topic,
+    .dedupe_key = stripe_dedupe_key,
+    .topics = stripe_topics,
+    .normalize = stripe_normalize,
+};
