@@ -96,6 +96,20 @@ struct db {
     int handles_open; /* uv handles not yet closed; free when 0 after close */
 };
 
+/*
+ * Set once at start-up (db_use_unnamed_statements): behind a pooler in
+ * transaction mode a statement prepared on one server connection is unknown
+ * to the next, so the statements given at open are sent as unnamed ones,
+ * parsed with each query (the unnamed statement lives within one
+ * Parse/Bind/Execute/Sync, which the pooler keeps on one server).
+ */
+static bool unnamed_statements;
+
+void db_use_unnamed_statements(bool on)
+{
+    unnamed_statements = on;
+}
+
 static void start_connect(struct db *db);
 static void on_poll(uv_poll_t *h, int status, int events);
 static void pump(struct db *db);
@@ -305,7 +319,7 @@ static void became_connected(struct db *db)
     want_events(db, UV_READABLE);
     if (db->state != DB_PREPARING)
         return;
-    if (db->n_stmts > 0) {
+    if (db->n_stmts > 0 && !unnamed_statements) {
         send_next_prepare(db);
         return;
     }
@@ -508,12 +522,24 @@ static void finish_query(struct db *db, PGresult *res, const char *err)
     free(q);
 }
 
+/* The text of a statement given at open, by name; NULL when there is none by that name. */
+static const char *stmt_sql(const struct db *db, const char *name)
+{
+    for (int i = 0; i < db->n_stmts; i++)
+        if (strcmp(db->stmts[i].name, name) == 0)
+            return db->stmts[i].sql;
+    return NULL;
+}
+
 static void send_head(struct db *db)
 {
     struct db_query *q = db->head;
-    int ok = q->prepared
+    /* an unknown name goes to the server as prepared: it answers what is wrong */
+    const char *text = q->prepared && unnamed_statements ? stmt_sql(db, q->stmt) : NULL;
+    int ok = q->prepared && text == NULL
                  ? PQsendQueryPrepared(db->conn, q->stmt, q->nparams, q->values, NULL, NULL, 0)
-                 : PQsendQueryParams(db->conn, q->stmt, q->nparams, NULL, q->values, NULL, NULL, 0);
+                 : PQsendQueryParams(db->conn, text != NULL ? text : q->stmt, q->nparams, NULL,
+                                     q->values, NULL, NULL, 0);
     if (!ok) {
         go_down(db, PQerrorMessage(db->conn));
         return;

@@ -64,6 +64,14 @@ int db_open(uv_loop_t *loop, const char *conninfo, const char *name, const struc
             int n_stmts, const struct db_callbacks *cbs, void *data, struct db **out)
     __attribute__((warn_unused_result));
 
+/*
+ * Process-wide, before the first db_open(): statements given at open are not
+ * prepared but sent with each query as unnamed statements (a pooler in
+ * transaction mode runs each transaction on any server connection, where a
+ * named statement may not exist). Costs a parse per query.
+ */
+void db_use_unnamed_statements(bool on);
+
 bool db_is_ready(const struct db *db);
 /* Queries accepted and not yet answered. */
 unsigned db_queue_length(const struct db *db);

@@ -17,6 +17,13 @@
 static const struct setting rows[] = {
     SETTING_ROW("DATABASE_URL", NULL, SETTING_STRING, NULL, 0, 0, F(database_url),
                 "libpq connection string or URL; when unset, libpq's PG* variables apply"),
+    SETTING_ROW(
+        "ORDERSYNC_SESSION_DATABASE_URL", NULL, SETTING_STRING, NULL, 0, 0, F(session_database_url),
+        "set it when DATABASE_URL goes through a pooler in transaction mode (pgbouncer"
+        " pool_mode=transaction): a connection string to PostgreSQL itself (or a session-mode"
+        " pool) for what needs a session of its own (LISTEN, maintenance, migrations); the"
+        " connections on DATABASE_URL then prepare no statements (unset: DATABASE_URL for"
+        " everything, and a transaction-mode pooler there is refused at start)"),
     SETTING_ROW("ORDERSYNC_LISTEN", NULL, SETTING_LISTEN, "0.0.0.0:8080", 0, 0, F(listen),
                 "address:port of the HTTP server (port 0 picks a free one)"),
     SETTING_ROW("ORDERSYNC_ADMIN_LISTEN", NULL, SETTING_LISTEN, NULL, 0, 0, F(admin_listen),
@@ -28,6 +35,14 @@ static const struct setting rows[] = {
         " login password, at least 16 characters (unset: the console is off)"),
     SETTING_ROW("ORDERSYNC_MIGRATE_ON_START", NULL, SETTING_BOOL, "0", 0, 1, F(migrate_on_start),
                 "apply pending migrations at start instead of refusing to run"),
+    SETTING_ROW("ORDERSYNC_MIGRATE_LOCK_TIMEOUT_MS", NULL, SETTING_INT, "500", 10, 600000,
+                F(migrate_lock_timeout_ms),
+                "a migration statement waits at most this long for a lock (instances running"
+                " beside it queue behind it meanwhile); then the migration is rolled back and"
+                " tried again"),
+    SETTING_ROW("ORDERSYNC_MIGRATE_RETRIES", NULL, SETTING_INT, "60", 0, 100000, F(migrate_retries),
+                "times a migration that waited too long for a lock is tried again (after 0.5 s,"
+                " 1 s, ... 8 s)"),
     SETTING_ROW("ORDERSYNC_LOG_LEVEL", NULL, SETTING_STRING, "info", 0, 0, F(log_level),
                 "debug, info, warn or error"),
     SETTING_ROW("ORDERSYNC_MAX_BODY", NULL, SETTING_INT, "1048576", 1024, 67108864, F(max_body),
@@ -77,7 +92,7 @@ static const struct setting rows[] = {
         "ORDERSYNC_RETENTION", NULL, SETTING_STRING, "30 days", 0, 0, F(retention),
         "events, webhooks received and delivery records are kept this long (a PostgreSQL interval),"
         " then dropped a partition at a time; nothing undelivered is dropped; dedupe keys are kept"
-        " at least 7 days"),
+        " for their source's dedupe_window, whatever this is"),
     SETTING_ROW(
         "ORDERSYNC_PARTITION_INTERVAL", NULL, SETTING_STRING, "1 day", 0, 0, F(partition_interval),
         "time span of one partition of the event store (a PostgreSQL interval, at least 1 minute)"),

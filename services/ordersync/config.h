@@ -15,11 +15,14 @@
 #include "settings.h"
 
 struct config {
-    char *database_url; /* NULL: libpq's PG* variables decide */
+    char *database_url;         /* NULL: libpq's PG* variables decide */
+    char *session_database_url; /* NULL: database_url serves every connection */
     struct settings_addr listen;
     struct settings_addr admin_listen; /* /healthz, /readyz, /metrics outside the connection cap */
     char *admin_token;                 /* opens the console (NULL: the console is off) */
     bool migrate_on_start;
+    int64_t migrate_lock_timeout_ms;
+    int64_t migrate_retries;
     char *log_level;
     int64_t max_body;
     int64_t max_header;

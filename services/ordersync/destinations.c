@@ -1,7 +1,8 @@
 /*
  * destinations: see destinations.h. A reload parses every row into a fresh
- * settings record before it touches the entry, so a row that cannot be
- * loaded (out of memory) leaves that entry as it was.
+ * settings record before it touches the entry, then swaps the record in
+ * whole; a row that cannot be loaded (out of memory) leaves its entry as it
+ * was.
  */
 #include "destinations.h"
 
@@ -87,14 +88,15 @@ struct destinations *destinations_new(void)
     return calloc(1, sizeof(struct destinations));
 }
 
-static void dest_strings_free(struct dest *d)
+static void dest_settings_free(struct dest_settings *set)
 {
-    free(d->url);
-    free(d->secret);
-    free(d->prev_secret);
-    free(d->feed_token);
-    free(d->types);
-    free(d->headers);
+    free(set->url);
+    free(set->secret);
+    free(set->prev_secret);
+    free(set->feed_token);
+    free(set->types);
+    free(set->headers);
+    *set = (struct dest_settings){0};
 }
 
 void destinations_free(struct destinations **pdests)
@@ -106,7 +108,7 @@ void destinations_free(struct destinations **pdests)
     while (ds->head != NULL) {
         struct dest *d = ds->head;
         ds->head = d->next;
-        dest_strings_free(d);
+        dest_settings_free(&d->set);
         free(d->id);
         free(d);
     }
@@ -201,6 +203,11 @@ static int parse_headers(const char *text, char ***out)
 {
     *out = NULL;
     json_t *obj = json_loads(text, 0, NULL);
+    /* The column is jsonb NOT NULL, so its text always parses: a failure is
+       jansson out of memory (which it does not always report as such), not a
+       verdict on the headers, and the entry keeps its old settings. */
+    if (obj == NULL && text[0] != '\0')
+        return -ENOMEM;
     int rc = -EINVAL;
     size_t n = json_is_object(obj) ? json_object_size(obj) : 0;
     if (obj == NULL || !json_is_object(obj) || n > DESTINATIONS_MAX_HEADERS)
@@ -259,8 +266,8 @@ done:
     return rc;
 }
 
-/* Fills the settings of `n` from one row; strings are new allocations. */
-static int parse_row(const PGresult *res, int row, const int *c, struct dest *n)
+/* Fills `n` (zeroed) from one row; its strings are new allocations. */
+static int parse_row(const PGresult *res, int row, const int *c, struct dest_settings *n)
 {
     bool oom = false;
     n->push = PQgetvalue(res, row, c[C_PUSH])[0] == 't';
@@ -275,7 +282,7 @@ static int parse_row(const PGresult *res, int row, const int *c, struct dest *n)
         oom = true;
     n->headers_bad = hrc == -EINVAL;
     if (oom) {
-        dest_strings_free(n);
+        dest_settings_free(n);
         return -ENOMEM;
     }
     n->timeout_ms = atol(PQgetvalue(res, row, c[C_TIMEOUT]));
@@ -306,19 +313,37 @@ static int parse_row(const PGresult *res, int row, const int *c, struct dest *n)
     return 0;
 }
 
+static bool policy_differs(const struct relay_policy *a, const struct relay_policy *b)
+{
+    if (a->n_schedule != b->n_schedule || a->max_attempts != b->max_attempts ||
+        a->window_s != b->window_s || a->max_retry_after_s != b->max_retry_after_s ||
+        a->breaker_threshold != b->breaker_threshold || a->breaker_pause_s != b->breaker_pause_s)
+        return true;
+    for (unsigned i = 0; i < a->n_schedule; i++)
+        if (a->schedule[i] != b->schedule[i])
+            return true;
+    return false;
+}
+
 /*
  * Does the relay need a new window for this destination? Headers and the
  * rate limit are not compared: they are read at each request, and a new
  * window would send what is in flight again.
  */
-static bool settings_differ(const struct dest *a, const struct dest *b)
+static bool settings_differ(const struct dest_settings *a, const struct dest_settings *b)
 {
     return a->push != b->push || a->enabled != b->enabled || !same_str(a->url, b->url) ||
            !same_str(a->secret, b->secret) || !same_str(a->prev_secret, b->prev_secret) ||
            !same_str(a->feed_token, b->feed_token) || !same_str(a->types, b->types) ||
            a->timeout_ms != b->timeout_ms || a->max_in_flight != b->max_in_flight ||
-           a->dead_blocks != b->dead_blocks ||
-           memcmp(&a->policy, &b->policy, sizeof(a->policy)) != 0;
+           a->dead_blocks != b->dead_blocks || policy_differs(&a->policy, &b->policy);
+}
+
+/* A push destination without a URL or secret, or with headers we refuse to
+   send, cannot be delivered to: it counts as absent. */
+static bool usable(const struct dest_settings *set)
+{
+    return !set->push || (set->url != NULL && set->secret != NULL && !set->headers_bad);
 }
 
 int destinations_load(struct destinations *ds, const PGresult *res)
@@ -342,39 +367,23 @@ int destinations_load(struct destinations *ds, const PGresult *res)
             d->next = ds->head;
             ds->head = d;
         }
-        struct dest n = {0};
-        memcpy(&n.policy, &d->policy, sizeof(n.policy));
+        struct dest_settings n = {0};
         if (parse_row(res, row, c, &n) < 0) {
-            d->present = true; /* keep the old settings rather than lose the destination */
+            /* keep the old settings rather than lose the destination (a new
+               entry has none yet: disabled until a reload loads it) */
+            d->present = usable(&d->set);
             rc = -ENOMEM;
             continue;
         }
-        if (settings_differ(d, &n))
+        if (settings_differ(&d->set, &n))
             d->generation++;
-        dest_strings_free(d);
-        d->push = n.push;
-        d->enabled = n.enabled;
-        d->url = n.url;
-        d->secret = n.secret;
-        d->prev_secret = n.prev_secret;
-        d->feed_token = n.feed_token;
-        d->types = n.types;
-        d->headers = n.headers;
-        if (n.headers_bad && !d->headers_bad)
+        if (n.headers_bad && !d->set.headers_bad)
             log_error("destination headers refused; nothing is sent to it until they are fixed",
                       json_pack("{s:s,s:s}", "destination", d->id, "hint",
                                 "see destination_options_check() for the rules"));
-        d->headers_bad = n.headers_bad;
-        d->rate_limit_per_s = n.rate_limit_per_s;
-        d->timeout_ms = n.timeout_ms;
-        d->max_in_flight = n.max_in_flight;
-        d->dead_blocks = n.dead_blocks;
-        d->policy = n.policy;
-        d->paused_for_s = n.paused_for_s;
-        d->failures = n.failures;
-        /* a push destination without a URL or secret, or with headers we
-           refuse to send, cannot be delivered to */
-        d->present = !d->push || (d->url != NULL && d->secret != NULL && !d->headers_bad);
+        dest_settings_free(&d->set);
+        d->set = n;
+        d->present = usable(&d->set);
     }
     if (rc == 0)
         ds->loaded = true;

@@ -5,9 +5,15 @@
  * NOTIFYs `ordersync_config` and server.c reloads this copy (and on a timer
  * as a backstop), so no restart is needed.
  *
- * Entries survive reloads, keeping the runtime state the relay hangs on them
- * (in-flight count, breaker, metrics): a `struct dest *` stays valid for the
- * registry's life. One that vanished from the table is marked !present.
+ * An entry is its id and its settings (`struct dest_settings`, the columns as
+ * loaded). A reload parses a row into a new settings record and replaces the
+ * entry's whole, or leaves the entry as it was when the row cannot be loaded:
+ * nobody ever sees half of one reload and half of the one before.
+ *
+ * Entries survive reloads: a `struct dest *` stays valid for the registry's
+ * life, so the relay can key its own runtime state for a destination (in
+ * flight, breaker, rate limit, metrics: relay_internal.h) on it. One that
+ * vanished from the table is marked !present.
  *
  * Extra headers (destinations.headers) are secrets: they are kept only as
  * the request lines the relay sends, and never logged.
@@ -21,14 +27,9 @@
 #include <libpq-fe.h>
 
 #include "relay_policy.h"
-#include "relay_rate.h"
 
-struct metric;
-
-struct dest {
-    struct dest *next;
-    char *id;
-    bool present; /* still in the table */
+/* A destination's row as loaded. The strings and `headers` are owned by the record. */
+struct dest_settings {
     bool enabled;
     bool push; /* mode 'push' (else 'poll': read through a feed) */
     char *url; /* push; NULL otherwise */
@@ -40,27 +41,22 @@ struct dest {
     unsigned max_in_flight;
     bool dead_blocks; /* on_dead = 'block' */
     struct relay_policy policy;
-    double paused_for_s; /* as loaded: the breaker pause left (any instance's) */
-    int failures;        /* as loaded: consecutive_failures */
+    double paused_for_s; /* the breaker pause left (any instance's) */
+    int failures;        /* consecutive_failures */
     /* headers: "Name: value" lines (NULL-terminated, one allocation), NULL: none */
     char **headers;
     bool headers_bad;        /* the column holds headers we refuse to send: not delivered to */
     double rate_limit_per_s; /* 0: none */
-    uint64_t generation;     /* bumped by every reload that changed this entry's settings */
+};
 
-    /* runtime state of this process's relay */
-    unsigned in_flight;
-    struct relay_breaker breaker;
-    struct relay_rate rate;
-    unsigned rate_lent;        /* tokens lent to the claim in flight */
-    unsigned rate_claim_asked; /* rows that claim asked for, when the rate limit sized it */
-    unsigned rate_claimed;     /* rows it brought back and sent */
-    bool rate_claim_owed;      /* a claim skipped it for want of tokens */
-    bool rate_short;           /* the last look at its room found the rate limit in the way */
-    uint64_t limited_noted_ms; /* when limited_until was last written (loop ms) */
-    bool metrics_ready;
-    struct metric *m_delivered, *m_retry, *m_client_error, *m_dead, *m_gone, *m_attempts,
-        *m_in_flight, *m_seconds, *m_lag, *m_paused;
+struct dest {
+    struct dest *next;
+    char *id;
+    bool present; /* still in the table (and, for push, deliverable: url, secret, headers) */
+    struct dest_settings set;
+    /* bumped by every reload that changed the settings a relay window is made with
+       (all but headers and the rate limit, which are read at each request) */
+    uint64_t generation;
 };
 
 struct destinations;

@@ -19,6 +19,7 @@
 
 #include "buf.h"
 #include "db.h"
+#include "list.h"
 #include "log.h"
 #include "metrics.h"
 
@@ -33,7 +34,7 @@ static const struct db_stmt stmts[] = {
 };
 
 struct reader {
-    struct reader *next, *prev; /* waiting list */
+    struct list_node wait; /* feed.waiting while it waits for events */
     struct feed *f;
     feed_done_fn done;
     feed_gone_fn gone;
@@ -44,14 +45,14 @@ struct reader {
     unsigned n_limit;
     uint64_t deadline; /* loop ms; 0: don't wait */
     uv_timer_t timer;
-    bool waiting, querying, timer_open, finished;
+    bool querying, timer_open, finished;
 };
 
 struct feed {
     uv_loop_t *loop;
     struct db *db;
     const struct destinations *dests;
-    struct reader *waiting;
+    struct list_node waiting; /* struct reader */
     unsigned n_waiting;
     bool freeing;
     struct metric *m_events, *m_waiting;
@@ -69,14 +70,8 @@ static void reader_finish(struct reader *r, enum feed_status st, const char *bod
                           const char *detail)
 {
     struct feed *f = r->f;
-    if (r->waiting) {
-        if (r->prev != NULL)
-            r->prev->next = r->next;
-        else
-            f->waiting = r->next;
-        if (r->next != NULL)
-            r->next->prev = r->prev;
-        r->waiting = false;
+    if (list_linked(&r->wait)) {
+        list_remove(&r->wait);
         f->n_waiting--;
         metric_set(f->m_waiting, f->n_waiting);
     }
@@ -160,13 +155,8 @@ static void on_read(PGresult *res, const char *err, void *data)
         reply_events(r, res, c);
         return;
     }
-    if (!r->waiting) {
-        r->waiting = true;
-        r->prev = NULL;
-        r->next = f->waiting;
-        if (f->waiting != NULL)
-            f->waiting->prev = r;
-        f->waiting = r;
+    if (!list_linked(&r->wait)) {
+        list_prepend(&f->waiting, &r->wait);
         f->n_waiting++;
         metric_set(f->m_waiting, f->n_waiting);
         uv_timer_start(&r->timer, on_timeout, r->deadline - uv_now(f->loop), 0);
@@ -178,7 +168,7 @@ static void query(struct reader *r)
     if (r->querying || r->finished)
         return;
     const struct dest *d = destinations_find(r->f->dests, r->dest);
-    const char *v[4] = {r->dest, r->after, d ? d->types : NULL, r->limit};
+    const char *v[4] = {r->dest, r->after, d ? d->set.types : NULL, r->limit};
     if (db_query(r->f->db, true, "feed_read", 4, v, on_read, r) < 0) {
         reader_finish(r, FEED_UNAVAILABLE, NULL, 0, "the database is not connected");
         return;
@@ -190,8 +180,12 @@ void feed_wake(struct feed *f)
 {
     if (f == NULL)
         return;
-    for (struct reader *r = f->waiting; r != NULL; r = r->next)
-        query(r);
+    /* a reader that cannot query is answered at once and leaves the list (and maybe memory) */
+    struct list_node *n, *tmp;
+    list_foreach_safe(n, tmp, &f->waiting)
+    {
+        query(list_entry(n, struct reader, wait));
+    }
 }
 
 void feed_read(struct feed *f, const struct feed_request *rq, feed_done_fn done, feed_gone_fn gone,
@@ -202,7 +196,7 @@ void feed_read(struct feed *f, const struct feed_request *rq, feed_done_fn done,
         return;
     }
     const struct dest *d = destinations_find(f->dests, rq->dest_id);
-    if (d == NULL || !d->present || d->push || !d->enabled) {
+    if (d == NULL || !d->present || d->set.push || !d->set.enabled) {
         done(ctx, FEED_UNKNOWN, NULL, 0, "no enabled destination with mode 'poll' has this id");
         return;
     }
@@ -212,8 +206,8 @@ void feed_read(struct feed *f, const struct feed_request *rq, feed_done_fn done,
         return;
     }
     size_t tl = strlen(rq->bearer);
-    if (d->feed_token == NULL || tl != strlen(d->feed_token) ||
-        CRYPTO_memcmp(rq->bearer, d->feed_token, tl) != 0) {
+    if (d->set.feed_token == NULL || tl != strlen(d->set.feed_token) ||
+        CRYPTO_memcmp(rq->bearer, d->set.feed_token, tl) != 0) {
         done(ctx, FEED_FORBIDDEN, NULL, 0, "this token does not grant access to this feed");
         return;
     }
@@ -222,6 +216,7 @@ void feed_read(struct feed *f, const struct feed_request *rq, feed_done_fn done,
         done(ctx, FEED_UNAVAILABLE, NULL, 0, "out of memory");
         return;
     }
+    list_init(&r->wait);
     r->f = f;
     r->done = done;
     r->gone = gone;
@@ -256,6 +251,7 @@ int feed_new(uv_loop_t *loop, const char *conninfo, const struct destinations *d
         return -ENOMEM;
     f->loop = loop;
     f->dests = dests;
+    list_init(&f->waiting);
     f->m_events = metrics_counter("ordersync_feed_events_total", "Events served by pull feeds", "");
     f->m_waiting = metrics_gauge("ordersync_feed_waiting", "Long-polling feed readers", "");
     int rc = db_open(loop, conninfo, "feed", stmts, (int)(sizeof(stmts) / sizeof(stmts[0])),
@@ -277,8 +273,9 @@ void feed_free(struct feed **pf)
     f->freeing = true;
     /* readers with a query in flight are answered (unavailable) by db_close's failure callbacks */
     db_close(&f->db);
-    while (f->waiting != NULL) {
-        struct reader *r = f->waiting;
+    struct list_node *n;
+    while ((n = list_first(&f->waiting)) != NULL) {
+        struct reader *r = list_entry(n, struct reader, wait);
         char body[64];
         snprintf(body, sizeof(body), "{\"events\":[],\"next\":\"%s\"}", r->after);
         reader_finish(r, FEED_OK, body, 0, NULL);

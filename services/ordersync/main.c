@@ -23,6 +23,7 @@
 #include "log.h"
 #include "maintain.h"
 #include "migrate.h"
+#include "pooler.h"
 #include "server.h"
 
 /*
@@ -82,14 +83,14 @@ static void usage(FILE *out)
  * hanging), with connect_timeout applied per host as libpq does in blocking
  * mode: a multi-host URL moves on to the next host.
  */
-static PGconn *connect_blocking(const struct config *cfg)
+static PGconn *connect_to(const struct config *cfg, const char *url)
 {
     char timeout[32], err[256];
     snprintf(timeout, sizeof(timeout), "%lld", (long long)cfg->db_connect_timeout_s);
     struct conninfo *ci = NULL;
     const char *const *keys, *const *vals;
     PGconn *conn = NULL;
-    int rc = conninfo_new(cfg->database_url, err, sizeof(err), &ci);
+    int rc = conninfo_new(url, err, sizeof(err), &ci);
     if (rc == 0)
         rc = conninfo_set(ci, "connect_timeout", timeout);
     if (rc == 0)
@@ -99,7 +100,10 @@ static PGconn *connect_blocking(const struct config *cfg)
     if (rc < 0) {
         log_error("invalid database connection string",
                   json_pack("{s:s,s:s}", "detail", rc == -ENOMEM ? "out of memory" : err, "hint",
-                            "check DATABASE_URL (a libpq URL or key=value string)"));
+                            url == cfg->database_url
+                                ? "check DATABASE_URL (a libpq URL or key=value string)"
+                                : "check ORDERSYNC_SESSION_DATABASE_URL (a libpq URL or"
+                                  " key=value string)"));
         conninfo_free(&ci);
         return NULL;
     }
@@ -120,6 +124,55 @@ static PGconn *connect_blocking(const struct config *cfg)
         return NULL;
     }
     return conn;
+}
+
+/* A connection on DATABASE_URL (replay, skip: one statement each, fine through any pooler). */
+static PGconn *connect_blocking(const struct config *cfg)
+{
+    return connect_to(cfg, cfg->database_url);
+}
+
+/*
+ * A connection with a session of its own, for migrations (a session advisory
+ * lock, SET lock_timeout): ORDERSYNC_SESSION_DATABASE_URL when DATABASE_URL
+ * goes through a transaction-mode pooler.
+ */
+static PGconn *connect_session(const struct config *cfg)
+{
+    return connect_to(cfg, cfg->session_database_url != NULL ? cfg->session_database_url
+                                                             : cfg->database_url);
+}
+
+/*
+ * Refuses a transaction-mode pooler on DATABASE_URL unless
+ * ORDERSYNC_SESSION_DATABASE_URL is set (pooler.h). `conn` is borrowed.
+ */
+static int check_pooler(const struct config *cfg, PGconn *conn)
+{
+    if (cfg->session_database_url != NULL)
+        return 0;
+    PGconn *other = connect_blocking(cfg);
+    if (other == NULL)
+        return -1;
+    bool per_transaction;
+    char detail[256];
+    int rc = pooler_detect(conn, other, &per_transaction, detail, sizeof(detail));
+    PQfinish(other);
+    if (rc < 0) {
+        log_error("could not tell whether DATABASE_URL goes through a connection pooler",
+                  json_pack("{s:s}", "detail", detail));
+        return -1;
+    }
+    if (per_transaction) {
+        log_error("DATABASE_URL goes through a connection pooler in transaction mode",
+                  json_pack("{s:s,s:s}", "detail", detail, "hint",
+                            "ordersync keeps session state (LISTEN, prepared statements,"
+                            " advisory locks): set ORDERSYNC_SESSION_DATABASE_URL to a"
+                            " connection string that reaches PostgreSQL itself (or a"
+                            " session-mode pool), or use pool_mode = session"));
+        return -1;
+    }
+    return 0;
 }
 
 /*
@@ -287,9 +340,14 @@ static int cmd_migrate(const struct config *cfg, int argc, char **argv)
                 argv[2]);
         return 2;
     }
-    PGconn *conn = connect_blocking(cfg);
+    PGconn *conn = connect_session(cfg);
     if (conn == NULL)
         return 1;
+    /* a session advisory lock through a transaction pooler would never be released */
+    if (check_pooler(cfg, conn) < 0) {
+        PQfinish(conn);
+        return 1;
+    }
     int at = upto > 0 ? schema_version(conn) : 0;
     if (at > upto && upto > 0) {
         fprintf(stderr,
@@ -300,7 +358,9 @@ static int cmd_migrate(const struct config *cfg, int argc, char **argv)
         return 1;
     }
     char detail[512];
-    int n = migrate_apply(conn, upto, detail, sizeof(detail));
+    struct migrate_options mo = {.lock_timeout_ms = (int)cfg->migrate_lock_timeout_ms,
+                                 .retries = (int)cfg->migrate_retries};
+    int n = migrate_apply(conn, upto, &mo, detail, sizeof(detail));
     PQfinish(conn);
     if (n < 0) {
         log_error("migration failed", json_pack("{s:s}", "detail", detail));
@@ -313,24 +373,32 @@ static int cmd_migrate(const struct config *cfg, int argc, char **argv)
 /* Refuses to serve on a schema this binary was not built for; prepares the event store. */
 static int check_schema(struct config *cfg)
 {
-    PGconn *conn = connect_blocking(cfg);
+    PGconn *conn = connect_session(cfg);
     if (conn == NULL)
         return -1;
     char detail[512];
-    int rc = 0;
-    if (cfg->migrate_on_start) {
-        if (migrate_apply(conn, 0, detail, sizeof(detail)) < 0) {
+    int rc = check_pooler(cfg, conn);
+    enum schema_status st = rc == 0 ? migrate_check(conn, detail, sizeof(detail)) : SCHEMA_ERROR;
+    if (rc < 0) {
+        /* logged */
+    } else if (st == SCHEMA_PENDING && cfg->migrate_on_start) {
+        struct migrate_options mo = {.lock_timeout_ms = (int)cfg->migrate_lock_timeout_ms,
+                                     .retries = (int)cfg->migrate_retries};
+        if (migrate_apply(conn, 0, &mo, detail, sizeof(detail)) < 0) {
             log_error("migration failed", json_pack("{s:s}", "detail", detail));
             rc = -1;
         }
-    } else {
-        enum schema_status st = migrate_check(conn, detail, sizeof(detail));
-        if (st != SCHEMA_CURRENT) {
-            log_error("database schema is not current",
-                      json_pack("{s:s,s:s}", "detail", detail, "hint",
-                                "run `ordersync migrate` or set ORDERSYNC_MIGRATE_ON_START=1"));
-            rc = -1;
-        }
+    } else if (st == SCHEMA_NEWER) {
+        /* a rolling upgrade: the next release migrated; this one runs beside it */
+        log_warn("database schema is newer than this ordersync: serving on it",
+                 json_pack("{s:s,s:s}", "detail", detail, "hint",
+                           "migrations only expand, so a release runs on the next one's schema;"
+                           " replace this instance with the newer release"));
+    } else if (st != SCHEMA_CURRENT) {
+        log_error("database schema is not current",
+                  json_pack("{s:s,s:s}", "detail", detail, "hint",
+                            "run `ordersync migrate` or set ORDERSYNC_MIGRATE_ON_START=1"));
+        rc = -1;
     }
     if (rc == 0 && maintain_setup(conn, cfg->retention, cfg->partition_interval,
                                   &cfg->maintain_every_ms, detail, sizeof(detail)) < 0) {

@@ -3,11 +3,13 @@
  * Every few minutes (a quarter of the partition interval, at most one
  * minute) it replaces partitions made ahead at another interval that hold
  * nothing yet (event_store_respan, 010_partition_interval.sql), makes
- * partitions ahead (event_store_extend), drops those past
- * the retention that hold nothing undelivered (event_store_retire), and
- * deletes old dedupe keys and forgotten orders in bounded batches
- * (event_store_prune). Several instances may run it: the functions take
- * their own locks; a round that finds the work done does nothing.
+ * partitions ahead (event_store_extend), detaches (concurrently) and drops
+ * those past the retention that hold nothing undelivered
+ * (event_store_retirable, event_store_drop_detached:
+ * 013_operations.sql), and deletes expired dedupe keys and forgotten orders
+ * in bounded batches (event_store_prune). Several instances may run it: the
+ * functions take their own locks, one instance retires partitions at a
+ * time, and a round that finds the work done does nothing.
  *
  * maintain_setup() is start-up work (blocking): it stores the settings and
  * makes the first partitions before anything is served.
@@ -35,10 +37,12 @@ int maintain_setup(PGconn *conn, const char *retention, const char *partition_in
                    uint64_t *every_ms, char *detail, size_t detail_len);
 
 /*
- * Starts the periodic rounds on `db` (borrowed; it must outlive the
- * maintain). `every_ms` is the period. Returns 0 or a negative errno.
+ * Starts the periodic rounds, on a connection of its own to `conninfo`
+ * (copied; it needs a session: a pooler in transaction mode will not do), the
+ * first as soon as it is connected. `every_ms` is the period. Returns 0 or a
+ * negative errno.
  */
-int maintain_new(uv_loop_t *loop, struct db *db, uint64_t every_ms, struct maintain **out)
+int maintain_new(uv_loop_t *loop, const char *conninfo, uint64_t every_ms, struct maintain **out)
     __attribute__((warn_unused_result));
 /* Runs a round now (unless one is running). */
 void maintain_run(struct maintain *m);

@@ -18,7 +18,8 @@
  *        settle
  *
  * No transaction is open while an HTTP request is. What a result means is
- * decided by relay_policy.h.
+ * decided by relay_policy.h. How the relay_*.c files share the work (one
+ * conversation with PostgreSQL or libcurl each): relay_internal.h.
  */
 #ifndef OS_RELAY_H
 #define OS_RELAY_H

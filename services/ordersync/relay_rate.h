@@ -21,7 +21,7 @@
  *    owner may have spent a full burst just before it let go, and the new
  *    one's first request waits a token's time;
  *  - an owner stops sending once the lease it last renewed may have run out
- *    by its own clock (relay.c, stream_leased), before another instance can
+ *    by its own clock (relay_stream_leased), before another instance can
  *    take the stream, even when it cannot reach the database to learn it
  *    lost it;
  *  - an instance that stops cleanly stops sending before it hands its

@@ -2,7 +2,10 @@
  * server: wiring. Database connections: `ingest1..N` carry only group
  * commits (so a slow reload never delays an ack; N batches commit in
  * parallel), `aux` carries LISTEN, reloads, the schema check and the pollers'
- * statements, `relay` and `feed` their own work.
+ * statements, `maintain` partitions and pruning, `relay` and `feed` their
+ * own work. `aux` and `maintain` keep session state and go to
+ * ORDERSYNC_SESSION_DATABASE_URL when it is set (DATABASE_URL then goes
+ * through a transaction-mode pooler, and nothing is prepared on it).
  *
  * Shutdown: stop accepting; let what is queued or in flight commit and be
  * answered; then close everything. A timer bounds the wait.
@@ -109,7 +112,8 @@ static void on_schema(PGresult *res, const char *err, void *data)
         return;
     }
     int latest = atoi(PQgetvalue(res, 0, col));
-    s->app.schema_current = latest == migrate_latest_version();
+    /* a newer release's schema is current enough: a rolling upgrade (migrate.h) */
+    s->app.schema_current = migrate_compatible(latest);
     if (!s->app.schema_current)
         log_error("database schema is not the one this ordersync expects",
                   json_pack("{s:i,s:i}", "database_version", latest, "expected",
@@ -141,8 +145,6 @@ static void aux_ready(struct db *db, void *data)
         relay_wake(s->relay);
     feed_wake(s->app.feed);
     poller_reload(s->poller);
-    if (s->maintain != NULL)
-        maintain_run(s->maintain);
 }
 
 static void aux_notify(struct db *db, const char *channel, const char *payload, void *data)
@@ -187,7 +189,8 @@ static void on_committed(void *data)
  * cursor (positions, so gaps and events of types it does not take count
  * too: an upper bound that costs one index probe) and its open rows by
  * state (the small `deliveries` table). Not the sync_backlog view: that one
- * counts exactly, which reads every pending event.
+ * counts exactly, per type taken (from event_counts' checkpoints, a few
+ * milliseconds), more than a gauge read every 15 s needs.
  */
 static void on_backlog(PGresult *res, const char *err, void *data)
 {
@@ -425,6 +428,13 @@ int server_run(const struct config *cfg)
     signal(SIGPIPE, SIG_IGN);
     raise_fd_limit(cfg);
 
+    /* DATABASE_URL goes through a transaction-mode pooler: main.c checked the rest */
+    const char *session_url = cfg->session_database_url;
+    if (session_url != NULL)
+        db_use_unnamed_statements(true);
+    else
+        session_url = cfg->database_url;
+
     app->store = store_new();
     app->dests = destinations_new();
     if (app->store == NULL || app->dests == NULL)
@@ -439,7 +449,8 @@ int server_run(const struct config *cfg)
             goto fail;
         app->n_ingest++;
     }
-    rc = db_open(app->loop, cfg->database_url, "aux", NULL, 0, &aux_cbs, s, &app->db_aux);
+    /* LISTEN needs a session of its own (pooler.h) */
+    rc = db_open(app->loop, session_url, "aux", NULL, 0, &aux_cbs, s, &app->db_aux);
     if (rc < 0)
         goto fail;
     struct ingest_config icfg = {.batch_max = (unsigned)cfg->batch_max,
@@ -499,7 +510,7 @@ int server_run(const struct config *cfg)
     rc = poller_new(app->loop, app->db_aux, cfg->instance, &s->poller);
     if (rc < 0)
         goto fail;
-    rc = maintain_new(app->loop, app->db_aux, cfg->maintain_every_ms, &s->maintain);
+    rc = maintain_new(app->loop, session_url, cfg->maintain_every_ms, &s->maintain);
     if (rc < 0)
         goto fail;
     uv_timer_init(app->loop, &s->backlog_timer);

@@ -479,7 +479,7 @@ def test_a_full_commit_queue_answers_503_at_once_and_loses_nothing(db, ordersync
     db.query("""CREATE FUNCTION slow_commit() RETURNS trigger LANGUAGE plpgsql AS $$
                 BEGIN PERFORM pg_sleep(0.05); RETURN NULL; END $$""")
     # every webhook adds 50 ms to its batch's commit: 0.4 s for a batch of 8
-    db.query("""CREATE CONSTRAINT TRIGGER slow_commit AFTER INSERT ON inbound_keys
+    db.query("""CREATE CONSTRAINT TRIGGER slow_commit AFTER INSERT ON dedupe_keys
                 DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION slow_commit()""")
     p = ordersync(env={"ORDERSYNC_RELAY": "0", "ORDERSYNC_INGEST_QUEUE_MAX": "16",
                        "ORDERSYNC_INGEST_CONNECTIONS": "1", "ORDERSYNC_BATCH_MAX": "8"})
