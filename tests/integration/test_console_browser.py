@@ -17,7 +17,6 @@ import pytest
 import cdp
 import webhooks as wh
 from conftest import FIXTURES, REPO, Process, free_port, request
-from receiver import Receiver
 
 TOKEN = "browser-test-token-0123456789"
 HOSTILE = "<img src=x onerror=alert(1)>"
@@ -214,9 +213,9 @@ def page_cells(b):
     return out
 
 
-def test_every_state_and_attempt_count_on_the_pages_matches_sql(db):
+def test_every_state_and_attempt_count_on_the_pages_matches_sql(db, receivers):
     shots = out_dir()
-    rs = {n: Receiver(n) for n in ("inventory", "invoicing", "shipping")}
+    rs = receivers
     rs["inventory"].behaviour = fails("inventory", "6001", n=2)  # delivered at the 3rd attempt
     inv_b = fails("invoicing", "6002")                           # dead, replayed, dead again
     ship_c = fails("shipping", "6003")                           # dead, replayed, delivered
@@ -421,5 +420,3 @@ def test_every_state_and_attempt_count_on_the_pages_matches_sql(db):
     finally:
         b.close()
         p.stop()
-        for r in rs.values():
-            r.close()
