@@ -161,9 +161,24 @@ class Cluster:
             self._template = None
 
 
+# The test clusters' servers write without fsync: an fsync makes a commit wait
+# for the disk, which on a machine running tests side by side (and other work)
+# queued behind everyone's writes, and CREATE DATABASE, checkpoints and initdb
+# the same. What ordersync sees is unchanged: a commit still returns only once
+# its WAL is written, and a PostgreSQL crash or `pg_ctl stop -m immediate` (the
+# failover tests) loses nothing the kernel holds; only a crash of the machine
+# itself would, which no test makes. Not synchronous_commit = off: that would
+# lose acknowledged commits in exactly those tests. scripts/test starts its
+# cluster so too.
+TEST_PG_OPTS = "-c fsync=off -c full_page_writes=off"
+
+
 def pg_script(*args, env=None):
+    """scripts/pg; a cluster it starts runs with TEST_PG_OPTS."""
+    e = dict(env or os.environ)
+    e.setdefault("ORDERSYNC_PG_OPTS", TEST_PG_OPTS)
     return subprocess.run([os.path.join(REPO, "scripts", "pg"), *args], check=True,
-                          capture_output=True, text=True, env=env).stdout.strip()
+                          capture_output=True, text=True, env=e).stdout.strip()
 
 
 @pytest.fixture(scope="session")

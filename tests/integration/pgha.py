@@ -90,13 +90,14 @@ class Node:
                 f.write(f"{k} = '{v}'\n")
 
     def init(self, settings=None, hba=()):
+        # --no-sync and fsync off: see TEST_PG_OPTS in conftest.py
         run([BINDIR + "/initdb", "-D", self.data, "-U", "ordersync", "--auth=trust", "-E", "UTF8",
-             "--locale=C.UTF-8"], as_postgres=True)
+             "--locale=C.UTF-8", "--no-sync"], as_postgres=True)
         # jit off: see Cluster.new_db in conftest.py
         conf = {"listen_addresses": self.listen, "port": self.port,
                 "unix_socket_directories": self.dir, "max_connections": 60,
                 "shared_buffers": "64MB", "log_min_messages": "warning", "jit": "off",
-                "log_line_prefix": "%m [%p] "}
+                "log_line_prefix": "%m [%p] ", "fsync": "off", "full_page_writes": "off"}
         conf.update(settings or {})
         self._conf(conf)
         if hba:
@@ -107,7 +108,8 @@ class Node:
     def init_standby(self, primary, settings=None):
         """A streaming replica of `primary` (pg_basebackup -R writes its primary_conninfo)."""
         run([BINDIR + "/pg_basebackup", "-h", primary.host, "-p", str(primary.port), "-U",
-             "ordersync", "-D", self.data, "-R", "-X", "stream", "--checkpoint=fast"],
+             "ordersync", "-D", self.data, "-R", "-X", "stream", "--checkpoint=fast",
+             "--no-sync"],
             as_postgres=True)
         conf = {"port": self.port, "unix_socket_directories": self.dir}
         conf.update(settings or {})
