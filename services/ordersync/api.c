@@ -404,11 +404,21 @@ static void handle_feed(struct app *app, struct http_request *req, const char *d
 static void handle_readyz(struct app *app, struct http_request *req)
 {
     bool db = ingest_ready(app->ingest);
-    bool ready = db && app->schema_current && store_loaded(app->store) && !app->stopping;
-    json_t *body = json_pack("{s:s,s:s,s:s,s:i}", "status", ready ? "ready" : "unavailable",
+    /* ready means able to deliver too: a test or a rolling upgrade that acts
+       on 200 must not find the relay or the feeds still starting */
+    const struct relay *relay = app->relay != NULL ? *app->relay : NULL;
+    bool relay_ok = !app->cfg->relay_enabled || (relay != NULL && relay_ready(relay));
+    bool feeds_ok = feed_ready(app->feed);
+    bool ready = db && app->schema_current && store_loaded(app->store) && relay_ok && feeds_ok &&
+                 !app->stopping;
+    json_t *body = json_pack("{s:s,s:s,s:s,s:i,s:s,s:s}", "status", ready ? "ready" : "unavailable",
                              "database", db ? "connected" : "disconnected", "schema",
                              app->schema_current ? "current" : "not current", "sources",
-                             (int)store_source_count(app->store));
+                             (int)store_source_count(app->store), "relay",
+                             !app->cfg->relay_enabled ? "off"
+                             : relay_ok               ? "ready"
+                                                      : "not ready",
+                             "feeds", feeds_ok ? "ready" : "not ready");
     if (body != NULL && !db)
         json_object_set_new(body, "detail", json_string(ingest_last_error(app->ingest)));
     char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;

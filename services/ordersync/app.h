@@ -16,6 +16,7 @@
 #include "feed.h"
 #include "http.h"
 #include "ingest.h"
+#include "relay.h"
 #include "store.h"
 
 struct app {
@@ -30,6 +31,9 @@ struct app {
     struct destinations *dests; /* destinations, for the relay and the feeds */
     struct ingest *ingest;
     struct feed *feed;
+    /* server.c's own pointer to the relay (it owns the relay): *relay is NULL
+       when the relay is off, and again once it is freed */
+    struct relay *const *relay;
     struct console *console;          /* the console's connection; NULL when it is off */
     struct console_auth console_auth; /* keys from ORDERSYNC_ADMIN_TOKEN */
     bool console_enabled;             /* ORDERSYNC_ADMIN_TOKEN is set */

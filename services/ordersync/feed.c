@@ -236,6 +236,16 @@ void feed_read(struct feed *f, const struct feed_request *rq, feed_done_fn done,
     query(r);
 }
 
+bool feed_ready(const struct feed *f)
+{
+    if (f == NULL || !destinations_loaded(f->dests))
+        return false;
+    for (const struct dest *d = destinations_first(f->dests); d != NULL; d = d->next)
+        if (d->present && !d->set.push && d->set.enabled)
+            return db_is_ready(f->db);
+    return true; /* no feed to read: its connection is not needed */
+}
+
 static void on_ready(struct db *db, void *data)
 {
     feed_wake(data);

@@ -310,6 +310,11 @@ void relay_rows_changed(struct relay *r)
     relay_claim(r);
 }
 
+bool relay_ready(const struct relay *r)
+{
+    return relay_running(r) && r->acquired && db_is_ready(r->db) && db_is_ready(r->db_read);
+}
+
 unsigned relay_busy(const struct relay *r)
 {
     return r->jobs_in_http + r->n_results + (r->complete != RELAY_CONV_IDLE ? 1 : 0);

@@ -206,6 +206,8 @@ static int add_streams(struct relay *r, struct buf *doc, unsigned *n_streams, bo
                 doc, ",\"from\":%" PRId64 ",\"to\":%" PRId64 ",\"ok\":[%s],\"rows\":[%s]}",
                 s->cursor, to, x.ok.data ? x.ok.data : "", x.rows.data ? x.rows.data : "");
         relay_stream_set_state(s, STREAM_COMPLETING);
+        /* the taints of the rows just emitted are lifted with this statement only */
+        s->complete_batch = relay_window_seal(&s->win);
         s->complete_from = s->cursor;
         s->cursor = to;
         (*n_streams)++;
@@ -298,14 +300,13 @@ static void on_complete(PGresult *res, const char *err, void *data)
         struct stream *s = list_entry(n, struct stream, node);
         if (s->state != STREAM_COMPLETING)
             continue;
+        relay_stream_set_state(s, STREAM_IDLE);
         /* a read out now may have run before this commit, on the other
            connection: its answers count as held until it is back */
-        if (r->read != RELAY_CONV_IDLE) {
-            relay_stream_set_state(s, STREAM_UNTAINT_AFTER_READ);
-        } else {
-            relay_stream_set_state(s, STREAM_IDLE);
-            relay_window_untaint(&s->win);
-        }
+        if (r->read != RELAY_CONV_IDLE)
+            s->untaint_after_read = s->complete_batch;
+        else
+            relay_window_untaint(&s->win, s->complete_batch);
     }
     if (!relay_running(r)) {
         relay_check_stopped(r);

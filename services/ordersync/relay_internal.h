@@ -166,11 +166,7 @@ unsigned relay_row_lease_s(struct relay *r);
 enum stream_state {
     STREAM_IDLE,       /* no statement about it is in flight */
     STREAM_COMPLETING, /* part of the completion in flight (from complete_from) */
-    /* its completion committed while a read was out on the other connection:
-       that read may have missed the rows written, so its taint lifts only
-       once the read is back (see relay_read.c) */
-    STREAM_UNTAINT_AFTER_READ,
-    STREAM_UNSURE, /* a statement about it failed: wait for the database's cursor */
+    STREAM_UNSURE,     /* a statement about it failed: wait for the database's cursor */
 };
 
 struct stream {
@@ -183,6 +179,15 @@ struct stream {
     uint64_t dest_gen; /* the destination settings the window was made with */
     enum stream_state state;
     int64_t complete_from;   /* STREAM_COMPLETING: the cursor before the statement */
+    uint64_t complete_batch; /* STREAM_COMPLETING: the window's batch of rows in it */
+    /*
+     * Its completion of this batch committed while a read was out on the
+     * other connection: that read may have missed the rows written, so the
+     * batch's taints are lifted only once the read is back (relay_read.c);
+     * 0: none. Not a state: the next completion may be sent meanwhile, and
+     * its own batch must stay tainted until it is back (relay_window.h).
+     */
+    uint64_t untaint_after_read;
     uint64_t lease_until_ms; /* loop ms: sending stops here unless a renewal comes back */
 };
 
@@ -346,6 +351,7 @@ struct relay {
     /* relay_lease.c */
     uv_timer_t acquire_timer;
     uint64_t acquire_sent_ms; /* loop ms the acquire in flight was sent */
+    bool acquired;            /* an acquire was answered: it knows which streams it holds */
     struct buf acquire_ids;
     /* relay_complete.c */
     uv_check_t check;

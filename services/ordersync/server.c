@@ -424,6 +424,7 @@ int server_run(const struct config *cfg)
         return 1;
     }
     app->loop = &s->loop;
+    app->relay = &s->relay; /* for /readyz */
     app->cfg = cfg;
     signal(SIGPIPE, SIG_IGN);
     raise_fd_limit(cfg);
