@@ -8,9 +8,11 @@
 #include <stdbool.h>
 #include <uv.h>
 
+#include "admin_host.h"
 #include "config.h"
 #include "console.h"
 #include "console_auth.h"
+#include "console_throttle.h"
 #include "db.h"
 #include "destinations.h"
 #include "feed.h"
@@ -34,10 +36,12 @@ struct app {
     /* server.c's own pointer to the relay (it owns the relay): *relay is NULL
        when the relay is off, and again once it is freed */
     struct relay *const *relay;
-    struct console *console;          /* the console's connection; NULL when it is off */
-    struct console_auth console_auth; /* keys from ORDERSYNC_ADMIN_TOKEN */
-    bool console_enabled;             /* ORDERSYNC_ADMIN_TOKEN is set */
-    bool schema_current;              /* checked at every (re)connection of db_aux */
+    struct console *console;                   /* the console's connection; NULL when it is off */
+    struct console_auth console_auth;          /* keys from ORDERSYNC_ADMIN_TOKEN */
+    struct console_throttle *console_throttle; /* wrong admin tokens per client address */
+    struct admin_hosts admin_hosts;            /* Host headers the admin listener answers */
+    bool console_enabled;                      /* ORDERSYNC_ADMIN_TOKEN is set */
+    bool schema_current;                       /* checked at every (re)connection of db_aux */
     bool stopping;
 };
 

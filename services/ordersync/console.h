@@ -33,6 +33,9 @@ enum console_query {
     CONSOLE_SKIP_MATCHING,   /* (destination, since, until, states text[], actor) */
     CONSOLE_SOURCES,         /* () */
     CONSOLE_DESTINATIONS,    /* () */
+    CONSOLE_SESSION_START,   /* (nonce, operator, expires Unix s, peer): a login */
+    CONSOLE_SESSION_TOUCH,   /* (nonce, idle timeout s): {"alive", "known", "ended"} */
+    CONSOLE_SESSION_END,     /* (nonce): a logout */
     CONSOLE_QUERY_COUNT
 };
 

@@ -298,6 +298,15 @@ extern const char relay_sql_stream_read[];
 void relay_complete_add(struct relay *r, struct job *j);
 /* Writes everything settled since the last statement, if there is anything. */
 void relay_complete_flush(struct relay *r);
+/*
+ * The statement's document, in r->doc (flush's first half, apart for tests):
+ * every stream with settled events gets its part and goes COMPLETING, and the
+ * settled row jobs are freed into it. Returns 0 (with how many streams and
+ * results it holds) or a negative errno, when every stream it touched is
+ * read again from its cursor: nothing that left a window is lost.
+ */
+int relay_complete_build(struct relay *r, unsigned *n_streams, unsigned *n_results)
+    __attribute__((warn_unused_result));
 /* Is anything settled and not written yet? */
 bool relay_complete_pending(struct relay *r);
 void relay_on_check(uv_check_t *h);

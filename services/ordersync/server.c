@@ -366,6 +366,12 @@ static int start_console(struct app *app, const struct config *cfg)
                   json_pack("{s:i}", "minimum_length", CONSOLE_AUTH_MIN_TOKEN));
         return -EINVAL;
     }
+    /* long enough to be accepted, but a person may have typed it: say so, once */
+    const char *weak = console_auth_token_weak(cfg->admin_token);
+    if (weak != NULL)
+        log_warn("ORDERSYNC_ADMIN_TOKEN looks weak",
+                 json_pack("{s:s,s:s}", "detail", weak, "hint",
+                           "use 32 random characters, e.g. head -c 24 /dev/urandom | base64"));
     if (cfg->admin_listen.host == NULL) {
         /* never on the public port: without an admin listener there is no console */
         log_warn("ORDERSYNC_ADMIN_TOKEN is set but ORDERSYNC_ADMIN_LISTEN is not: the console "
@@ -373,6 +379,9 @@ static int start_console(struct app *app, const struct config *cfg)
                  NULL);
         return 0;
     }
+    app->console_throttle = console_throttle_new();
+    if (app->console_throttle == NULL)
+        return -ENOMEM;
     int rc = console_new(app->loop, cfg->database_url, &app->console);
     if (rc < 0) {
         log_error("could not start the console", json_pack("{s:s}", "detail", uv_strerror(rc)));
@@ -387,6 +396,12 @@ static int start_admin(struct app *app, const struct config *cfg)
 {
     if (cfg->admin_listen.host == NULL)
         return 0;
+    char err[160];
+    if (admin_hosts_init(&app->admin_hosts, cfg->admin_listen.host, cfg->admin_hosts, err,
+                         sizeof(err)) < 0) {
+        log_error("invalid configuration", json_pack("{s:s}", "detail", err));
+        return -EINVAL;
+    }
     struct http_server_config acfg = {
         .host = cfg->admin_listen.host,
         .port = cfg->admin_listen.port,
@@ -536,6 +551,7 @@ int server_run(const struct config *cfg)
     int code = s->exit_code;
     store_free(&app->store);
     destinations_free(&app->dests);
+    console_throttle_free(&app->console_throttle);
     uv_loop_close(app->loop);
     metrics_reset();
     free(s);
@@ -558,6 +574,7 @@ fail:
     uv_run(app->loop, UV_RUN_DEFAULT);
     store_free(&app->store);
     destinations_free(&app->dests);
+    console_throttle_free(&app->console_throttle);
     uv_loop_close(app->loop);
     metrics_reset();
     free(s);

@@ -462,8 +462,8 @@ def test_cli_refuses_unknown_names_and_bad_values_in_one_line(db):
     one_line_error(cli(db, "bogus"), "bogus")
     one_line_error(cli(db, "replay", "--frobnicate"), "--frobnicate")
     one_line_error(cli(db, "settings", "--html"), "--html")
-    at = db.scalar("SELECT max(version) FROM schema_migrations")  # the latest migration's
-    one_line_error(cli(db, "migrate", "--to", "3"), f"version {at}", "past 3")
+    latest = max(int(f[:3]) for f in os.listdir(os.path.join(REPO, "migrations")) if f[:3].isdigit())
+    one_line_error(cli(db, "migrate", "--to", "3"), f"version {latest}", "past 3")
     one_line_error(cli(db, "migrate", "--to", "nine"), "nine")
     # a known destination still works, as before
     p = cli(db, "replay", "--destination", "inventory")
