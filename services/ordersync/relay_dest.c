@@ -200,13 +200,20 @@ uint64_t relay_dest_unpause_within(struct relay *r, uint64_t ms)
     return ms;
 }
 
+/*
+ * A claimed row's lease must outlive its request, with room to write the
+ * result: a destination's timeout plus a margin of 30 s, or of the lease
+ * itself when that is shorter (ORDERSYNC_LEASE_S is how soon work passes to
+ * another instance when its process dies; a shorter margin risks a duplicate,
+ * never a loss).
+ */
 unsigned relay_row_lease_s(struct relay *r)
 {
     unsigned lease = r->cfg.lease_s;
+    unsigned margin = lease < 30 ? lease : 30;
     for (struct dest *d = destinations_first(r->dests); d != NULL; d = d->next)
-        if (d->present && d->set.push && (unsigned)(d->set.timeout_ms / 1000) + 30 > lease)
-            lease =
-                (unsigned)(d->set.timeout_ms / 1000) + 30; /* a lease must outlive the request */
+        if (d->present && d->set.push && (unsigned)(d->set.timeout_ms / 1000) + margin > lease)
+            lease = (unsigned)(d->set.timeout_ms / 1000) + margin;
     return lease;
 }
 

@@ -14,7 +14,6 @@ import pytest
 
 import webhooks as wh
 from conftest import FIXTURES, Process, free_port, request
-from receiver import Receiver
 
 TOKEN = "console-test-token-0123456789"
 HOSTILE = "<img src=x onerror=alert(1)>"
@@ -73,14 +72,6 @@ class Console:
         st, _, body = request(self.port, "GET", "/api/session", headers={"Cookie": cookie})
         assert st == 200
         return cookie, json.loads(body)["csrf"]
-
-
-@pytest.fixture
-def receivers():
-    rs = {n: Receiver(n) for n in ("inventory", "invoicing", "shipping")}
-    yield rs
-    for r in rs.values():
-        r.close()
 
 
 @pytest.fixture

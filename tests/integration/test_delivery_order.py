@@ -28,7 +28,7 @@ import pytest
 
 import webhooks as wh
 from conftest import FIXTURES, Process, request
-from receiver import Receiver, wait_for
+from receiver import wait_for
 
 TEMPLATE = json.load(open(os.path.join(FIXTURES, "shopify_order_create.json")))
 
@@ -80,11 +80,13 @@ def retries(p):
     return 0
 
 
+# the shared receivers fixture (conftest.py), one receiver
+pytestmark = pytest.mark.receivers("shipping")
+
+
 @pytest.fixture
-def shipping(db):
-    r = Receiver("shipping")
-    yield r
-    r.close()
+def shipping(receivers):
+    return receivers["shipping"]
 
 
 def test_cancel_waits_for_a_failed_create_whose_row_is_not_committed(db, shipping):

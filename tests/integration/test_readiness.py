@@ -12,10 +12,11 @@ import json
 import os
 
 import psycopg
+import pytest
 
 import webhooks as wh
 from conftest import FIXTURES, Process, request, with_dbname
-from receiver import Receiver, wait_for
+from receiver import wait_for
 
 TOKEN = "feed-token-readiness-0123456789"
 TEMPLATE = json.load(open(os.path.join(FIXTURES, "shopify_order_create.json")))
@@ -54,8 +55,12 @@ def add_source_and_destinations(db, receiver):
              (TOKEN,))
 
 
-def test_not_ready_until_the_destinations_are_loaded(db):
-    shipping = Receiver("shipping")
+# the shared receivers fixture (conftest.py), one receiver
+pytestmark = pytest.mark.receivers("shipping")
+
+
+def test_not_ready_until_the_destinations_are_loaded(db, receivers):
+    shipping = receivers["shipping"]
     add_source_and_destinations(db, shipping)
     lock = session(db)
     lock.execute("BEGIN")
@@ -87,11 +92,10 @@ def test_not_ready_until_the_destinations_are_loaded(db):
     finally:
         lock.close()
         p.stop()
-        shipping.close()
 
 
-def test_the_relay_switched_off_is_not_waited_for(db):
-    shipping = Receiver("shipping")
+def test_the_relay_switched_off_is_not_waited_for(db, receivers):
+    shipping = receivers["shipping"]
     add_source_and_destinations(db, shipping)
     p = Process(db.url, env={"ORDERSYNC_RELAY": "0"}).start()
     try:
@@ -100,7 +104,6 @@ def test_the_relay_switched_off_is_not_waited_for(db):
         assert st == 200 and body["relay"] == "off" and body["feeds"] == "ready"
     finally:
         p.stop()
-        shipping.close()
 
 
 def feed_backends(c, name):
@@ -110,8 +113,8 @@ def feed_backends(c, name):
         (name,)).fetchall()]
 
 
-def test_not_ready_while_the_feeds_connection_is_down(db):
-    shipping = Receiver("shipping")
+def test_not_ready_while_the_feeds_connection_is_down(db, receivers):
+    shipping = receivers["shipping"]
     add_source_and_destinations(db, shipping)
     p = Process(db.url).start()
     name = db.scalar("SELECT current_database()")
@@ -137,4 +140,3 @@ def test_not_ready_while_the_feeds_connection_is_down(db):
         c.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
         c.close()
         p.stop()
-        shipping.close()
