@@ -322,9 +322,14 @@ def test_two_instances_hold_the_limit_through_hand_overs(stack, db, receivers):
     # eight senders: one would take longer than the limit needs on a busy machine
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
         list(pool.map(lambda i: send(procs[i % 2], 50000 + i), range(total)))
-    # the unlimited destination is not held back by the limited one
-    wait_for(lambda: len(inv.accepted()) == total, timeout=30, what="inventory")
-    assert len(invo.accepted()) < total / 2
+    # the unlimited destination is not held back by the limited one: it has
+    # everything while invoicing, held to 20/s (30 s for all), has not; and
+    # invoicing was held to its limit meanwhile, however long sending took on
+    # a loaded machine
+    wait_for(lambda: len(inv.accepted()) == total, timeout=120, what="inventory")
+    got = len(invo.accepted())
+    assert got < total
+    assert got <= limit * (time.time() - t0) + limit * burst + 1
     try:
         # hand-over 1: the owner stops cleanly; the other takes the stream
         wait_for(lambda: time.time() - t0 > 8, timeout=30)
