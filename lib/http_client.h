@@ -45,6 +45,7 @@ struct http_client_result {
     double retry_after_s; /* from Retry-After (seconds or HTTP date); < 0 when absent */
     char excerpt[HTTP_CLIENT_EXCERPT_MAX + 1]; /* start of the response body */
     double seconds;                            /* duration of the request */
+    long connects;    /* connections it opened (0: it went on a kept-alive one) */
     const char *body; /* captured body (NUL-terminated) when capture > 0, else NULL */
     size_t body_len;
     bool truncated; /* the body was longer than capture */

@@ -17,30 +17,54 @@
 
 const char *http_status_reason(int status)
 {
+    /* Every status RFC 9110 defines (15.2-15.6), and those of RFC 6585 and
+     * RFC 8470 a server may send: a client that shows the reason phrase to a
+     * person (curl -v, a proxy's log) must never read "Unknown" for a status
+     * this server sends. */
     static const struct {
         int status;
         const char *reason;
     } reasons[] = {
         {100, "Continue"},
+        {101, "Switching Protocols"},
         {200, "OK"},
         {201, "Created"},
         {202, "Accepted"},
+        {203, "Non-Authoritative Information"},
         {204, "No Content"},
+        {205, "Reset Content"},
+        {206, "Partial Content"},
+        {300, "Multiple Choices"},
         {301, "Moved Permanently"},
         {302, "Found"},
+        {303, "See Other"},
         {304, "Not Modified"},
+        {305, "Use Proxy"},
+        {307, "Temporary Redirect"},
+        {308, "Permanent Redirect"},
         {400, "Bad Request"},
         {401, "Unauthorized"},
+        {402, "Payment Required"},
         {403, "Forbidden"},
         {404, "Not Found"},
         {405, "Method Not Allowed"},
+        {406, "Not Acceptable"},
+        {407, "Proxy Authentication Required"},
         {408, "Request Timeout"},
         {409, "Conflict"},
+        {410, "Gone"},
         {411, "Length Required"},
+        {412, "Precondition Failed"},
         {413, "Content Too Large"},
+        {414, "URI Too Long"},
         {415, "Unsupported Media Type"},
+        {416, "Range Not Satisfiable"},
         {417, "Expectation Failed"},
+        {421, "Misdirected Request"},
         {422, "Unprocessable Content"},
+        {425, "Too Early"},
+        {426, "Upgrade Required"},
+        {428, "Precondition Required"},
         {429, "Too Many Requests"},
         {431, "Request Header Fields Too Large"},
         {500, "Internal Server Error"},
@@ -48,12 +72,26 @@ const char *http_status_reason(int status)
         {502, "Bad Gateway"},
         {503, "Service Unavailable"},
         {504, "Gateway Timeout"},
+        {505, "HTTP Version Not Supported"},
     };
     for (size_t i = 0; i < sizeof(reasons) / sizeof(reasons[0]); i++) {
         if (reasons[i].status == status)
             return reasons[i].reason;
     }
-    return "Unknown";
+    /* a status of no RFC (the downstream's fault knobs can ask for one): the
+     * phrase of its class, which is what a client falls back to anyway */
+    switch (status / 100) {
+    case 1:
+        return "Informational";
+    case 2:
+        return "Success";
+    case 3:
+        return "Redirection";
+    case 4:
+        return "Client Error";
+    default:
+        return "Server Error";
+    }
 }
 
 static const char *response_date(struct http_response_date *date)

@@ -5,9 +5,10 @@
  */
 #include "trace.h"
 
+#include <stdint.h>
 #include <string.h>
 
-#include <openssl/rand.h>
+#include "prng.h"
 
 static bool lower_hex(const char *s, size_t n, bool *all_zero)
 {
@@ -58,9 +59,14 @@ static bool random_hex(char *out, size_t n_bytes)
     static const char digits[] = "0123456789abcdef";
     unsigned char b[16];
     bool zero = true;
+    if (n_bytes > sizeof(b))
+        return false;
+    /* ids, not secrets: a seeded PRNG (lib/prng), not a DRBG call per id */
     while (zero) {
-        if (n_bytes > sizeof(b) || RAND_bytes(b, (int)n_bytes) != 1)
-            return false;
+        for (size_t i = 0; i < n_bytes; i += 8) {
+            uint64_t r = prng_u64();
+            memcpy(b + i, &r, n_bytes - i < 8 ? n_bytes - i : 8);
+        }
         for (size_t i = 0; i < n_bytes; i++)
             zero = zero && b[i] == 0;
     }

@@ -65,7 +65,15 @@ $$;
 -- about 94 bytes per key with its index (BENCHMARKS.md), against 173 for
 -- inbound_keys (source id and key as text). No row may be smaller: 24 bytes
 -- of tuple header and 4 of line pointer come with any row, and a unique index
--- entry takes 28 more before page slack.
+-- entry takes 28 more before page slack. Only many keys per row would go
+-- lower, and the two ways measured (scripts/bench-operations --only designs)
+-- are not kept: under a GIN index (58 bytes a key) the index never removes
+-- an entry, so it grows by a window's keys every window (84 bytes after
+-- one); buckets of keys rewritten in place (38 bytes, twice the WAL per key)
+-- need a bucket count that grows with the volume, and lock their rows in an
+-- order the previous release's trigger (below) does not follow, so old and
+-- new batches could deadlock during a rolling upgrade. The unique index
+-- also leaves "exactly one of two concurrent copies wins" to PostgreSQL.
 CREATE TABLE dedupe_keys (
     digest     uuid PRIMARY KEY,
     expires_at timestamptz NOT NULL

@@ -259,7 +259,14 @@ BEGIN
      ORDER BY d.id;
 END;
 $$;
-ALTER FUNCTION sync_backlog_rows() SET search_path FROM CURRENT;
+-- CREATE OR REPLACE resets a function's settings: pinned again as 014 pins
+-- them (the schema, then pg_temp: a caller's temporary table never stands in)
+DO $$
+BEGIN
+    EXECUTE format('ALTER FUNCTION sync_backlog_rows() SET search_path = %I, pg_temp',
+                   current_schema());
+END;
+$$;
 ALTER FUNCTION sync_backlog_rows() SET jit = off;
 
 -- ---------------------------------------------------------------- delivery_state: filtered
@@ -456,3 +463,10 @@ CREATE VIEW destination_actions AS
 SELECT a.id, a.at, a.actor, a.action, a.destination_id, a.detail
   FROM operator_actions a
  WHERE a.order_id IS NULL;
+-- a view is never written through by the runtime (014's rule)
+REVOKE INSERT, UPDATE, DELETE ON destination_actions FROM ordersync_runtime;
+-- event_deliveries reads delivery_state() with the caller's rights, and that
+-- now reads the filter history: the reader may read it, and a destination's
+-- filter and pause (none of them secret)
+GRANT SELECT ON destination_filters TO ordersync_reader;
+GRANT SELECT (filter, paused_at, paused_by) ON destinations TO ordersync_reader;

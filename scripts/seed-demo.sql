@@ -1,4 +1,5 @@
--- Demo sources and destinations, for scripts/demo and compose.yaml.
+-- Demo sources and destinations, for scripts/demo and compose.yaml. Run as the
+-- database's owner: configuration rows are not ordersync_runtime's to write.
 -- psql variables: inventory_url, invoicing_url, shipping_url (push destinations),
 -- The secrets are demo values: never use them for a real shop.
 \set ON_ERROR_STOP on

@@ -401,20 +401,47 @@ static void handle_feed(struct app *app, struct http_request *req, const char *d
     feed_read(app->feed, &rq, on_feed, feed_client_gone, req);
 }
 
-static void handle_readyz(struct app *app, struct http_request *req)
+/*
+ * `detail` (libpq's error text: the database's host, port and user) only on
+ * the admin listener; the public port says where to look instead.
+ */
+static void readyz(struct app *app, struct http_request *req, bool admin)
 {
     bool db = ingest_ready(app->ingest);
-    bool ready = db && app->schema_current && store_loaded(app->store) && !app->stopping;
-    json_t *body = json_pack("{s:s,s:s,s:s,s:i}", "status", ready ? "ready" : "unavailable",
+    /* ready means able to deliver too: a test or a rolling upgrade that acts
+       on 200 must not find the relay or the feeds still starting */
+    const struct relay *relay = app->relay != NULL ? *app->relay : NULL;
+    bool relay_ok = !app->cfg->relay_enabled || (relay != NULL && relay_ready(relay));
+    bool feeds_ok = feed_ready(app->feed);
+    bool ready = db && app->schema_current && store_loaded(app->store) && relay_ok && feeds_ok &&
+                 !app->stopping;
+    json_t *body = json_pack("{s:s,s:s,s:s,s:i,s:s,s:s}", "status", ready ? "ready" : "unavailable",
                              "database", db ? "connected" : "disconnected", "schema",
                              app->schema_current ? "current" : "not current", "sources",
-                             (int)store_source_count(app->store));
+                             (int)store_source_count(app->store), "relay",
+                             !app->cfg->relay_enabled ? "off"
+                             : relay_ok               ? "ready"
+                                                      : "not ready",
+                             "feeds", feeds_ok ? "ready" : "not ready");
     if (body != NULL && !db)
-        json_object_set_new(body, "detail", json_string(ingest_last_error(app->ingest)));
+        json_object_set_new(body, "detail",
+                            json_string(admin ? ingest_last_error(app->ingest)
+                                              : "the database is not reachable: the reason is in"
+                                                " the log and on the admin listener's /readyz"));
     char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
     json_decref(body);
     api_reply(req, ready ? 200 : 503, text ? text : "{}", NULL, NULL);
     free(text);
+}
+
+static void handle_readyz(struct app *app, struct http_request *req)
+{
+    readyz(app, req, false);
+}
+
+static void handle_readyz_admin(struct app *app, struct http_request *req)
+{
+    readyz(app, req, true);
 }
 
 static void handle_metrics(struct app *app, struct http_request *req)
@@ -460,10 +487,26 @@ struct api_route {
     bool prefix;
 };
 
-/* What an operator (or an orchestrator's probes) reads; served by both listeners. */
-static const struct api_route ops_routes[] = {
+/* What an orchestrator's probes read on the public port. */
+static const struct api_route probe_routes[] = {
     {"/healthz", R_HEALTHZ, handle_healthz, false},
     {"/readyz", R_READYZ, handle_readyz, false},
+    {NULL, R_OTHER, NULL, false},
+};
+
+/* The same on the admin listener, where /readyz also says why the database is away. */
+static const struct api_route admin_probe_routes[] = {
+    {"/healthz", R_HEALTHZ, handle_healthz, false},
+    {"/readyz", R_READYZ, handle_readyz_admin, false},
+    {NULL, R_OTHER, NULL, false},
+};
+
+/*
+ * Every source and destination by name, with their volumes: on the admin
+ * listener, and on the public port only while there is no admin listener
+ * (where else would Prometheus scrape it).
+ */
+static const struct api_route metrics_routes[] = {
     {"/metrics", R_METRICS, handle_metrics, false},
     {NULL, R_OTHER, NULL, false},
 };
@@ -480,8 +523,10 @@ static const struct api_route console_routes[] = {
  * may reach (the console). One table per listener, so an admin-only route is
  * one line here and can never leak onto the public port.
  */
-static const struct api_route *const admin_tables[] = {ops_routes, console_routes, NULL};
-static const struct api_route *const public_tables[] = {ops_routes, NULL};
+static const struct api_route *const admin_tables[] = {admin_probe_routes, metrics_routes,
+                                                       console_routes, NULL};
+static const struct api_route *const public_tables[] = {probe_routes, metrics_routes, NULL};
+static const struct api_route *const public_tables_with_admin[] = {probe_routes, NULL};
 
 /* Routes req through the tables; answers 404 or 405 itself when nothing fits. */
 static void dispatch(struct app *app, struct http_request *req,
@@ -534,11 +579,22 @@ void api_handle(struct http_request *req, void *data)
         handle_feed(app, req, path + sizeof(feeds) - 1);
         return;
     }
-    dispatch(app, req, public_tables);
+    dispatch(app, req,
+             app->cfg->admin_listen.host != NULL ? public_tables_with_admin : public_tables);
 }
 
 void api_admin_handle(struct http_request *req, void *data)
 {
-    the_app = data;
-    dispatch(data, req, admin_tables);
+    struct app *app = data;
+    the_app = app;
+    /* before any route: a page whose name was rebound to us must not read even /metrics */
+    if (!admin_hosts_allowed(&app->admin_hosts, http_request_header(req, "host"))) {
+        http_request_set_data(req, (void *)(uintptr_t)R_OTHER);
+        api_reply_error(req, 421, "misdirected_request",
+                        "this Host is not one the admin listener answers: use localhost or an IP "
+                        "address, or list the name in ORDERSYNC_ADMIN_HOSTS",
+                        NULL, NULL, 0);
+        return;
+    }
+    dispatch(app, req, admin_tables);
 }

@@ -21,11 +21,14 @@
 
 #include "api.h"
 #include "api_destination.h"
+#include "api_console_internal.h"
 #include "buf.h"
 #include "console.h"
 #include "console_assets.h"
 #include "console_auth.h"
 #include "log.h"
+#include "metrics.h"
+#include "signing_keys.h"
 
 /* A JSON document from the console is a page of a bounded list; more is a bug. */
 #define MAX_DOC_BYTES ((size_t)16 << 20)
@@ -57,8 +60,8 @@ static void common_headers(struct http_header *h, bool page)
 }
 
 /* Answers with the common headers plus `extra` (n_extra <= MAX_HEADERS - N_COMMON). */
-static void respond(struct http_request *req, int status, const char *ctype, const char *body,
-                    size_t len, const struct http_header *extra, size_t n_extra, bool page)
+void api_console_respond(struct http_request *req, int status, const char *ctype, const char *body,
+                         size_t len, const struct http_header *extra, size_t n_extra, bool page)
 {
     struct http_header h[MAX_HEADERS];
     common_headers(h, page);
@@ -68,8 +71,8 @@ static void respond(struct http_request *req, int status, const char *ctype, con
     api_respond(req, status, ctype, body, len, h, n);
 }
 
-static void api_error(struct http_request *req, int status, const char *error, const char *detail,
-                      const struct http_header *extra, size_t n_extra)
+void api_console_error(struct http_request *req, int status, const char *error, const char *detail,
+                       const struct http_header *extra, size_t n_extra)
 {
     struct http_header h[MAX_HEADERS];
     common_headers(h, false);
@@ -78,19 +81,19 @@ static void api_error(struct http_request *req, int status, const char *error, c
     api_reply_error(req, status, error, detail, NULL, h, N_COMMON + n_extra);
 }
 
-static void method_not_allowed(struct http_request *req, const char *allow)
+void api_console_method_not_allowed(struct http_request *req, const char *allow)
 {
     struct http_header h = {"Allow", allow};
-    api_error(req, 405, "method_not_allowed", "this method is not allowed here", &h, 1);
+    api_console_error(req, 405, "method_not_allowed", "this method is not allowed here", &h, 1);
 }
 
-static bool is_get(const struct http_request *req)
+bool api_console_is_get(const struct http_request *req)
 {
     const char *m = http_request_method(req);
     return strcmp(m, "GET") == 0 || strcmp(m, "HEAD") == 0;
 }
 
-static bool is_post(const struct http_request *req)
+bool api_console_is_post(const struct http_request *req)
 {
     return strcmp(http_request_method(req), "POST") == 0;
 }
@@ -112,9 +115,10 @@ static void send_doc(struct http_request *req, const char *doc)
         }
     }
     if (rc < 0)
-        api_error(req, 500, "internal_error", "the answer is too large", NULL, 0);
+        api_console_error(req, 500, "internal_error", "the answer is too large", NULL, 0);
     else
-        respond(req, 200, "application/json", b.data ? b.data : "", b.len, NULL, 0, false);
+        api_console_respond(req, 200, "application/json", b.data ? b.data : "", b.len, NULL, 0,
+                            false);
     buf_free(&b);
 }
 
@@ -123,13 +127,13 @@ static void send_json(struct http_request *req, int status, json_t *doc)
     char *text = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
     json_decref(doc);
     if (text == NULL) {
-        api_error(req, 500, "internal_error", "out of memory", NULL, 0);
+        api_console_error(req, 500, "internal_error", "out of memory", NULL, 0);
         return;
     }
     if (status == 200)
         send_doc(req, text);
     else
-        respond(req, status, "application/json", text, strlen(text), NULL, 0, false);
+        api_console_respond(req, status, "application/json", text, strlen(text), NULL, 0, false);
     free(text);
 }
 
@@ -148,7 +152,7 @@ static int unhex(char c)
  * or a form body, `len` bytes) and decodes it into out. Returns 1 when found,
  * 0 when absent, -EINVAL when it does not fit or is badly encoded.
  */
-static int form_value(const char *s, size_t len, const char *name, char *out, size_t size)
+int api_console_form_value(const char *s, size_t len, const char *name, char *out, size_t size)
 {
     size_t nl = strlen(name);
     const char *end = s + len;
@@ -180,10 +184,10 @@ static int form_value(const char *s, size_t len, const char *name, char *out, si
     return 0;
 }
 
-static int query_value(struct http_request *req, const char *name, char *out, size_t size)
+int api_console_query_value(struct http_request *req, const char *name, char *out, size_t size)
 {
     const char *q = http_request_query(req);
-    return form_value(q, strlen(q), name, out, size);
+    return api_console_form_value(q, strlen(q), name, out, size);
 }
 
 /* An id or position: 1 to 18 digits (well inside bigint). */
@@ -211,7 +215,7 @@ static bool is_name(const char *s)
 static bool page_limit(struct http_request *req, char out[8])
 {
     char v[8];
-    int rc = query_value(req, "limit", v, sizeof(v));
+    int rc = api_console_query_value(req, "limit", v, sizeof(v));
     if (rc == 0) {
         snprintf(out, 8, "%d", DEFAULT_LIMIT);
         return true;
@@ -222,237 +226,7 @@ static bool page_limit(struct http_request *req, char out[8])
     return true;
 }
 
-/* ---------------------------------------------------------------- who is asking */
-
-struct caller {
-    bool session; /* by cookie (else by bearer token) */
-    struct console_session s;
-};
-
-/*
- * Who sent req: true with *who filled, or false when neither a valid bearer
- * token nor a valid session cookie came with it. A wrong bearer token is
- * never rescued by a cookie.
- */
-static bool identify(struct app *app, struct http_request *req, struct caller *who)
-{
-    memset(who, 0, sizeof(*who));
-    const char *auth = http_request_header(req, "authorization");
-    if (auth != NULL) {
-        static const char bearer[] = "Bearer ";
-        if (strncasecmp(auth, bearer, sizeof(bearer) - 1) != 0)
-            return false;
-        const char *t = auth + sizeof(bearer) - 1;
-        return console_auth_token_ok(&app->console_auth, t, strlen(t));
-    }
-    size_t len;
-    const char *v =
-        console_auth_cookie(http_request_header(req, "cookie"), CONSOLE_AUTH_COOKIE, &len);
-    if (v == NULL || !console_auth_session_check(&app->console_auth, v, len, time(NULL), &who->s))
-        return false;
-    who->session = true;
-    return true;
-}
-
-/*
- * Why a request that came with a session cookie was refused, for the page to
- * tell the operator: "expired" when the cookie's own expiry (its second
- * field, "v1.<expires>.…") has passed, "invalid" otherwise (logged out,
- * revoked, or the admin token changed), NULL without a cookie. Only a hint:
- * the cookie was not accepted either way.
- */
-static const char *session_problem(struct http_request *req)
-{
-    size_t len;
-    const char *v =
-        console_auth_cookie(http_request_header(req, "cookie"), CONSOLE_AUTH_COOKIE, &len);
-    if (v == NULL || len == 0)
-        return NULL;
-    if (len > 3 && memcmp(v, "v1.", 3) == 0) {
-        char *end = NULL;
-        long long expires = strtoll(v + 3, &end, 10);
-        if (end != NULL && *end == '.' && expires > 0 && expires <= (long long)time(NULL))
-            return "expired";
-    }
-    return "invalid";
-}
-
-static bool same_origin(struct http_request *req)
-{
-    return console_auth_same_origin(http_request_header(req, "origin"),
-                                    http_request_header(req, "sec-fetch-site"),
-                                    http_request_header(req, "host"));
-}
-
-/* ---------------------------------------------------------------- pages */
-
-static void send_asset(struct http_request *req, const char *name, int status, const char *message)
-{
-    const struct console_asset *a = console_asset_find(name);
-    if (a == NULL) {
-        api_error(req, 404, "not_found", "no such file", NULL, 0);
-        return;
-    }
-    bool page = strstr(a->content_type, "text/html") != NULL;
-    static const char slot[] = "<!--message-->";
-    const char *at = page && message ? strstr((const char *)a->data, slot) : NULL;
-    if (at == NULL) {
-        respond(req, status, a->content_type, (const char *)a->data, a->len, NULL, 0, page);
-        return;
-    }
-    /* messages are constant strings of ours: nothing from the request is echoed */
-    struct buf b;
-    buf_init(&b, a->len + strlen(message) + 1);
-    size_t before = (size_t)(at - (const char *)a->data);
-    if (buf_append(&b, a->data, before) < 0 || buf_append_str(&b, message) < 0 ||
-        buf_append_str(&b, at + sizeof(slot) - 1) < 0)
-        api_error(req, 500, "internal_error", "out of memory", NULL, 0);
-    else
-        respond(req, status, a->content_type, b.data, b.len, NULL, 0, true);
-    buf_free(&b);
-}
-
-static void redirect(struct http_request *req, const char *to, const char *cookie)
-{
-    struct http_header h[2] = {{"Location", to}, {"Set-Cookie", cookie}};
-    respond(req, 303, "text/plain; charset=utf-8", "", 0, h, cookie ? 2 : 1, true);
-}
-
-/* Cookie attributes: the page's script never sees it, other sites never send it. */
-static void session_cookie(struct http_request *req, const char *value, long max_age, char *out,
-                           size_t size)
-{
-    /* behind a TLS proxy the browser should send it over TLS only */
-    const char *proto = http_request_header(req, "x-forwarded-proto");
-    bool tls = proto != NULL && strcasecmp(proto, "https") == 0;
-    snprintf(out, size, "%s=%s; Path=/; HttpOnly; SameSite=Strict; Max-Age=%ld%s",
-             CONSOLE_AUTH_COOKIE, value, max_age, tls ? "; Secure" : "");
-}
-
-/* The login page's message for /console/login?why=...: constant strings, nothing echoed. */
-static const char *login_message(struct http_request *req)
-{
-    char why[16];
-    if (query_value(req, "why", why, sizeof(why)) != 1)
-        return "";
-    if (strcmp(why, "expired") == 0)
-        return "Your session expired: log in again to go back to where you were.";
-    if (strcmp(why, "invalid") == 0)
-        return "Your session is no longer valid (you logged out, it was revoked, or the admin "
-               "token changed): log in again to go back to where you were.";
-    return "";
-}
-
-static void login(struct app *app, struct http_request *req)
-{
-    if (is_get(req)) {
-        send_asset(req, "login.html", 200, login_message(req));
-        return;
-    }
-    if (!is_post(req)) {
-        method_not_allowed(req, "GET, POST");
-        return;
-    }
-    if (!same_origin(req)) {
-        send_asset(req, "login.html", 403, "This form was sent from another site.");
-        return;
-    }
-    size_t len;
-    const char *body = http_request_body(req, &len);
-    char token[512], name[CONSOLE_AUTH_MAX_NAME + 1];
-    int t = form_value(body, len, "token", token, sizeof(token));
-    int n = form_value(body, len, "name", name, sizeof(name));
-    if (t != 1 || !console_auth_token_ok(&app->console_auth, token, strlen(token))) {
-        log_warn("console login refused",
-                 json_pack("{s:s,s:s}", "peer", http_request_peer(req), "reason", "wrong token"));
-        send_asset(req, "login.html", 401, "That is not the admin token.");
-        return;
-    }
-    if (n != 1 || !console_auth_name_ok(name)) {
-        send_asset(req, "login.html", 400,
-                   "Give your name (letters in any language, digits, spaces and . _ @ - ', at "
-                   "most 64 bytes): it is recorded with every replay and skip.");
-        return;
-    }
-    unsigned char nonce[16];
-    char value[CONSOLE_AUTH_COOKIE_SIZE], cookie[CONSOLE_AUTH_COOKIE_SIZE + 128];
-    if (RAND_bytes(nonce, sizeof(nonce)) != 1 ||
-        console_auth_session_new(&app->console_auth, name, time(NULL), nonce, value) < 0) {
-        api_error(req, 500, "internal_error", "could not start a session", NULL, 0);
-        return;
-    }
-    session_cookie(req, value, CONSOLE_AUTH_SESSION_S, cookie, sizeof(cookie));
-    log_info("console login",
-             json_pack("{s:s,s:s}", "peer", http_request_peer(req), "operator", name));
-    redirect(req, "/console", cookie);
-}
-
-static void logout(struct app *app, struct http_request *req)
-{
-    if (!is_post(req)) {
-        method_not_allowed(req, "POST");
-        return;
-    }
-    struct caller who;
-    size_t len;
-    const char *body = http_request_body(req, &len);
-    char csrf[CONSOLE_AUTH_CSRF_SIZE + 1] = "";
-    if (form_value(body, len, "csrf", csrf, sizeof(csrf)) != 1) {
-        const char *h = http_request_header(req, "x-csrf-token");
-        snprintf(csrf, sizeof(csrf), "%s", h ? h : "");
-    }
-    if (!same_origin(req) || !identify(app, req, &who) || !who.session ||
-        !console_auth_csrf_ok(&who.s, csrf)) {
-        api_error(req, 403, "forbidden", "not a logout from this console", NULL, 0);
-        return;
-    }
-    char cookie[128];
-    session_cookie(req, "", 0, cookie, sizeof(cookie));
-    redirect(req, "/console/login", cookie);
-}
-
-void api_console_page(struct app *app, struct http_request *req)
-{
-    const char *path = http_request_path(req);
-    const char *rest = path + strlen("/console");
-    /* the script and the style hold nothing secret: the login and "off" pages use them too */
-    if ((strcmp(rest, "/app.css") == 0 || strcmp(rest, "/app.js") == 0) && is_get(req)) {
-        send_asset(req, rest + 1, 200, NULL);
-        return;
-    }
-    if (!app->console_enabled) {
-        send_asset(req, "off.html", 404, NULL);
-        return;
-    }
-    if (strcmp(rest, "/login") == 0) {
-        login(app, req);
-        return;
-    }
-    if (strcmp(rest, "/logout") == 0) {
-        logout(app, req);
-        return;
-    }
-    if (!is_get(req)) {
-        method_not_allowed(req, "GET");
-        return;
-    }
-    if (rest[0] == '\0' || strcmp(rest, "/") == 0) {
-        struct caller who;
-        if (!identify(app, req, &who))
-            redirect(req, "/console/login", NULL);
-        else
-            send_asset(req, "index.html", 200, NULL);
-        return;
-    }
-    api_error(req, 404, "not_found", "no such page", NULL, 0);
-}
-
 /* ---------------------------------------------------------------- the JSON API */
-
-void api_console_error(struct http_request *req, int status, const char *error, const char *detail)
-{
-    api_error(req, status, error, detail, NULL, 0);
-}
 
 static void on_doc(void *ctx, enum console_status st, const char *json, const char *detail)
 {
@@ -462,18 +236,18 @@ static void on_doc(void *ctx, enum console_status st, const char *json, const ch
         send_doc(req, json);
         return;
     case CONSOLE_NOT_FOUND:
-        api_error(req, 404, "not_found", "no such order or event", NULL, 0);
+        api_console_error(req, 404, "not_found", "no such order or event", NULL, 0);
         return;
     case CONSOLE_BAD_INPUT:
-        api_error(req, 400, "bad_parameter", detail, NULL, 0);
+        api_console_error(req, 400, "bad_parameter", detail, NULL, 0);
         return;
     case CONSOLE_UNAVAILABLE: {
         struct http_header h = {"Retry-After", "1"};
-        api_error(req, 503, "database_unavailable", detail, &h, 1);
+        api_console_error(req, 503, "database_unavailable", detail, &h, 1);
         return;
     }
     case CONSOLE_FAILED:
-        api_error(req, 500, "internal_error", detail, NULL, 0);
+        api_console_error(req, 500, "internal_error", detail, NULL, 0);
         return;
     }
 }
@@ -484,14 +258,35 @@ void api_console_run(struct app *app, struct http_request *req, enum console_que
     int rc = console_run(app->console, q, params, on_doc, req);
     if (rc == -ENOTCONN) {
         struct http_header h = {"Retry-After", "1"};
-        api_error(req, 503, "database_unavailable", "the console's database connection is down", &h,
-                  1);
+        api_console_error(req, 503, "database_unavailable",
+                          "the console's database connection is down", &h, 1);
     } else if (rc < 0) {
-        api_error(req, 500, "internal_error", "could not run the query", NULL, 0);
+        api_console_error(req, 500, "internal_error", "could not run the query", NULL, 0);
     }
 }
 
-static void get_session(struct app *app, struct http_request *req, const struct caller *who)
+/* The destinations, with the public keys of the keys loaded (signing_keys.h): SQL cannot derive
+ * them. */
+struct dests_ctx {
+    struct app *app;
+    struct http_request *req;
+};
+
+static void on_destinations(void *ctx, enum console_status st, const char *json, const char *detail)
+{
+    struct dests_ctx c = *(struct dests_ctx *)ctx;
+    free(ctx);
+    json_t *doc = st == CONSOLE_OK ? json_loads(json, 0, NULL) : NULL;
+    if (doc != NULL && signing_keys_annotate(c.app->dests, doc) == 0) {
+        send_json(c.req, 200, doc);
+        return;
+    }
+    json_decref(doc);
+    on_doc(c.req, st, json, detail);
+}
+
+static void get_session(struct app *app, struct http_request *req,
+                        const struct api_console_caller *who)
 {
     json_t *doc = who->session
                       ? json_pack("{s:s,s:s,s:I,s:s}", "auth", "session", "operator", who->s.name,
@@ -503,12 +298,12 @@ static void get_session(struct app *app, struct http_request *req, const struct 
 static void get_orders(struct app *app, struct http_request *req)
 {
     char q[MAX_QUERY + 1], before[24], limit[8];
-    int hq = query_value(req, "q", q, sizeof(q));
-    int hb = query_value(req, "before", before, sizeof(before));
+    int hq = api_console_query_value(req, "q", q, sizeof(q));
+    int hb = api_console_query_value(req, "before", before, sizeof(before));
     if (hq < 0 || hb < 0 || (hb == 1 && !is_id(before, strlen(before))) ||
         !page_limit(req, limit)) {
-        api_error(req, 400, "bad_parameter",
-                  "q is at most 1024 bytes, before an order id, limit 1 to 200", NULL, 0);
+        api_console_error(req, 400, "bad_parameter",
+                          "q is at most 1024 bytes, before an order id, limit 1 to 200", NULL, 0);
         return;
     }
     /* what a person pastes often comes with blanks around it */
@@ -534,7 +329,7 @@ static void get_order(struct app *app, struct http_request *req, const char *res
     char id[24], sub[24];
     size_t n = strcspn(rest, "/");
     if (!is_id(rest, n)) {
-        api_error(req, 404, "not_found", "no such order", NULL, 0);
+        api_console_error(req, 404, "not_found", "no such order", NULL, 0);
         return;
     }
     snprintf(id, sizeof(id), "%.*s", (int)n, rest);
@@ -552,11 +347,11 @@ static void get_order(struct app *app, struct http_request *req, const char *res
         q = CONSOLE_EVENT;
         rest += 8;
     } else {
-        api_error(req, 404, "not_found", "no such endpoint", NULL, 0);
+        api_console_error(req, 404, "not_found", "no such endpoint", NULL, 0);
         return;
     }
     if (!is_id(rest, strlen(rest))) {
-        api_error(req, 404, "not_found", "no such webhook or event", NULL, 0);
+        api_console_error(req, 404, "not_found", "no such webhook or event", NULL, 0);
         return;
     }
     snprintf(sub, sizeof(sub), "%s", rest);
@@ -572,11 +367,11 @@ static bool state_ok(const char *s)
 static void get_deliveries(struct app *app, struct http_request *req)
 {
     char state[16] = "dead", dest[64], since[64], until[64], before[96], limit[8];
-    int hs = query_value(req, "state", state, sizeof(state));
-    int hd = query_value(req, "destination", dest, sizeof(dest));
-    int h1 = query_value(req, "since", since, sizeof(since));
-    int h2 = query_value(req, "until", until, sizeof(until));
-    int hb = query_value(req, "before", before, sizeof(before));
+    int hs = api_console_query_value(req, "state", state, sizeof(state));
+    int hd = api_console_query_value(req, "destination", dest, sizeof(dest));
+    int h1 = api_console_query_value(req, "since", since, sizeof(since));
+    int h2 = api_console_query_value(req, "until", until, sizeof(until));
+    int hb = api_console_query_value(req, "before", before, sizeof(before));
     /* the cursor is "position:destination", as the previous page's "next" gave it */
     char *colon = hb == 1 ? strchr(before, ':') : NULL;
     if (colon != NULL)
@@ -585,10 +380,10 @@ static void get_deliveries(struct app *app, struct http_request *req)
         (hd == 1 && dest[0] != '\0' && !is_name(dest)) ||
         (hb == 1 && (colon == NULL || !is_id(before, strlen(before)) || !is_name(colon + 1))) ||
         !page_limit(req, limit)) {
-        api_error(req, 400, "bad_parameter",
-                  "state is dead, blocked or pending; destination an id; before a cursor "
-                  "given as next; limit 1 to 200",
-                  NULL, 0);
+        api_console_error(req, 400, "bad_parameter",
+                          "state is dead, blocked or pending; destination an id; before a cursor "
+                          "given as next; limit 1 to 200",
+                          NULL, 0);
         return;
     }
     const char *p[] = {state,
@@ -602,7 +397,7 @@ static void get_deliveries(struct app *app, struct http_request *req)
 }
 
 /* "console:alice" for a browser's operator; "api:<actor>" for a token holder. */
-static void actor_of(const struct caller *who, json_t *body, char *out, size_t size)
+static void actor_of(const struct api_console_caller *who, json_t *body, char *out, size_t size)
 {
     if (who->session) {
         snprintf(out, size, "console:%s", who->s.name);
@@ -618,11 +413,11 @@ static void actor_of(const struct caller *who, json_t *body, char *out, size_t s
  *   {"matching": {"destination", "since", "until", "state"}}          every one matching
  */
 static void post_action(struct app *app, struct http_request *req, bool replay,
-                        const struct caller *who)
+                        const struct api_console_caller *who)
 {
     const char *ctype = http_request_header(req, "content-type");
     if (ctype == NULL || strncasecmp(ctype, "application/json", 16) != 0) {
-        api_error(req, 415, "unsupported_media_type", "send application/json", NULL, 0);
+        api_console_error(req, 415, "unsupported_media_type", "send application/json", NULL, 0);
         return;
     }
     size_t len;
@@ -692,7 +487,7 @@ static void post_action(struct app *app, struct http_request *req, bool replay,
         bad = doc == NULL ? "the body is not JSON" : "give either items or matching";
     }
     if (bad != NULL)
-        api_error(req, 400, "bad_request", bad, NULL, 0);
+        api_console_error(req, 400, "bad_request", bad, NULL, 0);
     else if (!json_is_true(jpreview))
         log_info(replay ? "console replay" : "console skip",
                  json_pack("{s:s,s:i}", "actor", actor, "items",
@@ -702,48 +497,44 @@ static void post_action(struct app *app, struct http_request *req, bool replay,
     json_decref(doc);
 }
 
-void api_console_api(struct app *app, struct http_request *req)
+/* An /api/ request from an identified caller (a session: once its row said whether it lives). */
+static void serve_api(struct app *app, struct http_request *req, const struct api_console_caller *c,
+                      const char *ended)
 {
-    const char *path = http_request_path(req) + strlen("/api/");
-    if (!app->console_enabled) {
-        api_error(req, 404, "console_off",
-                  "the console is off: set ORDERSYNC_ADMIN_TOKEN to turn it on", NULL, 0);
-        return;
-    }
-    struct caller who;
-    if (!identify(app, req, &who)) {
+    if (ended != NULL) {
         struct http_header h = {"WWW-Authenticate", "Bearer realm=\"ordersync console\""};
-        const char *why = http_request_header(req, "authorization") ? NULL : session_problem(req);
-        api_error(req, 401,
-                  why == NULL                   ? "unauthorized"
-                  : strcmp(why, "expired") == 0 ? "session_expired"
-                                                : "session_invalid",
-                  why == NULL ? "send Authorization: Bearer <ORDERSYNC_ADMIN_TOKEN>, or log in at "
-                                "/console"
-                  : strcmp(why, "expired") == 0
-                      ? "your session expired: log in again"
-                      : "your session is no longer valid (logged out, revoked, or the admin "
-                        "token changed): log in again",
-                  &h, 1);
+        if (strcmp(ended, "expired") == 0)
+            api_console_error(
+                req, 401, "session_expired",
+                "your session expired (idle too long, or past its 12 hours): log in again", &h, 1);
+        else
+            api_console_error(
+                req, 401, "session_invalid",
+                "your session has ended (logged out, or made before an upgrade): log in "
+                "again",
+                &h, 1);
         return;
     }
+    const struct api_console_caller who = *c;
+    const char *path = http_request_path(req) + strlen("/api/");
     bool replay = strcmp(path, "deliveries/replay") == 0;
     /* destinations/ID/ACTION: pause, resume, test, replay, filter (api_destination.c) */
     bool dest_action = strncmp(path, "destinations/", 13) == 0 && strchr(path + 13, '/') != NULL;
     if (replay || strcmp(path, "deliveries/skip") == 0 || dest_action) {
-        if (!is_post(req)) {
-            method_not_allowed(req, "POST");
+        if (!api_console_is_post(req)) {
+            api_console_method_not_allowed(req, "POST");
             return;
         }
         /* a browser's cookie comes along on any request: prove the page is ours */
-        if (!same_origin(req)) {
-            api_error(req, 403, "cross_origin", "requests from other sites are refused", NULL, 0);
+        if (!api_console_same_origin(req)) {
+            api_console_error(req, 403, "cross_origin", "requests from other sites are refused",
+                              NULL, 0);
             return;
         }
         if (who.session &&
             !console_auth_csrf_ok(&who.s, http_request_header(req, "x-csrf-token"))) {
-            api_error(req, 403, "csrf", "X-CSRF-Token is missing or wrong: reload the console",
-                      NULL, 0);
+            api_console_error(req, 403, "csrf",
+                              "X-CSRF-Token is missing or wrong: reload the console", NULL, 0);
             return;
         }
         if (dest_action)
@@ -752,8 +543,8 @@ void api_console_api(struct app *app, struct http_request *req)
             post_action(app, req, replay, &who);
         return;
     }
-    if (!is_get(req)) {
-        method_not_allowed(req, "GET");
+    if (!api_console_is_get(req)) {
+        api_console_method_not_allowed(req, "GET");
         return;
     }
     if (strcmp(path, "session") == 0) {
@@ -769,8 +560,64 @@ void api_console_api(struct app *app, struct http_request *req)
     } else if (strcmp(path, "sources") == 0) {
         api_console_run(app, req, CONSOLE_SOURCES, NULL);
     } else if (strcmp(path, "destinations") == 0) {
-        api_console_run(app, req, CONSOLE_DESTINATIONS, NULL);
+        struct dests_ctx *dc = malloc(sizeof(*dc));
+        if (dc != NULL)
+            *dc = (struct dests_ctx){app, req};
+        int rc =
+            dc ? console_run(app->console, CONSOLE_DESTINATIONS, NULL, on_destinations, dc) : -1;
+        if (rc < 0) {
+            free(dc);
+            api_console_run(app, req, CONSOLE_DESTINATIONS,
+                            NULL); /* answers the error as for the others */
+        }
     } else {
-        api_error(req, 404, "not_found", "no such endpoint", NULL, 0);
+        api_console_error(req, 404, "not_found", "no such endpoint", NULL, 0);
     }
+}
+
+void api_console_api(struct app *app, struct http_request *req)
+{
+    if (!app->console_enabled) {
+        api_console_error(req, 404, "console_off",
+                          "the console is off: set ORDERSYNC_ADMIN_TOKEN to turn it on", NULL, 0);
+        return;
+    }
+    struct api_console_caller who;
+    uint64_t wait_ms;
+    switch (api_console_identify(app, req, &who, &wait_ms)) {
+    case API_CONSOLE_AUTH_THROTTLED: {
+        char ra[24];
+        struct http_header h = api_console_retry_after(wait_ms, ra);
+        api_console_error(
+            req, 429, "too_many_attempts",
+            "too many wrong tokens from this address: try again after Retry-After seconds", &h, 1);
+        return;
+    }
+    case API_CONSOLE_AUTH_NONE: {
+        /* a cookie that came with it says why, for the page to tell the operator */
+        const char *why = http_request_header(req, "authorization")
+                              ? NULL
+                              : api_console_session_problem(app, req);
+        struct http_header h = {"WWW-Authenticate", "Bearer realm=\"ordersync console\""};
+        api_console_error(
+            req, 401,
+            why == NULL                   ? "unauthorized"
+            : strcmp(why, "expired") == 0 ? "session_expired"
+                                          : "session_invalid",
+            why == NULL ? "send Authorization: Bearer <ORDERSYNC_ADMIN_TOKEN>, or log in at "
+                          "/console"
+            : strcmp(why, "expired") == 0
+                ? "your session expired: log in again"
+                : "your session is no longer valid (logged out, revoked, or the admin "
+                  "token changed): log in again",
+            &h, 1);
+        return;
+    }
+    case API_CONSOLE_AUTH_OK:
+        break;
+    }
+    if (who.session)
+        api_console_session_alive(app, req, &who, serve_api);
+    else
+        serve_api(app, req, &who, NULL);
 }

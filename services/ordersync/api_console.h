@@ -27,7 +27,5 @@ void api_console_api(struct app *app, struct http_request *req);
    req with its document, or with the error it met. */
 void api_console_run(struct app *app, struct http_request *req, enum console_query q,
                      const char *const *params);
-/* Answers req with a console API error (the console's headers, {"error": ...}). */
-void api_console_error(struct http_request *req, int status, const char *error, const char *detail);
 
 #endif

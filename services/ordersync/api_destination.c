@@ -16,6 +16,7 @@
 #include <jansson.h>
 
 #include "api_console.h"
+#include "api_console_internal.h"
 #include "console_auth.h"
 #include "log.h"
 #include "relay_test_event.h"
@@ -49,7 +50,7 @@ static void on_test_answer(const struct relay_test_event_result *res, void *data
     struct test_ctx *t = data;
     tests_in_flight--;
     if (res->aborted) {
-        api_console_error(t->req, 503, "stopping", "ordersync is stopping; try again");
+        api_console_error(t->req, 503, "stopping", "ordersync is stopping; try again", NULL, 0);
         free(t);
         return;
     }
@@ -70,26 +71,28 @@ static void send_test(struct app *app, struct http_request *req, const char *id,
 {
     const struct dest *d = destinations_find(app->dests, id);
     if (d == NULL || !d->present) {
-        api_console_error(req, 404, "not_found", "no such destination (or it cannot be sent to)");
+        api_console_error(req, 404, "not_found", "no such destination (or it cannot be sent to)",
+                          NULL, 0);
         return;
     }
     if (!d->set.push) {
         api_console_error(req, 409, "not_push",
-                          "a poll destination reads its feed: there is nothing to send it");
+                          "a poll destination reads its feed: there is nothing to send it", NULL,
+                          0);
         return;
     }
     if (tests_in_flight >= MAX_TESTS) {
-        api_console_error(req, 429, "busy", "too many test events in flight; try again");
+        api_console_error(req, 429, "busy", "too many test events in flight; try again", NULL, 0);
         return;
     }
     if (app->test_http == NULL &&
         http_client_new(app->loop, "ordersync", TEST_CONNECTIONS, &app->test_http) < 0) {
-        api_console_error(req, 500, "internal_error", "could not start an HTTP client");
+        api_console_error(req, 500, "internal_error", "could not start an HTTP client", NULL, 0);
         return;
     }
     struct test_ctx *t = calloc(1, sizeof(*t));
     if (t == NULL) {
-        api_console_error(req, 500, "internal_error", "out of memory");
+        api_console_error(req, 500, "internal_error", "out of memory", NULL, 0);
         return;
     }
     t->app = app;
@@ -101,7 +104,8 @@ static void send_test(struct app *app, struct http_request *req, const char *id,
         api_console_error(req, rc == -EINVAL ? 409 : 500,
                           rc == -EINVAL ? "not_deliverable" : "internal_error",
                           rc == -EINVAL ? "the destination has no URL or secret it can be sent with"
-                                        : "could not send the test event");
+                                        : "could not send the test event",
+                          NULL, 0);
         return;
     }
     tests_in_flight++;
@@ -114,7 +118,7 @@ void api_destination_post(struct app *app, struct http_request *req, const char 
     const char *action = slash + 1;
     char id[64];
     if (!is_name(rest, (size_t)(slash - rest))) {
-        api_console_error(req, 404, "not_found", "no such destination");
+        api_console_error(req, 404, "not_found", "no such destination", NULL, 0);
         return;
     }
     snprintf(id, sizeof(id), "%.*s", (int)(slash - rest), rest);
@@ -124,11 +128,11 @@ void api_destination_post(struct app *app, struct http_request *req, const char 
     if (len > 0) {
         const char *ctype = http_request_header(req, "content-type");
         if (ctype == NULL || strncasecmp(ctype, "application/json", 16) != 0) {
-            api_console_error(req, 415, "unsupported_media_type", "send application/json");
+            api_console_error(req, 415, "unsupported_media_type", "send application/json", NULL, 0);
             goto done;
         }
         if (!json_is_object(doc)) {
-            api_console_error(req, 400, "bad_request", "the body is not a JSON object");
+            api_console_error(req, 400, "bad_request", "the body is not a JSON object", NULL, 0);
             goto done;
         }
     }
@@ -153,7 +157,8 @@ void api_destination_post(struct app *app, struct http_request *req, const char 
         if (since == NULL || until == NULL || strlen(since) > 64 || strlen(until) > 64 ||
             (preview != NULL && !json_is_boolean(preview))) {
             api_console_error(req, 400, "bad_request",
-                              "send {\"since\": time, \"until\": time, \"preview\": false}");
+                              "send {\"since\": time, \"until\": time, \"preview\": false}", NULL,
+                              0);
             goto done;
         }
         const char *p[] = {id, since, until, actor, json_is_true(preview) ? "true" : "false"};
@@ -163,14 +168,15 @@ void api_destination_post(struct app *app, struct http_request *req, const char 
         if (!json_is_null(f) && (!json_is_string(f) || json_string_length(f) > 4096)) {
             api_console_error(req, 400, "bad_request",
                               "send {\"filter\": a jsonpath predicate (at most 4096 bytes), or "
-                              "null for none}");
+                              "null for none}",
+                              NULL, 0);
             goto done;
         }
         const char *p[] = {id, json_string_value(f), actor};
         api_console_run(app, req, CONSOLE_DEST_FILTER, p);
     } else {
         api_console_error(req, 404, "not_found",
-                          "no such action: pause, resume, test, replay or filter");
+                          "no such action: pause, resume, test, replay or filter", NULL, 0);
     }
 done:
     json_decref(doc);

@@ -33,6 +33,15 @@ static const struct setting rows[] = {
         "ORDERSYNC_ADMIN_TOKEN", NULL, SETTING_STRING, NULL, 0, 0, F(admin_token),
         "turns on the operator console at /console on the admin listener: its bearer token and"
         " login password, at least 16 characters (unset: the console is off)"),
+    SETTING_ROW("ORDERSYNC_ADMIN_HOSTS", NULL, SETTING_STRING, NULL, 0, 0, F(admin_hosts),
+                "comma-separated host names the admin listener answers besides localhost and IP"
+                " addresses (Host header; others get 421: DNS rebinding)"),
+    SETTING_ROW("ORDERSYNC_CONSOLE_SECURE", NULL, SETTING_BOOL, "0", 0, 1, F(console_secure),
+                "console cookies are Secure and named __Host-... whatever the request says (set"
+                " it when the console is reached over HTTPS)"),
+    SETTING_ROW("ORDERSYNC_CONSOLE_IDLE_TIMEOUT_S", NULL, SETTING_INT, "1800", 1, 43200,
+                F(console_idle_timeout_s),
+                "a console session unused this long ends (besides its 12-hour limit)"),
     SETTING_ROW("ORDERSYNC_MIGRATE_ON_START", NULL, SETTING_BOOL, "0", 0, 1, F(migrate_on_start),
                 "apply pending migrations at start instead of refusing to run"),
     SETTING_ROW("ORDERSYNC_MIGRATE_LOCK_TIMEOUT_MS", NULL, SETTING_INT, "500", 10, 600000,
@@ -88,6 +97,14 @@ static const struct setting rows[] = {
                 "most events read from a stream, or deliveries claimed, in one query"),
     SETTING_ROW("ORDERSYNC_SWEEP_INTERVAL_S", NULL, SETTING_INT, "30", 1, 3600, F(sweep_interval_s),
                 "how often expired leases and due retries are looked for without a wake-up"),
+    SETTING_ROW(
+        "ORDERSYNC_ALERT_DESTINATION", NULL, SETTING_STRING, NULL, 0, 0, F(alert_destination),
+        "id of a push destination that receives operational alerts (destination.disabled,"
+        " .blocked, .breaker_opened, .recovered; README: Operational alerts) as signed events,"
+        " retried like any (unset: no alerts)"),
+    SETTING_ROW("ORDERSYNC_ALERT_INTERVAL_S", NULL, SETTING_INT, "300", 0, 604800,
+                F(alert_interval_s),
+                "at most one alert of each kind about each destination in this many seconds"),
     SETTING_ROW(
         "ORDERSYNC_RETENTION", NULL, SETTING_STRING, "30 days", 0, 0, F(retention),
         "events, webhooks received and delivery records are kept this long (a PostgreSQL interval),"

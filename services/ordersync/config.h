@@ -20,6 +20,9 @@ struct config {
     struct settings_addr listen;
     struct settings_addr admin_listen; /* /healthz, /readyz, /metrics outside the connection cap */
     char *admin_token;                 /* opens the console (NULL: the console is off) */
+    char *admin_hosts;                 /* Host names the admin listener answers, besides its own */
+    bool console_secure;               /* Secure + __Host- cookies whatever the request says */
+    int64_t console_idle_timeout_s;    /* a session unused this long ends */
     bool migrate_on_start;
     int64_t migrate_lock_timeout_ms;
     int64_t migrate_retries;
@@ -41,6 +44,8 @@ struct config {
     int64_t lease_s;
     int64_t claim_batch;
     int64_t sweep_interval_s;
+    char *alert_destination; /* NULL: no operational alerts */
+    int64_t alert_interval_s;
     char *retention;
     char *partition_interval;
     char *instance;

@@ -275,9 +275,20 @@ static const char skip_matching_sql[] =
     " actor => $5::text, preview => $6::boolean), 'preview', CASE WHEN $6::boolean THEN true END)) "
     "AS doc";
 
-/* A URL shows scheme, host and path: credentials may hide in its user part or query. */
+/*
+ * A URL shows its scheme, host and port, nothing else: credentials hide in
+ * the user part and the query, and in the path too (Slack's and Zapier's
+ * webhook URLs are secrets from end to end: hooks.slack.com/services/T../B../
+ * <key>). A value whose host is not plainly a host name or an IP address
+ * (a malformed URL could put part of a password there) shows nothing.
+ */
+#define URL_AUTHORITY                                                                              \
+    "([A-Za-z][A-Za-z0-9+.-]*://)([^/?#]*@)?([A-Za-z0-9._~-]+|\\[[0-9A-Fa-f:.]+\\])(:[0-9]{1,5})?"
 #define URL_SHOWN(col)                                                                             \
-    "regexp_replace(" col ", '^([A-Za-z][A-Za-z0-9+.-]*://)([^/@?#]*@)?([^?#]*).*$', '\\1\\3')"
+    "CASE WHEN " col " ~ '^" URL_AUTHORITY "([/?#]|$)' THEN regexp_replace(" col                   \
+    ", '^" URL_AUTHORITY ".*$', '\\1\\3\\4') END"
+/* Was anything hidden: more than scheme://host[:port][/]? */
+#define URL_REDACTED(col) "(" col " !~ '^[A-Za-z][A-Za-z0-9+.-]*://[^/?#@]*/?$')"
 
 static const char sources_sql[] =
     "SELECT coalesce(json_agg(json_build_object("
@@ -286,22 +297,25 @@ static const char sources_sql[] =
     " 'secret_changed_at', s.secret_changed_at, 'tolerance_s', s.tolerance_s,"
     " 'poll_url', " URL_SHOWN(
         "s.poll_url") ","
-                      " 'poll_url_redacted', s.poll_url ~ '[?#@]',"
-                      " 'poll_interval', s.poll_interval::text, 'poll_auth_set', "
-                      "s.poll_auth_header IS NOT NULL,"
-                      " 'reconcile_interval', s.reconcile_interval::text,"
-                      " 'created_at', s.created_at, 'updated_at', s.updated_at,"
-                      " 'polls', p.polls, 'poll_errors', p.errors, 'last_poll_at', p.last_poll_at,"
-                      " 'last_success_at', p.last_success_at, 'last_error', left(p.last_error, "
-                      "300))"
-                      " ORDER BY s.id), '[]') AS doc"
-                      "  FROM sources s LEFT JOIN source_polls p ON p.source_id = s.id";
+                      " 'poll_url_redacted', " URL_REDACTED(
+                          "s.poll_url") ","
+                                        " 'poll_interval', s.poll_interval::text, 'poll_auth_set', "
+                                        "s.poll_auth_header IS NOT NULL,"
+                                        " 'reconcile_interval', s.reconcile_interval::text,"
+                                        " 'created_at', s.created_at, 'updated_at', s.updated_at,"
+                                        " 'polls', p.polls, 'poll_errors', p.errors, "
+                                        "'last_poll_at', p.last_poll_at,"
+                                        " 'last_success_at', p.last_success_at, 'last_error', "
+                                        "left(p.last_error, 300))"
+                                        " ORDER BY s.id), '[]') AS doc"
+                                        "  FROM sources s LEFT JOIN source_polls p ON p.source_id "
+                                        "= s.id";
 
 static const char destinations_sql_text[] =
     "SELECT coalesce(json_agg(json_build_object("
     " 'id', d.id, 'mode', d.mode, 'enabled', d.enabled, 'disabled_reason', d.disabled_reason,"
-    " 'url', " URL_SHOWN(
-        "d.url") ", 'url_redacted', d.url ~ '[?#@]',"
+    " 'url', " URL_SHOWN("d.url") ", 'url_redacted', " URL_REDACTED(
+        "d.url") ","
                  " 'secret_set', d.secret IS NOT NULL, 'rotating', d.previous_secret IS NOT NULL,"
                  " 'secret_changed_at', d.secret_changed_at, 'feed_token_set', d.feed_token IS NOT "
                  "NULL,"
@@ -325,6 +339,36 @@ static const char destinations_sql_text[] =
                  " 'created_at', d.created_at, 'updated_at', d.updated_at) ORDER BY d.id), '[]') "
                  "AS doc"
                  "  FROM destinations d";
+
+/*
+ * Console sessions (migration 014): a login's row, its use, its logout.
+ * $1 = the cookie's nonce, $2 = operator, $3 = expiry (Unix seconds, as in
+ * the cookie), $4 = the client's address. Each login also deletes the rows
+ * whose cookie has expired, so the table keeps about 12 hours of logins.
+ */
+static const char session_start_sql[] =
+    "WITH gone AS (DELETE FROM console_sessions WHERE expires_at < now())"
+    " INSERT INTO console_sessions (id, operator, peer, expires_at)"
+    " VALUES ($1, $2, $3, to_timestamp($4::bigint))"
+    " RETURNING json_build_object('id', id) AS doc";
+
+/*
+ * $1 = nonce, $2 = idle timeout (s). One row: "alive" (and this use counts),
+ * else whether the session was ended (logout) or is not known at all (made
+ * before migration 014, or pruned): the rest idled out or expired.
+ */
+static const char session_touch_sql[] =
+    "WITH u AS (UPDATE console_sessions SET last_seen_at = now()"
+    "  WHERE id = $1 AND ended_at IS NULL AND expires_at > now()"
+    "    AND last_seen_at > now() - make_interval(secs => $2::integer) RETURNING id)"
+    " SELECT json_build_object('alive', EXISTS (SELECT 1 FROM u),"
+    "  'known', s.id IS NOT NULL, 'ended', s.ended_at IS NOT NULL) AS doc"
+    "  FROM (SELECT 1) one LEFT JOIN console_sessions s ON s.id = $1";
+
+/* $1 = nonce */
+static const char session_end_sql[] =
+    "UPDATE console_sessions SET ended_at = coalesce(ended_at, now()) WHERE id = $1"
+    " RETURNING json_build_object('ended_at', ended_at) AS doc";
 
 /* An operator's actions on a destination as a whole (016_filters_actions.sql). */
 static const char dest_pause_sql[] =
@@ -363,6 +407,9 @@ static const struct console_stmt stmts[CONSOLE_QUERY_COUNT] = {
     [CONSOLE_SKIP_MATCHING] = {{"console_skip_matching", skip_matching_sql}, 6},
     [CONSOLE_SOURCES] = {{"console_sources", sources_sql}, 0},
     [CONSOLE_DESTINATIONS] = {{"console_destinations", destinations_sql_text}, 0},
+    [CONSOLE_SESSION_START] = {{"console_session_start", session_start_sql}, 4},
+    [CONSOLE_SESSION_TOUCH] = {{"console_session_touch", session_touch_sql}, 2},
+    [CONSOLE_SESSION_END] = {{"console_session_end", session_end_sql}, 1},
     [CONSOLE_DEST_PAUSE] = {{"console_dest_pause", dest_pause_sql}, 3},
     [CONSOLE_DEST_FILTER] = {{"console_dest_filter", dest_filter_sql}, 3},
     [CONSOLE_DEST_REPLAY] = {{"console_dest_replay", dest_replay_sql}, 5},

@@ -33,6 +33,9 @@ enum console_query {
     CONSOLE_SKIP_MATCHING,   /* (destination, since, until, states text[], actor) */
     CONSOLE_SOURCES,         /* () */
     CONSOLE_DESTINATIONS,    /* () */
+    CONSOLE_SESSION_START,   /* (nonce, operator, expires Unix s, peer): a login */
+    CONSOLE_SESSION_TOUCH,   /* (nonce, idle timeout s): {"alive", "known", "ended"} */
+    CONSOLE_SESSION_END,     /* (nonce): a logout */
     CONSOLE_DEST_PAUSE,      /* (destination, pause boolean, actor) */
     CONSOLE_DEST_FILTER,     /* (destination, filter text | NULL, actor) */
     CONSOLE_DEST_REPLAY,     /* (destination, since, until, actor, preview boolean) */

@@ -63,6 +63,23 @@ int console_auth_init(struct console_auth *a, const char *token)
     return 0;
 }
 
+const char *console_auth_token_weak(const char *token)
+{
+    size_t n = token ? strlen(token) : 0;
+    if (n < CONSOLE_AUTH_GOOD_TOKEN)
+        return "shorter than 24 characters";
+    bool seen[256] = {false};
+    unsigned distinct = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)token[i];
+        distinct += !seen[c];
+        seen[c] = true;
+    }
+    if (distinct < CONSOLE_AUTH_GOOD_DISTINCT)
+        return "fewer than 10 distinct characters";
+    return NULL;
+}
+
 bool console_auth_token_ok(const struct console_auth *a, const char *given, size_t len)
 {
     /* digests have one length: the comparison takes the same time for any input */
@@ -172,6 +189,7 @@ bool console_auth_session_check(const struct console_auth *a, const char *value,
         out->name[i] = (char)(hi * 16 + lo);
     }
     out->name[name_hex_len / 2] = '\0';
+    memcpy(out->id, nonce, 33);
     if (!console_auth_name_ok(out->name))
         return false;
     char msg[sizeof(csrf_label) + 32];

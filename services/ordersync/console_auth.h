@@ -7,10 +7,13 @@
  *   - API clients send it as `Authorization: Bearer <token>`;
  *   - a browser posts it once to the login form and gets a session cookie.
  * The cookie never holds the token: it is "v1.<expires>.<nonce>.<name>.<mac>",
- * signed with a key derived from the token (HMAC), so sessions survive a
- * restart, are shared by every instance with the same token, and all end
- * when the token changes. The operator's name rides in the signed cookie and
- * is recorded with every replay and skip.
+ * signed with a key derived from the token (HMAC), so no one can make one
+ * without the token, and all end when the token changes. The operator's name
+ * rides in the signed cookie and is recorded with every replay and skip.
+ * A signature alone cannot be taken back, so each session also has a row in
+ * console_sessions, keyed by its nonce (api_console.c, migration 014): logout
+ * ends it there, for every instance and across restarts, and the row's last
+ * use carries the idle timeout.
  * Cookie-authenticated requests that change something must carry the
  * session's CSRF token (an HMAC of its nonce), which only a page of the
  * console's own origin can read.
@@ -34,6 +37,16 @@
 #define CONSOLE_AUTH_CSRF_SIZE 65
 /* The cookie's name. */
 #define CONSOLE_AUTH_COOKIE "ordersync_console"
+/*
+ * Its name when it is Secure: a browser takes a "__Host-" cookie only from a
+ * secure origin, with Path=/ and no Domain, so neither a plain-HTTP
+ * neighbour nor a sibling subdomain can plant or shadow it.
+ */
+#define CONSOLE_AUTH_COOKIE_SECURE "__Host-ordersync_console"
+/* A token is called weak (a warning at start) below this length... */
+#define CONSOLE_AUTH_GOOD_TOKEN 24
+/* ...or with fewer distinct characters than this. */
+#define CONSOLE_AUTH_GOOD_DISTINCT 10
 
 struct console_auth {
     unsigned char token_digest[32]; /* SHA-256 of the token: compared, never the token */
@@ -41,6 +54,7 @@ struct console_auth {
 };
 
 struct console_session {
+    char id[33]; /* the nonce, in hex: the session's row in console_sessions */
     char name[CONSOLE_AUTH_MAX_NAME + 1];
     char csrf[CONSOLE_AUTH_CSRF_SIZE];
     time_t expires;
@@ -49,6 +63,12 @@ struct console_session {
 /* Derives the keys from `token` (borrowed). Returns 0, or -EINVAL when it is too short. */
 int console_auth_init(struct console_auth *a, const char *token)
     __attribute__((warn_unused_result));
+/*
+ * Why `token` (borrowed) looks guessable, or NULL when it does not: shorter
+ * than CONSOLE_AUTH_GOOD_TOKEN, or fewer than CONSOLE_AUTH_GOOD_DISTINCT
+ * distinct characters ("aaaa...", "abababab..."). A static string.
+ */
+const char *console_auth_token_weak(const char *token);
 /* Is `given` the token? Constant time, whatever the lengths. */
 bool console_auth_token_ok(const struct console_auth *a, const char *given, size_t len);
 /* Is `name` an acceptable operator name? */

@@ -12,6 +12,7 @@
 #include <strings.h>
 
 #include "db.h"
+#include "ed25519.h"
 #include "log.h"
 
 struct destinations {
@@ -34,6 +35,7 @@ const char destinations_sql[] =
     " (SELECT array_agg(s.event_type ORDER BY s.event_type) FROM subscriptions s"
     "   WHERE s.destination_id = d.id)::text AS types,"
     " d.headers::text AS headers, d.rate_limit_per_s::float8 AS rate_limit_per_s,"
+    " d.signing_key, d.previous_signing_key,"
     " d.filter::text AS filter, d.paused_at IS NOT NULL AS held"
     " FROM destinations d ORDER BY d.id";
 
@@ -59,6 +61,8 @@ enum col {
     C_TYPES,
     C_HEADERS,
     C_RATE_LIMIT,
+    C_SIGNING_KEY,
+    C_PREV_SIGNING_KEY,
     C_FILTER,
     C_HELD,
     N_COLS
@@ -85,6 +89,8 @@ static const char *const col_names[N_COLS] = {"id",
                                               "types",
                                               "headers",
                                               "rate_limit_per_s",
+                                              "signing_key",
+                                              "previous_signing_key",
                                               "filter",
                                               "held"};
 
@@ -101,6 +107,8 @@ static void dest_settings_free(struct dest_settings *set)
     free(set->feed_token);
     free(set->types);
     free(set->headers);
+    ed25519_signer_free(&set->signer);
+    ed25519_signer_free(&set->prev_signer);
     free(set->filter);
     *set = (struct dest_settings){0};
 }
@@ -272,8 +280,23 @@ done:
     return rc;
 }
 
+/*
+ * A signing key column into a signer (NULL when the column is). Returns 0,
+ * -ENOMEM, or -EINVAL with the reason in *why (the key itself is never
+ * logged: it is a secret).
+ */
+static int parse_key(const PGresult *res, int row, int col, struct ed25519_signer **out,
+                     const char **why)
+{
+    *out = NULL;
+    if (PQgetisnull(res, row, col))
+        return 0;
+    return ed25519_signer_new(PQgetvalue(res, row, col), out, why);
+}
+
 /* Fills `n` (zeroed) from one row; its strings are new allocations. */
-static int parse_row(const PGresult *res, int row, const int *c, struct dest_settings *n)
+static int parse_row(const PGresult *res, int row, const int *c, struct dest_settings *n,
+                     const char **key_why)
 {
     bool oom = false;
     n->push = PQgetvalue(res, row, c[C_PUSH])[0] == 't';
@@ -288,6 +311,15 @@ static int parse_row(const PGresult *res, int row, const int *c, struct dest_set
     if (hrc == -ENOMEM)
         oom = true;
     n->headers_bad = hrc == -EINVAL;
+    *key_why = NULL;
+    const char *why2 = NULL;
+    int k1 = parse_key(res, row, c[C_SIGNING_KEY], &n->signer, key_why);
+    int k2 = parse_key(res, row, c[C_PREV_SIGNING_KEY], &n->prev_signer, &why2);
+    if (k1 == -ENOMEM || k2 == -ENOMEM)
+        oom = true;
+    n->keys_bad = k1 == -EINVAL || k2 == -EINVAL;
+    if (*key_why == NULL)
+        *key_why = why2;
     if (oom) {
         dest_settings_free(n);
         return -ENOMEM;
@@ -344,17 +376,21 @@ static bool settings_differ(const struct dest_settings *a, const struct dest_set
 {
     return a->push != b->push || a->enabled != b->enabled || !same_str(a->url, b->url) ||
            !same_str(a->secret, b->secret) || !same_str(a->prev_secret, b->prev_secret) ||
+           !ed25519_signer_same(a->signer, b->signer) ||
+           !ed25519_signer_same(a->prev_signer, b->prev_signer) || a->keys_bad != b->keys_bad ||
            !same_str(a->feed_token, b->feed_token) || !same_str(a->types, b->types) ||
            !same_str(a->filter, b->filter) || a->timeout_ms != b->timeout_ms ||
            a->max_in_flight != b->max_in_flight || a->dead_blocks != b->dead_blocks ||
            policy_differs(&a->policy, &b->policy);
 }
 
-/* A push destination without a URL or secret, or with headers we refuse to
-   send, cannot be delivered to: it counts as absent. */
+/* A push destination without a URL, or with neither a secret nor a signing
+   key, or with headers or keys we refuse, cannot be delivered to: it counts
+   as absent. */
 static bool usable(const struct dest_settings *set)
 {
-    return !set->push || (set->url != NULL && set->secret != NULL && !set->headers_bad);
+    return !set->push || (set->url != NULL && (set->secret != NULL || set->signer != NULL) &&
+                          !set->headers_bad && !set->keys_bad);
 }
 
 int destinations_load(struct destinations *ds, const PGresult *res)
@@ -379,7 +415,8 @@ int destinations_load(struct destinations *ds, const PGresult *res)
             ds->head = d;
         }
         struct dest_settings n = {0};
-        if (parse_row(res, row, c, &n) < 0) {
+        const char *key_why = NULL;
+        if (parse_row(res, row, c, &n, &key_why) < 0) {
             /* keep the old settings rather than lose the destination (a new
                entry has none yet: disabled until a reload loads it) */
             d->present = usable(&d->set);
@@ -392,6 +429,10 @@ int destinations_load(struct destinations *ds, const PGresult *res)
             log_error("destination headers refused; nothing is sent to it until they are fixed",
                       json_pack("{s:s,s:s}", "destination", d->id, "hint",
                                 "see destination_options_check() for the rules"));
+        if (n.keys_bad && !d->set.keys_bad)
+            log_error("destination signing key refused; nothing is sent to it until it is fixed",
+                      json_pack("{s:s,s:s,s:s}", "destination", d->id, "detail", key_why, "hint",
+                                "ordersync keygen makes a key"));
         dest_settings_free(&d->set);
         d->set = n;
         d->present = usable(&d->set);

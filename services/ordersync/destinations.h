@@ -16,7 +16,9 @@
  * vanished from the table is marked !present.
  *
  * Extra headers (destinations.headers) are secrets: they are kept only as
- * the request lines the relay sends, and never logged.
+ * the request lines the relay sends, and never logged. Signing keys
+ * (signing_key, previous_signing_key) are kept only as parsed signers
+ * (lib/ed25519.h), never as text.
  */
 #ifndef OS_DESTINATIONS_H
 #define OS_DESTINATIONS_H
@@ -28,12 +30,17 @@
 
 #include "relay_policy.h"
 
+struct ed25519_signer;
+
 /* A destination's row as loaded. The strings and `headers` are owned by the record. */
 struct dest_settings {
     bool enabled;
-    bool push; /* mode 'push' (else 'poll': read through a feed) */
-    char *url; /* push; NULL otherwise */
-    char *secret, *prev_secret;
+    bool push;                  /* mode 'push' (else 'poll': read through a feed) */
+    char *url;                  /* push; NULL otherwise */
+    char *secret, *prev_secret; /* NULL: no v1 (HMAC) signature */
+    /* signing_key / previous_signing_key, parsed once per load: NULL when unset (no v1a) */
+    struct ed25519_signer *signer, *prev_signer;
+    bool keys_bad;    /* a signing key we refuse (logged): not delivered to */
     char *feed_token; /* poll; NULL otherwise */
     /* the event types it takes as a text[] literal ("{order.created,...}"), NULL: every type */
     char *types;
@@ -55,7 +62,8 @@ struct dest_settings {
 struct dest {
     struct dest *next;
     char *id;
-    bool present; /* still in the table (and, for push, deliverable: url, secret, headers) */
+    bool present; /* still in the table (and, for push, deliverable: url, a secret or a
+                     signing key, headers and keys we accept) */
     struct dest_settings set;
     /* bumped by every reload that changed the settings a relay window is made with
        (all but headers and the rate limit, which are read at each request) */

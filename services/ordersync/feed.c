@@ -15,10 +15,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <openssl/crypto.h>
-
 #include "buf.h"
 #include "db.h"
+#include "feed_token.h"
 #include "list.h"
 #include "log.h"
 #include "metrics.h"
@@ -205,9 +204,8 @@ void feed_read(struct feed *f, const struct feed_request *rq, feed_done_fn done,
              "an Authorization: Bearer <token> header is required");
         return;
     }
-    size_t tl = strlen(rq->bearer);
-    if (d->set.feed_token == NULL || tl != strlen(d->set.feed_token) ||
-        CRYPTO_memcmp(rq->bearer, d->set.feed_token, tl) != 0) {
+    /* the row holds the token's SHA-256: digests compared in constant time */
+    if (!feed_token_matches(d->set.feed_token, rq->bearer, strlen(rq->bearer))) {
         done(ctx, FEED_FORBIDDEN, NULL, 0, "this token does not grant access to this feed");
         return;
     }
@@ -234,6 +232,16 @@ void feed_read(struct feed *f, const struct feed_request *rq, feed_done_fn done,
         r->deadline = 0;
     }
     query(r);
+}
+
+bool feed_ready(const struct feed *f)
+{
+    if (f == NULL || !destinations_loaded(f->dests))
+        return false;
+    for (const struct dest *d = destinations_first(f->dests); d != NULL; d = d->next)
+        if (d->present && !d->set.push && d->set.enabled)
+            return db_is_ready(f->db);
+    return true; /* no feed to read: its connection is not needed */
 }
 
 static void on_ready(struct db *db, void *data)

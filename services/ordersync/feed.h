@@ -60,6 +60,12 @@ typedef bool (*feed_gone_fn)(void *ctx);
  */
 int feed_new(uv_loop_t *loop, const char *conninfo, const struct destinations *dests,
              struct feed **out) __attribute__((warn_unused_result));
+/*
+ * Can a feed be read now? The destinations are loaded and, when some
+ * destination is read through a feed (mode 'poll', enabled), the feed's
+ * connection is up. False for NULL (the feed is gone: stopping). /readyz asks.
+ */
+bool feed_ready(const struct feed *f);
 /* Reads a feed; `done` runs exactly once, now or later (never after feed_free returned). */
 void feed_read(struct feed *f, const struct feed_request *rq, feed_done_fn done, feed_gone_fn gone,
                void *ctx);

@@ -21,6 +21,7 @@
 #include <libpq-fe.h>
 
 #include "cli_destination.h"
+#include "signing_keys.h"
 #include "config.h"
 #include "conninfo.h"
 #include "log.h"
@@ -71,6 +72,8 @@ static void usage(FILE *out)
                  "                        [--until TIME] [--all]\n"
                  "       ordersync skip [--destination ID] [--order ID] [--since TIME]\n"
                  "                      [--until TIME] [--blocked] [--pending]\n"
+                 "       ordersync keygen\n"
+                 "       ordersync destination-key ID\n"
                  "       ordersync destination pause|resume|test ID\n"
                  "       ordersync destination replay ID --since TIME --until TIME [--preview]\n"
                  "       ordersync destination filter ID JSONPATH|--none\n"
@@ -448,13 +451,21 @@ int main(int argc, char **argv)
         config_print(stdout, argc == 3);
         return 0;
     }
+    if (strcmp(cmd, "keygen") == 0) {
+        /* needs no database and no settings: a key can be made anywhere */
+        if (argc > 2)
+            return usage_error("keygen", "unknown option %s", argv[2]);
+        return signing_keys_keygen(stdout);
+    }
     bool known = strcmp(cmd, "serve") == 0 || strcmp(cmd, "migrate") == 0 ||
                  strcmp(cmd, "replay") == 0 || strcmp(cmd, "skip") == 0 ||
-                 strcmp(cmd, "destination") == 0;
+                 strcmp(cmd, "destination-key") == 0 || strcmp(cmd, "destination") == 0;
     if (!known)
         return usage_error(NULL, "'%s' is not an ordersync command", cmd);
     if (strcmp(cmd, "serve") == 0 && argc > 2)
         return usage_error("serve", "unknown option %s", argv[2]);
+    if (strcmp(cmd, "destination-key") == 0 && (argc != 3 || argv[2][0] == '-'))
+        return usage_error("destination-key", "%s", "usage: ordersync destination-key ID");
     if (strcmp(cmd, "destination") == 0) {
         int code = cli_destination_check(argc, argv);
         if (code >= 0)
@@ -483,6 +494,10 @@ int main(int argc, char **argv)
         rc = cmd_migrate(&cfg, argc, argv);
     } else if (strcmp(cmd, "replay") == 0 || strcmp(cmd, "skip") == 0) {
         rc = cmd_replay_skip(&cfg, strcmp(cmd, "skip") == 0, argc, argv);
+    } else if (strcmp(cmd, "destination-key") == 0) {
+        PGconn *conn = connect_blocking(&cfg);
+        rc = conn == NULL ? 1 : signing_keys_destination(conn, argv[2], stdout);
+        PQfinish(conn);
     } else if (strcmp(cmd, "destination") == 0) {
         rc = cmd_destination(&cfg, argc, argv);
     } else {

@@ -37,7 +37,7 @@ static const struct db_stmt stmts[] = {
     {"sweep", relay_sql_sweep},     {"release_own", sql_release_own},
     {"leave", sql_leave},           {"pause", relay_sql_pause},
     {"resume", relay_sql_resume},   {"disable", relay_sql_disable},
-    {"limited", relay_sql_limited},
+    {"limited", relay_sql_limited}, {"alert", relay_sql_alert},
 };
 
 /* The read connection's one statement (relay_read.c). */
@@ -241,10 +241,15 @@ int relay_new(uv_loop_t *loop, const struct relay_config *cfg, struct destinatio
     r->dests = dests;
     r->instance = strdup(cfg->instance ? cfg->instance : "ordersync");
     r->conninfo = cfg->conninfo ? strdup(cfg->conninfo) : NULL;
-    if (r->instance == NULL || (cfg->conninfo != NULL && r->conninfo == NULL))
+    /* set but empty: no alerts, as when unset */
+    bool alerts = cfg->alert_destination != NULL && cfg->alert_destination[0] != '\0';
+    r->alert_dest = alerts ? strdup(cfg->alert_destination) : NULL;
+    if (r->instance == NULL || (cfg->conninfo != NULL && r->conninfo == NULL) ||
+        (alerts && r->alert_dest == NULL))
         goto fail;
     r->cfg.instance = r->instance;
     r->cfg.conninfo = r->conninfo;
+    r->cfg.alert_destination = r->alert_dest;
     char ua[64];
     snprintf(ua, sizeof(ua), "ordersync/%s", ORDERSYNC_VERSION);
     if (http_client_new(loop, ua, 1024, &r->http) < 0)
@@ -283,6 +288,7 @@ fail:
     relay_core_free(r);
     free(r->instance);
     free(r->conninfo);
+    free(r->alert_dest);
     free(r);
     return -ENOMEM;
 }
@@ -308,6 +314,11 @@ void relay_reload(struct relay *r)
 void relay_rows_changed(struct relay *r)
 {
     relay_claim(r);
+}
+
+bool relay_ready(const struct relay *r)
+{
+    return relay_running(r) && r->acquired && db_is_ready(r->db) && db_is_ready(r->db_read);
 }
 
 unsigned relay_busy(const struct relay *r)
@@ -388,6 +399,7 @@ static void on_handle_closed(uv_handle_t *h)
     relay_core_free(r);
     free(r->instance);
     free(r->conninfo);
+    free(r->alert_dest);
     free(r);
 }
 

@@ -37,6 +37,8 @@ struct relay_config {
     unsigned lease_s;
     unsigned claim_batch;
     unsigned sweep_interval_s;
+    const char *alert_destination; /* NULL: no operational alerts (relay_alert.c) */
+    unsigned alert_interval_s;
 };
 
 /*
@@ -52,6 +54,12 @@ void relay_wake(struct relay *r);
 void relay_rows_changed(struct relay *r);
 /* The destinations were reloaded: take or let go of streams accordingly. */
 void relay_reload(struct relay *r);
+/*
+ * Can it deliver? Running, both its database connections up, and it has
+ * taken its share of the streams (an acquire answered, which it sends only
+ * once the destinations are loaded) at least once. /readyz asks.
+ */
+bool relay_ready(const struct relay *r);
 /* Deliveries in flight plus results not yet written. */
 unsigned relay_busy(const struct relay *r);
 /*

@@ -190,6 +190,10 @@ static int add_streams(struct relay *r, struct buf *doc, unsigned *n_streams, bo
         int64_t to = relay_window_len(&s->win) == 0 ? s->read_pos
                                                     : relay_window_at(&s->win, 0)->position - 1;
         if (x.rc < 0) {
+            /* the entries that left the window are in no statement: read them
+               again from the cursor, or the next completion would move the
+               cursor past them with no row (a failed event never retried) */
+            relay_stream_reset(r, s, s->cursor);
             rc = x.rc;
             break;
         }
@@ -205,7 +209,13 @@ static int add_streams(struct relay *r, struct buf *doc, unsigned *n_streams, bo
             rc = buf_printf(
                 doc, ",\"from\":%" PRId64 ",\"to\":%" PRId64 ",\"ok\":[%s],\"rows\":[%s]}",
                 s->cursor, to, x.ok.data ? x.ok.data : "", x.rows.data ? x.rows.data : "");
+        if (rc < 0) {
+            relay_stream_reset(r, s, s->cursor); /* as above */
+            break;
+        }
         relay_stream_set_state(s, STREAM_COMPLETING);
+        /* the taints of the rows just emitted are lifted with this statement only */
+        s->complete_batch = relay_window_seal(&s->win);
         s->complete_from = s->cursor;
         s->cursor = to;
         (*n_streams)++;
@@ -217,10 +227,8 @@ static int add_streams(struct relay *r, struct buf *doc, unsigned *n_streams, bo
 
 static void on_complete(PGresult *res, const char *err, void *data);
 
-void relay_complete_flush(struct relay *r)
+int relay_complete_build(struct relay *r, unsigned *n_streams_out, unsigned *n_results_out)
 {
-    if (r->complete != RELAY_CONV_IDLE || !db_is_ready(r->db))
-        return;
     struct buf *doc = &r->doc;
     buf_reset(doc);
     unsigned n_streams = 0;
@@ -253,11 +261,22 @@ void relay_complete_flush(struct relay *r)
         log_error("could not build delivery results; streams are read again",
                   json_pack("{s:i}", "errno", -rc));
         reset_completing(r, false);
-        return;
+        return rc;
     }
-    if (n_streams == 0 && n_results == 0)
-        return;
     r->complete_had_rows = n_results > 0 || rows_written;
+    *n_streams_out = n_streams;
+    *n_results_out = n_results;
+    return 0;
+}
+
+void relay_complete_flush(struct relay *r)
+{
+    if (r->complete != RELAY_CONV_IDLE || !db_is_ready(r->db))
+        return;
+    unsigned n_streams, n_results;
+    if (relay_complete_build(r, &n_streams, &n_results) < 0 || (n_streams == 0 && n_results == 0))
+        return;
+    struct buf *doc = &r->doc;
     const char *v[2] = {r->instance, doc->data};
     if (db_query(r->db, true, "complete", 2, v, on_complete, r) < 0) {
         reset_completing(r, false);
@@ -298,14 +317,13 @@ static void on_complete(PGresult *res, const char *err, void *data)
         struct stream *s = list_entry(n, struct stream, node);
         if (s->state != STREAM_COMPLETING)
             continue;
+        relay_stream_set_state(s, STREAM_IDLE);
         /* a read out now may have run before this commit, on the other
            connection: its answers count as held until it is back */
-        if (r->read != RELAY_CONV_IDLE) {
-            relay_stream_set_state(s, STREAM_UNTAINT_AFTER_READ);
-        } else {
-            relay_stream_set_state(s, STREAM_IDLE);
-            relay_window_untaint(&s->win);
-        }
+        if (r->read != RELAY_CONV_IDLE)
+            s->untaint_after_read = s->complete_batch;
+        else
+            relay_window_untaint(&s->win, s->complete_batch);
     }
     if (!relay_running(r)) {
         relay_check_stopped(r);

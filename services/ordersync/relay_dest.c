@@ -10,7 +10,8 @@
  * limit, the tightest wins), and here an answer's consequences for the
  * destination are applied and written to `destinations` (pause, resume,
  * disable after a 410) or `delivery_streams` (rate limited), fire and
- * forget: a failed write is logged, and the next answer writes again.
+ * forget: a failed write is logged, and the next answer writes again. The
+ * same changes raise operational alerts (relay_alert.c).
  *
  * The rate limit is one more bound on a destination's room: what it holds
  * back waits in the window, or as due rows nobody claims, until the rate
@@ -127,7 +128,9 @@ void relay_dest_free_all(struct relay *r)
     list_foreach_safe(n, tmp, &r->rdests)
     {
         list_remove(n);
-        free(list_entry(n, struct relay_dest, node));
+        struct relay_dest *rd = list_entry(n, struct relay_dest, node);
+        relay_signer_clear(&rd->signer);
+        free(rd);
     }
 }
 
@@ -201,13 +204,20 @@ uint64_t relay_dest_unpause_within(struct relay *r, uint64_t ms)
     return ms;
 }
 
+/*
+ * A claimed row's lease must outlive its request, with room to write the
+ * result: a destination's timeout plus a margin of 30 s, or of the lease
+ * itself when that is shorter (ORDERSYNC_LEASE_S is how soon work passes to
+ * another instance when its process dies; a shorter margin risks a duplicate,
+ * never a loss).
+ */
 unsigned relay_row_lease_s(struct relay *r)
 {
     unsigned lease = r->cfg.lease_s;
+    unsigned margin = lease < 30 ? lease : 30;
     for (struct dest *d = destinations_first(r->dests); d != NULL; d = d->next)
-        if (d->present && d->set.push && (unsigned)(d->set.timeout_ms / 1000) + 30 > lease)
-            lease =
-                (unsigned)(d->set.timeout_ms / 1000) + 30; /* a lease must outlive the request */
+        if (d->present && d->set.push && (unsigned)(d->set.timeout_ms / 1000) + margin > lease)
+            lease = (unsigned)(d->set.timeout_ms / 1000) + margin;
     return lease;
 }
 
@@ -283,6 +293,9 @@ static void disable_dest(struct relay *r, struct relay_dest *rd, int64_t positio
     log_warn("destination disabled",
              json_pack("{s:s,s:s}", "destination", rd->d->id, "reason", reason));
     dest_exec(r, "disable", 2, v);
+    relay_alert(r, rd, RELAY_ALERT_DISABLED,
+                json_pack("{s:s,s:i,s:I}", "reason", reason, "status", 410, "position",
+                          (json_int_t)position));
 }
 
 static void pause_dest(struct relay *r, struct relay_dest *rd)
@@ -297,6 +310,11 @@ static void pause_dest(struct relay *r, struct relay_dest *rd)
              json_pack("{s:s,s:i,s:f}", "destination", d->id, "consecutive_failures",
                        rd->breaker.failures, "pause_s", d->set.policy.breaker_pause_s));
     dest_exec(r, "pause", 3, v);
+    relay_alert(r, rd, RELAY_ALERT_BREAKER_OPENED,
+                json_pack("{s:s,s:i,s:i,s:f}", "reason", "consecutive failures",
+                          "consecutive_failures", rd->breaker.failures, "breaker_threshold",
+                          d->set.policy.breaker_threshold, "pause_s",
+                          d->set.policy.breaker_pause_s));
 }
 
 static void resume_dest(struct relay *r, struct relay_dest *rd)
@@ -318,4 +336,9 @@ void relay_dest_answered(struct relay *r, struct relay_dest *rd, const struct re
         pause_dest(r, rd);
     else if (bc == RELAY_BREAKER_RESUMED)
         resume_dest(r, rd);
+    /* the first delivery that goes through after an alert of trouble raised here */
+    if (dec->verdict == RELAY_DELIVERED && rd->troubled)
+        relay_alert(r, rd, RELAY_ALERT_RECOVERED,
+                    json_pack("{s:s,s:I}", "reason", "a delivery went through", "position",
+                              (json_int_t)position));
 }

@@ -28,11 +28,14 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <jansson.h>
 #include <uv.h>
 
 #include "buf.h"
 #include "db.h"
 #include "destinations.h"
+#include "ed25519.h"
+#include "hmac.h"
 #include "list.h"
 #include "relay.h"
 #include "relay_policy.h"
@@ -96,6 +99,13 @@ bool relay_conv_back(enum relay_conv *c);
  * flight point to it after their stream went), so that the feed, which reads
  * the same registry, never sees any of it.
  */
+/* A destination's secrets, keyed (lib/hmac) for as long as they do not change
+   (relay_sign.c). Zeroed = nothing keyed yet. */
+struct relay_signer {
+    char *secret, *prev_secret;         /* what key and prev_key were made from (copies) */
+    struct hmac_sha256 *key, *prev_key; /* prev_key: NULL without a previous secret */
+};
+
 struct relay_dest {
     struct list_node node; /* relay.rdests */
     struct dest *d;        /* borrowed: entries live as long as the registry */
@@ -113,6 +123,10 @@ struct relay_dest {
        (the statement that disables it in the table is on its way) */
     bool gone;
     uint64_t gone_generation;
+    struct relay_signer signer; /* its secrets, keyed */
+    /* an alert of trouble was raised from here: the next delivery that goes
+       through raises destination.recovered */
+    bool troubled;
     struct metric *m_delivered, *m_retry, *m_client_error, *m_dead, *m_gone, *m_attempts,
         *m_in_flight, *m_seconds, *m_lag, *m_paused, *m_filtered;
 };
@@ -166,11 +180,7 @@ unsigned relay_row_lease_s(struct relay *r);
 enum stream_state {
     STREAM_IDLE,       /* no statement about it is in flight */
     STREAM_COMPLETING, /* part of the completion in flight (from complete_from) */
-    /* its completion committed while a read was out on the other connection:
-       that read may have missed the rows written, so its taint lifts only
-       once the read is back (see relay_read.c) */
-    STREAM_UNTAINT_AFTER_READ,
-    STREAM_UNSURE, /* a statement about it failed: wait for the database's cursor */
+    STREAM_UNSURE,     /* a statement about it failed: wait for the database's cursor */
 };
 
 struct stream {
@@ -183,6 +193,15 @@ struct stream {
     uint64_t dest_gen; /* the destination settings the window was made with */
     enum stream_state state;
     int64_t complete_from;   /* STREAM_COMPLETING: the cursor before the statement */
+    uint64_t complete_batch; /* STREAM_COMPLETING: the window's batch of rows in it */
+    /*
+     * Its completion of this batch committed while a read was out on the
+     * other connection: that read may have missed the rows written, so the
+     * batch's taints are lifted only once the read is back (relay_read.c);
+     * 0: none. Not a state: the next completion may be sent meanwhile, and
+     * its own batch must stay tainted until it is back (relay_window.h).
+     */
+    uint64_t untaint_after_read;
     uint64_t lease_until_ms; /* loop ms: sending stops here unless a renewal comes back */
 };
 
@@ -269,13 +288,21 @@ void relay_job_set_outcome(struct job *j, enum job_result result, int status, in
 /* ---------------------------------------------------------------- the rest, file by file */
 
 /*
- * relay_sign.c: writes the whole "webhook-signature: <sig>[ <sig>]" line of
- * one delivery into out (out_size >= RELAY_SIGN_LINE_SIZE). Returns 0,
- * -EINVAL when a secret is not a valid whsec_ key, -ENOSPC, or -ENOMEM.
+ * relay_sign.c: the destination's signer (struct relay_signer, above).
  */
-#define RELAY_SIGN_LINE_SIZE (2 * VERIFY_STANDARD_SIG_SIZE + 32)
-int relay_sign_line(const struct dest_settings *set, const char *msg_id, int64_t timestamp,
-                    const char *body, size_t len, char *out, size_t out_size)
+/* Frees what sg holds and zeroes it (it can be used again). */
+void relay_signer_clear(struct relay_signer *sg);
+/*
+ * Writes the whole "webhook-signature: <sig>[ <sig>...]" line of one
+ * delivery into out (out_size >= RELAY_SIGN_LINE_SIZE): v1 with each secret,
+ * keying sg (borrowed; the destination's) first if they are not the ones it
+ * holds, then v1a with each signing key. Returns 0, -EINVAL when a secret is
+ * not a valid whsec_ key (or there is neither a secret nor a key), -ENOSPC,
+ * or -ENOMEM.
+ */
+#define RELAY_SIGN_LINE_SIZE (2 * VERIFY_STANDARD_SIG_SIZE + 2 * ED25519_SIG_SIZE + 32)
+int relay_sign_line(struct relay_signer *sg, const struct dest_settings *set, const char *msg_id,
+                    int64_t timestamp, const char *body, size_t len, char *out, size_t out_size)
     __attribute__((warn_unused_result));
 
 /* relay_send.c: starts what the stream's window lets go, within the destination's room. */
@@ -293,6 +320,15 @@ extern const char relay_sql_stream_read[];
 void relay_complete_add(struct relay *r, struct job *j);
 /* Writes everything settled since the last statement, if there is anything. */
 void relay_complete_flush(struct relay *r);
+/*
+ * The statement's document, in r->doc (flush's first half, apart for tests):
+ * every stream with settled events gets its part and goes COMPLETING, and the
+ * settled row jobs are freed into it. Returns 0 (with how many streams and
+ * results it holds) or a negative errno, when every stream it touched is
+ * read again from its cursor: nothing that left a window is lost.
+ */
+int relay_complete_build(struct relay *r, unsigned *n_streams, unsigned *n_results)
+    __attribute__((warn_unused_result));
 /* Is anything settled and not written yet? */
 bool relay_complete_pending(struct relay *r);
 void relay_on_check(uv_check_t *h);
@@ -311,6 +347,21 @@ void relay_acquire(struct relay *r);
 void relay_on_acquire_timer(uv_timer_t *t);
 extern const char relay_sql_acquire[];
 
+/*
+ * relay_alert.c: operational alerts (migration 015's alert_raise), fire and
+ * forget: the database rate-limits them and queues them as deliveries to the
+ * alert destination. `detail` (taken, may be NULL) holds the kind's fields.
+ */
+enum relay_alert_kind {
+    RELAY_ALERT_DISABLED,
+    RELAY_ALERT_BLOCKED,
+    RELAY_ALERT_BREAKER_OPENED,
+    RELAY_ALERT_RECOVERED,
+};
+void relay_alert(struct relay *r, struct relay_dest *rd, enum relay_alert_kind kind,
+                 json_t *detail);
+extern const char relay_sql_alert[];
+
 /* relay_dest.c */
 extern const char relay_sql_pause[], relay_sql_resume[], relay_sql_disable[], relay_sql_limited[];
 
@@ -323,6 +374,7 @@ struct relay {
     uv_loop_t *loop;
     struct relay_config cfg;
     char *conninfo, *instance;
+    char *alert_dest; /* ORDERSYNC_ALERT_DESTINATION, or NULL */
     enum relay_state state;
     struct destinations *dests; /* borrowed registry (settings) */
     struct list_node rdests;    /* struct relay_dest: runtime state per destination */
@@ -346,6 +398,7 @@ struct relay {
     /* relay_lease.c */
     uv_timer_t acquire_timer;
     uint64_t acquire_sent_ms; /* loop ms the acquire in flight was sent */
+    bool acquired;            /* an acquire was answered: it knows which streams it holds */
     struct buf acquire_ids;
     /* relay_complete.c */
     uv_check_t check;

@@ -75,6 +75,7 @@ static void on_acquired(PGresult *res, const char *err, void *data)
             log_warn("could not take streams", json_pack("{s:s}", "detail", err ? err : "?"));
         return;
     }
+    r->acquired = true;
     /* streams still ours stay; new ones start at the database's cursor */
     uint64_t until = r->acquire_sent_ms + (uint64_t)r->cfg.lease_s * LEASE_TRUST_PERMILLE;
     for (int row = 0; row < PQntuples(res); row++) {

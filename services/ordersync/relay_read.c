@@ -5,8 +5,9 @@
  * destinations. It runs on a connection of its own, so a long completion
  * never holds up the events a commit just made; the price is that a read
  * and a completion are no longer ordered, which the taint rule covers (see
- * relay_window.h): a completion's taint is lifted only once no read that
- * could have missed its rows is out (STREAM_UNTAINT_AFTER_READ).
+ * relay_window.h): a completion's taints are lifted only once no read that
+ * could have missed its rows is out (stream.untaint_after_read), and only
+ * that completion's: the next one may be on its way meanwhile.
  *
  * A destination's content filter (destinations.filter) is applied in the
  * read (stream_read_filtered in 016_filters_actions.sql): the events it
@@ -231,9 +232,9 @@ static void on_read(PGresult *res, const char *err, void *data)
     list_foreach(node, &r->streams)
     {
         struct stream *s = list_entry(node, struct stream, node);
-        if (s->state == STREAM_UNTAINT_AFTER_READ) {
-            relay_stream_set_state(s, STREAM_IDLE);
-            relay_window_untaint(&s->win);
+        if (s->untaint_after_read != 0) {
+            relay_window_untaint(&s->win, s->untaint_after_read);
+            s->untaint_after_read = 0;
         }
         relay_dispatch(r, s);
     }

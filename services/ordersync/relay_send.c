@@ -19,11 +19,10 @@
 #include <string.h>
 #include <time.h>
 
-#include <openssl/rand.h>
-
 #include "http_client.h"
 #include "log.h"
 #include "metrics.h"
+#include "prng.h"
 
 static double wall_now(void)
 {
@@ -34,9 +33,7 @@ static double wall_now(void)
 
 static double jitter(void)
 {
-    unsigned short v = 0;
-    if (RAND_bytes((unsigned char *)&v, sizeof(v)) != 1)
-        v = (unsigned short)rand();
+    uint16_t v = (uint16_t)(prng_u64() >> 48); /* no secret: lib/prng, not the DRBG */
     return 1.0 + 0.2 * ((double)v / 65535.0);
 }
 
@@ -86,6 +83,14 @@ static void on_http_done(const struct http_client_result *res, void *data)
                      json_pack("{s:s,s:I,s:s,s:i,s:s,s:s}", "destination", rd->d->id, "position",
                                (json_int_t)j->position, "webhook_id", j->msg_id, "attempts",
                                j->attempt, "last_error", err, "trace_id", j->trace_id));
+            /* under on_dead = block, the order's later events wait behind it */
+            if (rd->d->set.dead_blocks)
+                relay_alert(r, rd, RELAY_ALERT_BLOCKED,
+                            json_pack("{s:s,s:I,s:s,s:I,s:i,s:s}", "reason",
+                                      "an event is dead and blocks the later events of its order",
+                                      "position", (json_int_t)j->position, "webhook_id", j->msg_id,
+                                      "order_id", (json_int_t)j->order_id, "attempts", j->attempt,
+                                      "last_error", err));
         } else {
             metric_add(rd->m_retry, 1);
             log_info("delivery failed, will retry",
@@ -131,12 +136,13 @@ bool relay_send(struct relay *r, struct job *j, char *err, size_t errlen)
     j->started = wall_now();
     int64_t ts = (int64_t)j->started;
     snprintf(hdr_ts, sizeof(hdr_ts), "webhook-timestamp: %lld", (long long)ts);
-    int rc =
-        relay_sign_line(set, j->msg_id, ts, j->payload, j->payload_len, hdr_sig, sizeof(hdr_sig));
+    int rc = relay_sign_line(&rd->signer, set, j->msg_id, ts, j->payload, j->payload_len, hdr_sig,
+                             sizeof(hdr_sig));
     if (rc < 0) {
         snprintf(err, errlen, "not sent: %s",
                  rc == -ENOMEM ? "out of memory"
-                               : "the destination's secret is not a valid whsec_ key");
+                               : "the destination's secret is not a valid whsec_ key, or it"
+                                 " has neither a secret nor a signing key");
         return false;
     }
     /* each delivery is a new span of the order's trace */

@@ -19,7 +19,7 @@
 
 #include "log.h"
 
-static const char *const state_names[] = {"idle", "completing", "untaint after read", "unsure"};
+static const char *const state_names[] = {"idle", "completing", "unsure"};
 
 static bool may_become(enum stream_state from, enum stream_state to)
 {
@@ -27,9 +27,7 @@ static bool may_become(enum stream_state from, enum stream_state to)
     case STREAM_IDLE:
         return true; /* a reset, or its statement is back */
     case STREAM_COMPLETING:
-        return from == STREAM_IDLE || from == STREAM_UNTAINT_AFTER_READ;
-    case STREAM_UNTAINT_AFTER_READ:
-        return from == STREAM_COMPLETING;
+        return from == STREAM_IDLE;
     case STREAM_UNSURE:
         return from == STREAM_IDLE;
     }
@@ -94,6 +92,7 @@ void relay_stream_reset(struct relay *r, struct stream *s, int64_t position)
     relay_window_clear(&s->win, drop_job_in_window, NULL);
     s->gen = ++r->next_gen;
     s->cursor = s->read_pos = position;
+    s->untaint_after_read = 0; /* the window's taints went with it */
     relay_stream_set_state(s, STREAM_IDLE);
 }
 

@@ -10,7 +10,7 @@
 
 int relay_window_init(struct relay_window *w, unsigned cap, bool dead_blocks)
 {
-    *w = (struct relay_window){.cap = cap ? cap : 1, .dead_blocks = dead_blocks};
+    *w = (struct relay_window){.cap = cap ? cap : 1, .dead_blocks = dead_blocks, .batch = 1};
     w->ring = calloc(w->cap, sizeof(*w->ring));
     return w->ring ? 0 : -ENOMEM;
 }
@@ -55,35 +55,45 @@ struct wev *relay_window_push(struct relay_window *w, int64_t position, int64_t 
     return e;
 }
 
+static struct wtaint *find_taint(const struct relay_window *w, int64_t order_id)
+{
+    for (unsigned i = 0; i < w->n_taint; i++)
+        if (w->taint[i].order_id == order_id)
+            return &w->taint[i];
+    return NULL;
+}
+
 static bool tainted(const struct relay_window *w, int64_t order_id)
 {
-    if (w->taint_all)
-        return true;
-    for (unsigned i = 0; i < w->n_taint; i++)
-        if (w->taint[i] == order_id)
-            return true;
-    return false;
+    return w->taint_all != 0 || find_taint(w, order_id) != NULL;
 }
 
 static void taint(struct relay_window *w, int64_t order_id)
 {
-    if (tainted(w, order_id))
+    struct wtaint *found = find_taint(w, order_id);
+    if (found != NULL) {
+        /* rows in this batch too: lifted with this batch, not an earlier one */
+        found->batch = w->batch;
         return;
+    }
+    if (w->taint_all == w->batch)
+        return; /* every order is tainted until this batch is lifted anyway */
     if (w->n_taint == w->cap_taint) {
         unsigned cap = w->cap_taint ? w->cap_taint * 2 : 16;
-        int64_t *t = realloc(w->taint, cap * sizeof(*t));
+        struct wtaint *t = realloc(w->taint, cap * sizeof(*t));
         if (t == NULL) {
-            /* cannot remember it: count every order as tainted until the rows
-               committed, which is always safe (events get rows and go through
-               the retry path). Holding only the waiting events would not do:
-               reads already on their way bring more of this order. */
-            w->taint_all = true;
+            /* cannot remember it: count every order as tainted until this
+               batch's rows committed, which is always safe (events get rows
+               and go through the retry path). Holding only the waiting events
+               would not do: reads already on their way bring more of this
+               order. */
+            w->taint_all = w->batch;
             return;
         }
         w->taint = t;
         w->cap_taint = cap;
     }
-    w->taint[w->n_taint++] = order_id;
+    w->taint[w->n_taint++] = (struct wtaint){.order_id = order_id, .batch = w->batch};
 }
 
 /* Does an entry in this state hold back later events of its order? */
@@ -197,17 +207,37 @@ unsigned relay_window_advance(struct relay_window *w, uint64_t now_ms, uint64_t 
     return gone;
 }
 
-void relay_window_untaint(struct relay_window *w)
+uint64_t relay_window_seal(struct relay_window *w)
 {
-    if (w->n_taint == 0 && !w->taint_all)
+    return w->batch++;
+}
+
+/* Is the order tainted by a batch up to `batch` only (lifted with it)? */
+static bool lifted_with(const struct relay_window *w, int64_t order_id, uint64_t batch)
+{
+    if (w->taint_all != 0 && w->taint_all <= batch)
+        return true;
+    const struct wtaint *t = find_taint(w, order_id);
+    return t != NULL && t->batch <= batch;
+}
+
+void relay_window_untaint(struct relay_window *w, uint64_t batch)
+{
+    if (w->n_taint == 0 && w->taint_all == 0)
         return;
     for (unsigned i = 0; i < w->len; i++) {
         struct wev *e = relay_window_at(w, i);
-        if (e->state == WEV_WAITING && tainted(w, e->order_id))
+        if (e->state == WEV_WAITING && lifted_with(w, e->order_id, batch))
             e->held = true;
     }
-    w->n_taint = 0;
-    w->taint_all = false;
+    /* only the batches known to be committed: a later one may still be in flight */
+    unsigned kept = 0;
+    for (unsigned i = 0; i < w->n_taint; i++)
+        if (w->taint[i].batch > batch)
+            w->taint[kept++] = w->taint[i];
+    w->n_taint = kept;
+    if (w->taint_all <= batch)
+        w->taint_all = 0;
 }
 
 void relay_window_clear(struct relay_window *w, void (*fn)(struct wev *e, void *ctx), void *ctx)
@@ -221,5 +251,5 @@ void relay_window_clear(struct relay_window *w, void (*fn)(struct wev *e, void *
     }
     w->head = 0;
     w->n_taint = 0;
-    w->taint_all = false;
+    w->taint_all = 0;
 }

@@ -16,7 +16,10 @@
  * Between writing rows for events that leave the window and that write
  * having committed, reads already on their way could not see those rows:
  * their orders are "tainted" until window_untaint(), and events of a tainted
- * order count as held.
+ * order count as held. Rows leave in batches, one completion statement each
+ * (window_seal), and a taint is lifted only with its own batch: a batch
+ * still being written keeps its orders tainted when an earlier one's are
+ * lifted.
  *
  * Pure: no I/O, no clock (times are arguments). Entries carry a `data`
  * pointer owned by the caller. Tests: tests/unit/test_relay_window.c.
@@ -46,13 +49,22 @@ struct wev {
     void *data;          /* the caller's */
 };
 
+/* An order with rows in a batch that may not be committed yet. */
+struct wtaint {
+    int64_t order_id;
+    uint64_t batch; /* the latest batch with rows of this order */
+};
+
 struct relay_window {
     struct wev *ring;
     unsigned cap, head, len;
     bool dead_blocks; /* on_dead = 'block': a dead event holds back its order */
-    int64_t *taint;
+    struct wtaint *taint;
     unsigned n_taint, cap_taint;
-    bool taint_all; /* the taint list could not grow: every order counts as tainted */
+    /* the taint list could not grow for a row of this batch (0: not since the
+       last lift): until it is lifted, every order counts as tainted */
+    uint64_t taint_all;
+    uint64_t batch; /* the batch that rows leaving now belong to (from 1) */
 };
 
 /* Returns 0 or -ENOMEM. `cap` events at most. */
@@ -107,11 +119,19 @@ unsigned relay_window_advance(struct relay_window *w, uint64_t now_ms, uint64_t 
                               void (*emit)(struct wev *e, void *ctx), void *ctx);
 
 /*
- * The rows written for tainted orders are committed: waiting events of
- * those orders are held from now on (their database answer predates the
- * rows), and the taint is cleared.
+ * Closes the batch of the rows that left since the last call (they go into
+ * one completion statement) and starts the next one. Returns the batch
+ * closed, for relay_window_untaint() (never 0).
  */
-void relay_window_untaint(struct relay_window *w);
+uint64_t relay_window_seal(struct relay_window *w);
+
+/*
+ * The rows of every batch up to `batch` are committed, and no read that could
+ * have missed them is still out: waiting events of the orders those batches
+ * tainted are held from now on (their database answer may predate the rows),
+ * and those taints are lifted. Orders with rows in a later batch stay tainted.
+ */
+void relay_window_untaint(struct relay_window *w, uint64_t batch);
 
 /* Calls fn for each entry (head first) and empties the window and the taint. */
 void relay_window_clear(struct relay_window *w, void (*fn)(struct wev *e, void *ctx), void *ctx);

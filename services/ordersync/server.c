@@ -367,6 +367,12 @@ static int start_console(struct app *app, const struct config *cfg)
                   json_pack("{s:i}", "minimum_length", CONSOLE_AUTH_MIN_TOKEN));
         return -EINVAL;
     }
+    /* long enough to be accepted, but a person may have typed it: say so, once */
+    const char *weak = console_auth_token_weak(cfg->admin_token);
+    if (weak != NULL)
+        log_warn("ORDERSYNC_ADMIN_TOKEN looks weak",
+                 json_pack("{s:s,s:s}", "detail", weak, "hint",
+                           "use 32 random characters, e.g. head -c 24 /dev/urandom | base64"));
     if (cfg->admin_listen.host == NULL) {
         /* never on the public port: without an admin listener there is no console */
         log_warn("ORDERSYNC_ADMIN_TOKEN is set but ORDERSYNC_ADMIN_LISTEN is not: the console "
@@ -374,6 +380,9 @@ static int start_console(struct app *app, const struct config *cfg)
                  NULL);
         return 0;
     }
+    app->console_throttle = console_throttle_new();
+    if (app->console_throttle == NULL)
+        return -ENOMEM;
     int rc = console_new(app->loop, cfg->database_url, &app->console);
     if (rc < 0) {
         log_error("could not start the console", json_pack("{s:s}", "detail", uv_strerror(rc)));
@@ -388,6 +397,12 @@ static int start_admin(struct app *app, const struct config *cfg)
 {
     if (cfg->admin_listen.host == NULL)
         return 0;
+    char err[160];
+    if (admin_hosts_init(&app->admin_hosts, cfg->admin_listen.host, cfg->admin_hosts, err,
+                         sizeof(err)) < 0) {
+        log_error("invalid configuration", json_pack("{s:s}", "detail", err));
+        return -EINVAL;
+    }
     struct http_server_config acfg = {
         .host = cfg->admin_listen.host,
         .port = cfg->admin_listen.port,
@@ -425,6 +440,7 @@ int server_run(const struct config *cfg)
         return 1;
     }
     app->loop = &s->loop;
+    app->relay = &s->relay; /* for /readyz */
     app->cfg = cfg;
     signal(SIGPIPE, SIG_IGN);
     raise_fd_limit(cfg);
@@ -501,7 +517,9 @@ int server_run(const struct config *cfg)
                                     .instance = cfg->instance,
                                     .lease_s = (unsigned)cfg->lease_s,
                                     .claim_batch = (unsigned)cfg->claim_batch,
-                                    .sweep_interval_s = (unsigned)cfg->sweep_interval_s};
+                                    .sweep_interval_s = (unsigned)cfg->sweep_interval_s,
+                                    .alert_destination = cfg->alert_destination,
+                                    .alert_interval_s = (unsigned)cfg->alert_interval_s};
         rc = relay_new(app->loop, &rcfg, app->dests, &s->relay);
         if (rc < 0) {
             log_error("could not start the relay", json_pack("{s:s}", "detail", uv_strerror(rc)));
@@ -536,6 +554,7 @@ int server_run(const struct config *cfg)
     int code = s->exit_code;
     store_free(&app->store);
     destinations_free(&app->dests);
+    console_throttle_free(&app->console_throttle);
     uv_loop_close(app->loop);
     metrics_reset();
     free(s);
@@ -559,6 +578,7 @@ fail:
     uv_run(app->loop, UV_RUN_DEFAULT);
     store_free(&app->store);
     destinations_free(&app->dests);
+    console_throttle_free(&app->console_throttle);
     uv_loop_close(app->loop);
     metrics_reset();
     free(s);

@@ -6,10 +6,18 @@ real sockets. Nothing here mocks the system under test.
 - `db`: a fresh database per test, migrated from a template built once.
 - `ordersync`: a running ordersync process on a free port, with helpers to
   sign and send webhooks.
+- `receivers`: recording HTTP receivers (receiver.py), a dict by name. The
+  names are inventory, invoicing and shipping unless the test or its module
+  says otherwise with `@pytest.mark.receivers(*names)`.
+- `stack`: a source `shop` (Shopify), one destination per receiver and a
+  function that starts ordersync against them (as often as called; every
+  process is killed after the test). The destinations' other columns come
+  from `@pytest.mark.stack(**destination_columns)` on the test or its module.
 """
+import concurrent.futures
 import json
 import os
-import re
+import random
 import socket
 import subprocess
 import tempfile
@@ -21,10 +29,48 @@ import uuid
 import psycopg
 import pytest
 
+import webhooks as wh
+from receiver import Receiver
+
 REPO = os.environ.get("ORDERSYNC_SOURCE_DIR") or os.path.abspath(
     os.path.join(os.path.dirname(__file__), "..", ".."))
 BIN = os.environ.get("ORDERSYNC_BIN") or os.path.join(REPO, "build", "bin", "ordersync")
 FIXTURES = os.path.join(REPO, "tests", "fixtures")
+
+
+DESTS = ("inventory", "invoicing", "shipping")
+
+
+def pytest_addoption(parser):
+    parser.addoption("--shard", metavar="K/N",
+                     help="run only the K-th of N parts of the collected tests (every N-th"
+                          " one): CMakeLists.txt runs its longest files in parts, in parallel")
+
+
+def pytest_collection_modifyitems(config, items):
+    shard = config.getoption("--shard")
+    if not shard:
+        return
+    k, n = (int(x) for x in shard.split("/"))
+    if not 1 <= k <= n:
+        raise pytest.UsageError(f"--shard {shard}: K must be in 1..N")
+    keep = [t for i, t in enumerate(items) if i % n == k - 1]
+    config.hook.pytest_deselected(items=[t for t in items if t not in keep])
+    items[:] = keep
+
+
+NEXT_TEST = {}  # test -> the test that runs after it in this session (None for the last)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_protocol(item, nextitem):
+    NEXT_TEST[item] = nextitem
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "receivers(*names): the names of the `receivers` fixture")
+    config.addinivalue_line("markers", "stack(**destination_columns): the destinations' columns"
+                                       " in the `stack` fixture")
 
 
 def with_dbname(url, name):
@@ -33,12 +79,18 @@ def with_dbname(url, name):
 
 
 class Cluster:
-    """A PostgreSQL server; `own_dir` is set when this session started it."""
+    """A PostgreSQL server; `own_dir` is set when this session started it.
+
+    Test runs share it (scripts/test runs test files in parallel), so every
+    name a session makes is its own: its template is named by its process id
+    and each test's database is random."""
 
     def __init__(self, url, own_dir=None):
         self.url = url
         self.own_dir = own_dir
         self._template = None
+        self._ready = None  # a migrated database made ahead for the next test (a Future)
+        self._work = None  # one thread: creating ahead and dropping behind
 
     def admin(self):
         return psycopg.connect(with_dbname(self.url, "postgres"), autocommit=True)
@@ -54,52 +106,141 @@ class Cluster:
             self._template = name
         return self._template
 
-    def new_db(self, migrated=True):
+    def _create(self, migrated):
         name = "t_" + uuid.uuid4().hex[:12]
         with self.admin() as c:
             if migrated:
                 c.execute(f'CREATE DATABASE "{name}" TEMPLATE "{self.template()}"')
             else:
                 c.execute(f'CREATE DATABASE "{name}"')
+            # No JIT: on these small, unanalysed tables the views' estimates pass
+            # jit_above_cost, and every read of one (a test polls them) spent
+            # 0.5-3 s compiling. Results are the same with or without it.
+            c.execute(f'ALTER DATABASE "{name}" SET jit = off')
+        return name
+
+    def _drop(self, name):
+        try:
+            with self.admin() as c:
+                c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        except psycopg.Error:
+            pass  # the cluster went away (a test's own cluster): nothing is left to drop
+
+    def _worker(self):
+        if self._work is None:
+            self._work = concurrent.futures.ThreadPoolExecutor(1, "ordersync-db")
+        return self._work
+
+    def new_db(self, migrated=True, ahead=False):
+        """A new database. CREATE DATABASE and DROP DATABASE take seconds on a
+        busy machine (a copy of the template written through the WAL; a
+        checkpoint), so with `ahead` (the next test needs one too) the next
+        migrated one is made while this test runs, and drop_db drops behind."""
+        if not migrated:
+            return self._create(False)
+        ready, self._ready = self._ready, None
+        name = ready.result() if ready is not None else self._create(True)
+        if ahead:
+            self._ready = self._worker().submit(self._create, True)
         return name
 
     def drop_db(self, name):
-        with self.admin() as c:
-            c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        self._worker().submit(self._drop, name)
+
+    def finish(self):
+        """At the end of the session: the database made ahead, the pending
+        drops, then the template."""
+        if self._ready is not None:
+            self.drop_db(self._ready.result())
+            self._ready = None
+        if self._work is not None:
+            self._work.shutdown(wait=True)
+            self._work = None
+        if self._template is not None:
+            self._drop(self._template)
+            self._template = None
+
+
+# The test clusters' servers write without fsync: an fsync makes a commit wait
+# for the disk, which on a machine running tests side by side (and other work)
+# queued behind everyone's writes, and CREATE DATABASE, checkpoints and initdb
+# the same. What ordersync sees is unchanged: a commit still returns only once
+# its WAL is written, and a PostgreSQL crash or `pg_ctl stop -m immediate` (the
+# failover tests) loses nothing the kernel holds; only a crash of the machine
+# itself would, which no test makes. Not synchronous_commit = off: that would
+# lose acknowledged commits in exactly those tests. scripts/test starts its
+# cluster so too.
+TEST_PG_OPTS = "-c fsync=off -c full_page_writes=off"
 
 
 def pg_script(*args, env=None):
+    """scripts/pg; a cluster it starts runs with TEST_PG_OPTS."""
+    e = dict(env or os.environ)
+    e.setdefault("ORDERSYNC_PG_OPTS", TEST_PG_OPTS)
     return subprocess.run([os.path.join(REPO, "scripts", "pg"), *args], check=True,
-                          capture_output=True, text=True, env=env).stdout.strip()
+                          capture_output=True, text=True, env=e).stdout.strip()
 
 
 @pytest.fixture(scope="session")
 def cluster():
     url = os.environ.get("DATABASE_URL")
     if url:
-        yield Cluster(url)
+        c = Cluster(url)
+        yield c
+        c.finish()
         return
     d = tempfile.mkdtemp(prefix="ordersync-pg-")
     os.chmod(d, 0o755)
     url = pg_script("start", d)
     c = Cluster(url, own_dir=d)
     yield c
+    c.finish()
     pg_script("destroy", d)
 
 
 class Database:
+    """A test's database. query() and scalar() run each statement on their own
+    (autocommit) on one connection kept for the test: tests poll the views
+    every 50 ms, and a new connection for each poll cost PostgreSQL ~60 ms of
+    CPU (a backend, then its caches for the views' tables and partitions),
+    more than a core for each waiting test. Statements are not prepared,
+    so a schema change between two runs of one is seen as before."""
+
     def __init__(self, cluster, name):
         self.cluster = cluster
         self.name = name
         self.url = with_dbname(cluster.url, name)
+        self._conn = None
+        self._lock = threading.Lock()
 
     def connect(self):
         return psycopg.connect(self.url, autocommit=True)
 
+    def _run(self, sql, params):
+        if self._conn is None or self._conn.closed:
+            self._conn = psycopg.connect(self.url, autocommit=True, prepare_threshold=None)
+        cur = self._conn.execute(sql, params)
+        return cur.fetchall() if cur.description else None
+
     def query(self, sql, params=None):
-        with self.connect() as c:
-            cur = c.execute(sql, params)
-            return cur.fetchall() if cur.description else None
+        with self._lock:
+            try:
+                return self._run(sql, params)
+            except psycopg.OperationalError:
+                # the connection broke: a test stopped and started the server
+                # since the last statement. Once more, on a new connection, as
+                # when every statement had one (no test writes through it while
+                # it stops the server)
+                if self._conn is None or not self._conn.broken:
+                    raise
+                self._conn.close()
+                return self._run(sql, params)
+
+    def close(self):
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
 
     def scalar(self, sql, params=None):
         rows = self.query(sql, params)
@@ -107,10 +248,12 @@ class Database:
 
 
 @pytest.fixture
-def db(cluster):
-    name = cluster.new_db()
+def db(request, cluster):
+    following = NEXT_TEST.get(request.node)
+    name = cluster.new_db(ahead=following is not None and "db" in following.fixturenames)
     d = Database(cluster, name)
     yield d
+    d.close()
     cluster.drop_db(name)
 
 
@@ -119,6 +262,7 @@ def empty_db(cluster):
     name = cluster.new_db(migrated=False)
     d = Database(cluster, name)
     yield d
+    d.close()
     cluster.drop_db(name)
 
 
@@ -132,12 +276,28 @@ def run_ordersync(args, database_url, check=False, env=None, timeout=60):
     return p
 
 
+# Ports for servers a test starts itself (PostgreSQL nodes, admin listeners):
+# below the kernel's ephemeral range (32768-60999 by default), so that no
+# outgoing connection of a test running beside this one can take the port
+# between the moment it is picked and the moment the server binds it.
+FREE_PORTS = (20000, 32000)
+
+
 def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+    """A port nothing listens on now, from FREE_PORTS, picked at random: tests
+    run in parallel, and a random pick makes two runs asking at the same
+    moment unlikely to get the same one."""
+    for _ in range(200):
+        port = random.randint(*FREE_PORTS)
+        s = socket.socket()
+        try:
+            s.bind(("127.0.0.1", port))
+            return port
+        except OSError:
+            continue
+        finally:
+            s.close()
+    raise AssertionError("no free port in %d-%d" % FREE_PORTS)
 
 
 class Process:
@@ -247,6 +407,48 @@ def ordersync(db):
     yield start
     for p in procs:
         p.stop()
+
+
+def marker_args(request, name, default=()):
+    m = request.node.get_closest_marker(name)
+    return (m.args, m.kwargs) if m else (default, {})
+
+
+@pytest.fixture
+def receivers(request):
+    names, _ = marker_args(request, "receivers", DESTS)
+    rs = {n: Receiver(n) for n in names}
+    yield rs
+    for r in rs.values():
+        r.close()
+
+
+@pytest.fixture
+def stack(request, db, receivers):
+    """stack(env=None) starts one more ordersync (a 1 s sweep and a 5 s lease
+    unless env says otherwise) and returns it; stack.procs lists them."""
+    _, columns = marker_args(request, "stack")
+    db.query("INSERT INTO sources (id, kind, secret) VALUES ('shop', 'shopify', %s)",
+             (wh.SHOPIFY_SECRET,))
+    names = ", ".join(columns)
+    values = "".join(", %s" for _ in columns)
+    for n, r in receivers.items():
+        db.query(f"INSERT INTO destinations (id, url, secret{', ' + names if names else ''})"
+                 f" VALUES (%s, %s, %s{values})", (n, r.url, wh.DEST_SECRET, *columns.values()))
+    procs = []
+
+    def start(env=None):
+        e = {"ORDERSYNC_SWEEP_INTERVAL_S": "1", "ORDERSYNC_LEASE_S": "5"}
+        e.update(env or {})
+        p = Process(db.url, env=e).start()
+        p.wait_ready()
+        procs.append(p)
+        return p
+
+    start.procs = procs
+    yield start
+    for p in procs:
+        p.stop(sig=9)
 
 
 def pipeline(port, reqs, timeout=30):

@@ -1,6 +1,7 @@
 """A real HTTP server that plays a downstream system in tests: it records every
 request it receives and answers as told (200, 500, 429 + Retry-After, 410,
 hang, close the connection). Part of the tests, not a mock of ordersync."""
+import itertools
 import json
 import threading
 import time
@@ -63,6 +64,18 @@ class Receiver:
         self.port = self.server.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}/hooks/{name}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def fail_first(self, n, status, headers=None, body=b""):
+        """Answers the first n requests with `status` and `headers` (429 and a
+        Retry-After, say, or "hang" / "close"), every later one 200."""
+        count = itertools.count()
+
+        def behaviour(rec):
+            if next(count) < n:
+                return status, dict(headers or {}), body
+            return 200, {}, b'{"ok":true}'
+        self.behaviour = behaviour
+        return self
 
     def accepted(self):
         """Requests answered 2xx, in arrival order."""

@@ -7,8 +7,14 @@ import json
 import subprocess
 import time
 
+import pytest
+
 from conftest import BIN, request
 from test_operator_truth import TOKEN, accepted_positions, always, stack, wait_for  # noqa: F401
+
+# test_operator_truth's stack, with its destinations' settings (the shared stack fixture reads
+# them from this marker): fast retries, 2 attempts, 2 s timeouts
+pytestmark = pytest.mark.stack(retry_schedule="{0.2 seconds}", max_attempts=2, timeout_ms=2000)
 
 
 def cli(db, *args):
@@ -117,14 +123,21 @@ def test_a_test_event_reaches_the_receiver_signed_and_its_answer_comes_back(stac
 
 
 def test_replay_of_a_destination_between_two_times(stack, db):
+    # on_dead = block: the update stays blocked behind its dead creation (with
+    # the default it would be sent, and die too, once the creation died)
+    db.query("UPDATE destinations SET on_dead = 'block' WHERE id = 'shipping'")
     s = stack()
     s.receivers["shipping"].behaviour = always(500)
     s.order(8100)
     s.order(8100, "orders/updated", updated_at="2030-01-01T00:00:00Z")  # blocked behind
     s.order(8101)
-    wait_for(lambda: db.query("SELECT state, count(*) FROM deliveries"
-                              " WHERE destination_id = 'shipping' GROUP BY 1 ORDER BY 1")
-             == [("blocked", 1), ("dead", 2)], what="two dead, one blocked")
+    try:
+        wait_for(lambda: db.query("SELECT state, count(*) FROM deliveries"
+                                  " WHERE destination_id = 'shipping' GROUP BY 1 ORDER BY 1")
+                 == [("blocked", 1), ("dead", 2)], what="two dead, one blocked")
+    except AssertionError as e:
+        raise AssertionError("%s: %s" % (e, db.query(
+            "SELECT position, state, attempts FROM deliveries WHERE destination_id = 'shipping'")))
     t_mid = db.scalar("SELECT now()")
     s.order(8102)
     wait_for(lambda: db.scalar("SELECT count(*) FROM deliveries WHERE destination_id = 'shipping'"

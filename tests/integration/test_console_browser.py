@@ -17,13 +17,14 @@ import pytest
 import cdp
 import webhooks as wh
 from conftest import FIXTURES, REPO, Process, free_port, request
-from receiver import Receiver
 
 TOKEN = "browser-test-token-0123456789"
 HOSTILE = "<img src=x onerror=alert(1)>"
 
 ok, why = cdp.available()
-pytestmark = pytest.mark.skipif(not ok, reason=f"headless Chromium cannot run here: {why}")
+pytestmark = [pytest.mark.skipif(not ok, reason=f"headless Chromium cannot run here: {why}"),
+              # the shared stack's destinations (conftest.py): 2 attempts, 0.2 s apart
+              pytest.mark.stack(retry_schedule="{0.2 seconds}", max_attempts=2, timeout_ms=2000)]
 
 
 def out_dir():
@@ -43,26 +44,15 @@ def wait_for(pred, timeout=30, what="condition"):
 
 
 @pytest.fixture
-def stack(db):
-    rs = {n: Receiver(n) for n in ("inventory", "invoicing", "shipping")}
-    rs["shipping"].behaviour = lambda rec: (500, {}, b'{"error": "label printer on fire"}')
-    db.query("INSERT INTO sources (id, kind, secret) VALUES ('shop', 'shopify', %s)",
-             (wh.SHOPIFY_SECRET,))
-    for n, r in rs.items():
-        db.query("INSERT INTO destinations (id, url, secret, retry_schedule, max_attempts,"
-                 " timeout_ms) VALUES (%s, %s, %s, '{0.2 seconds}', 2, 2000)",
-                 (n, r.url, wh.DEST_SECRET))
+def stack(stack, receivers):
+    """The shared stack (a shop, three destinations on real receivers) with
+    the console on, shipping failing for good, and a browser."""
+    receivers["shipping"].behaviour = lambda rec: (500, {}, b'{"error": "label printer on fire"}')
     admin = free_port()
-    p = Process(db.url, env={"ORDERSYNC_ADMIN_LISTEN": f"127.0.0.1:{admin}",
-                             "ORDERSYNC_ADMIN_TOKEN": TOKEN,
-                             "ORDERSYNC_SWEEP_INTERVAL_S": "1"}).start()
-    p.wait_ready()
+    p = stack({"ORDERSYNC_ADMIN_LISTEN": f"127.0.0.1:{admin}", "ORDERSYNC_ADMIN_TOKEN": TOKEN})
     b = cdp.Browser()
-    yield p, admin, rs, b
+    yield p, admin, receivers, b
     b.close()
-    p.stop()
-    for r in rs.values():
-        r.close()
 
 
 def test_an_operator_finds_an_order_and_replays_its_dead_delivery(stack, db):
@@ -223,9 +213,9 @@ def page_cells(b):
     return out
 
 
-def test_every_state_and_attempt_count_on_the_pages_matches_sql(db):
+def test_every_state_and_attempt_count_on_the_pages_matches_sql(db, receivers):
     shots = out_dir()
-    rs = {n: Receiver(n) for n in ("inventory", "invoicing", "shipping")}
+    rs = receivers
     rs["inventory"].behaviour = fails("inventory", "6001", n=2)  # delivered at the 3rd attempt
     inv_b = fails("invoicing", "6002")                           # dead, replayed, dead again
     ship_c = fails("shipping", "6003")                           # dead, replayed, delivered
@@ -430,5 +420,3 @@ def test_every_state_and_attempt_count_on_the_pages_matches_sql(db):
     finally:
         b.close()
         p.stop()
-        for r in rs.values():
-            r.close()

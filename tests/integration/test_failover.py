@@ -27,7 +27,7 @@ import pytest
 
 import pgha
 from conftest import run_ordersync
-from pgha import base, cleanup, receivers  # noqa: F401 (fixtures)
+from pgha import base, cleanup  # noqa: F401 (fixtures)
 from receiver import wait_for
 
 pytestmark = pytest.mark.skipif(pgha.BINDIR is None, reason="PostgreSQL server binaries missing")

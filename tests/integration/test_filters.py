@@ -12,12 +12,17 @@ import pytest
 from conftest import BIN, request
 from test_operator_truth import TOKEN, accepted_positions, stack, wait_for  # noqa: F401
 
+# test_operator_truth's stack, with its destinations' settings (the shared stack fixture reads
+# them from this marker): fast retries, 2 attempts, 2 s timeouts
+pytestmark = pytest.mark.stack(retry_schedule="{0.2 seconds}", max_attempts=2, timeout_ms=2000)
+
 
 def positions_where(db, cond, params=()):
     return {p for (p,) in db.query(f"SELECT position FROM events WHERE {cond}", params)}
 
 
 def metric(port, name, dest):
+    """A counter from /metrics at port (the admin listener: with one, only it serves /metrics)."""
     st, _, body = request(port, "GET", "/metrics")
     assert st == 200
     m = re.search(rf'^{name}{{destination="{dest}"}} (\d+)', body.decode(), re.M)
@@ -55,8 +60,8 @@ def test_a_filtered_destination_gets_exactly_the_matching_events(stack, db):
     assert all(r["valid"] for r in s.receivers["invoicing"].requests)
     # counted: invoicing left out the 16 dollar events; shipping the 8 dollar
     # creations (its 12 updates are not its type, so not "filtered")
-    assert metric(s.proc.port, "ordersync_events_filtered_total", "invoicing") == 16
-    assert metric(s.proc.port, "ordersync_events_filtered_total", "shipping") == 8
+    assert metric(s.admin, "ordersync_events_filtered_total", "invoicing") == 16
+    assert metric(s.admin, "ordersync_events_filtered_total", "shipping") == 8
 
     # the views and the console say "filtered", never "delivered" or "unrecorded"
     usd_order = s.order_id(7001)

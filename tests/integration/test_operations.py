@@ -218,6 +218,122 @@ def test_keys_the_previous_release_stored_still_count(db, ordersync):
     assert st == 200 and resp["status"] == "duplicate", resp
 
 
+def batch(*elements):
+    """An ingest_batch argument: (source, sender's key, order id) per webhook,
+    as ordersync's ingest builds it."""
+    return json.dumps([{"s": s, "k": k, "t": "orders/create", "e": "order.created",
+                        "o": {"source": s, "external_id": x, "status": "open", "currency": "EUR",
+                              "total": "10.00", "updated_at": "2026-01-01T00:00:00Z",
+                              "lines": [], "partial": False},
+                        "p": "{}"} for s, k, x in elements])
+
+
+def outcomes(conn, *elements):
+    return [o for _, o in conn.execute("SELECT idx, outcome FROM ingest_batch(%s::jsonb)"
+                                       " ORDER BY idx", (batch(*elements),)).fetchall()]
+
+
+def test_a_key_is_taken_once_within_a_batch_and_across_batches(db):
+    seed_sources(db)
+    with db.connect() as c:
+        # the same webhook twice in one batch (a retry that came while the first
+        # copy waited for its commit): the first copy wins
+        assert outcomes(c, ("shop", "k-1", "5100001"), ("shop", "k-1", "5100001"),
+                        ("shop", "k-2", "5100002")) == ["applied", "duplicate", "applied"]
+        # in a later batch, whatever comes with it; the same key from another
+        # source is another key
+        assert outcomes(c, ("shop", "k-3", "5100003"), ("shop", "k-2", "5100002"),
+                        ("shop-slow", "k-2", "5100002")) == ["applied", "duplicate", "applied"]
+    assert db.scalar("SELECT count(*) FROM dedupe_keys") == 4
+    assert db.scalar("SELECT count(*) FROM events") == 4
+
+
+def blocked_on_a_lock(db, pid):
+    return db.scalar("SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = %s",
+                     (pid,))
+
+
+@pytest.mark.parametrize("first_ends", ["commit", "rollback"])
+def test_concurrent_batches_with_the_same_key_one_wins(db, first_ends):
+    """Two instances (two connections) ingest the same webhook at once: the
+    second waits for the first's transaction, then is a duplicate if it
+    committed, and takes the key if it rolled back."""
+    seed_sources(db)
+    first = psycopg.connect(db.url)
+    second = psycopg.connect(db.url, autocommit=True)
+    try:
+        assert outcomes(first, ("shop", "same", "5200001")) == ["applied"]
+        got = {}
+        t = threading.Thread(target=lambda: got.update(
+            out=outcomes(second, ("shop", "other", "5200002"), ("shop", "same", "5200001"))))
+        t.start()
+        wait_until(lambda: blocked_on_a_lock(db, second.info.backend_pid), timeout=30,
+                   what="the second batch to wait for the first")
+        assert t.is_alive()
+        getattr(first, first_ends)()
+        t.join(30)
+        assert not t.is_alive()
+        if first_ends == "commit":
+            assert got["out"] == ["applied", "duplicate"]
+        else:
+            assert got["out"] == ["applied", "applied"]
+    finally:
+        first.close()
+        second.close()
+    # one order, one event, one key, whichever connection won it
+    assert db.scalar("SELECT count(*) FROM events e JOIN orders o ON o.id = e.order_id"
+                     " WHERE o.external_id = '5200001'") == 1
+    assert db.scalar("SELECT count(*) FROM dedupe_keys") == 2
+
+
+def test_a_key_taken_by_the_previous_release_in_flight_makes_this_ones_copy_wait(db):
+    """The previous release writes inbound_keys (the trigger puts the digest in
+    dedupe_keys): a batch of this release with the same key waits for it and is
+    a duplicate once it commits."""
+    seed_sources(db)
+    old = psycopg.connect(db.url)
+    new = psycopg.connect(db.url, autocommit=True)
+    try:
+        assert old.execute("INSERT INTO inbound_keys (source_id, dedupe_key) VALUES"
+                           " ('shop', 'both') ON CONFLICT DO NOTHING RETURNING dedupe_key"
+                           ).fetchall() == [("both",)]
+        got = {}
+        t = threading.Thread(target=lambda: got.update(
+            out=outcomes(new, ("shop", "both", "5300001"))))
+        t.start()
+        wait_until(lambda: blocked_on_a_lock(db, new.info.backend_pid), timeout=30,
+                   what="this release's batch to wait for the previous one's")
+        old.commit()
+        t.join(30)
+        assert not t.is_alive()
+        assert got["out"] == ["duplicate"]
+    finally:
+        old.close()
+        new.close()
+
+
+def test_a_key_goes_once_its_window_has_passed_and_not_before(db):
+    seed_sources(db)
+    with db.connect() as c:
+        assert outcomes(c, ("stripe", "evt_1", "5400001")) == ["applied"]
+        # the legacy table too: a key the previous release stored just now
+        c.execute("INSERT INTO inbound_keys (source_id, dedupe_key) VALUES ('stripe', 'evt_old')")
+        # a minute before the end of Stripe's 4 days: nothing goes, both still count
+        assert c.execute("SELECT event_store_prune(10000, now() + interval '4 days'"
+                         " - interval '1 minute')").fetchone()[0] == 0
+        assert outcomes(c, ("stripe", "evt_1", "5400001"), ("stripe", "evt_old", "5400002")) == [
+            "duplicate", "duplicate"]
+        # a minute after: the new table's key goes (the legacy one is kept the
+        # previous release's way, 7 days or the retention)
+        assert c.execute("SELECT event_store_prune(10000, now() + interval '4 days'"
+                         " + interval '1 minute')").fetchone()[0] == 2
+        assert c.execute("SELECT count(*) FROM dedupe_keys").fetchone()[0] == 0
+        # (the key in inbound_keys and its digest: the digest went, the legacy row counts)
+        assert outcomes(c, ("stripe", "evt_old", "5400002")) == ["duplicate"]
+        # the key that went is new again: the same order's state, so stale, not emitted
+        assert outcomes(c, ("stripe", "evt_1", "5400001")) == ["stale"]
+
+
 # ----------------------------------------------------------------------------- retention
 
 def test_partitions_are_detached_without_holding_ingest_and_finished_after_a_crash(db):

@@ -20,7 +20,6 @@ import pytest
 
 import webhooks as wh
 from conftest import FIXTURES, Process, free_port, request, run_ordersync
-from receiver import Receiver
 
 PGBOUNCER = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
 
@@ -95,18 +94,14 @@ def bouncer(cluster):
         b.stop()
 
 
-@pytest.fixture
-def receivers():
-    rs = [Receiver("inventory"), Receiver("shipping")]
-    yield rs
-    for r in rs:
-        r.close()
+# the shared receivers fixture (conftest.py), as a dict by name
+pytestmark = pytest.mark.receivers("inventory", "shipping")
 
 
 def seed(db, receivers):
     db.query("INSERT INTO sources (id, kind, secret) VALUES ('shop', 'shopify', %s)",
              (wh.SHOPIFY_SECRET,))
-    for r in receivers:
+    for r in receivers.values():
         db.query("INSERT INTO destinations (id, url, secret) VALUES (%s, %s, %s)",
                  (r.name, r.url, wh.DEST_SECRET))
 
@@ -150,7 +145,7 @@ def exercise(db, procs, receivers, first_id):
         st, body = post(p, "shop", oid)
         assert st == 200 and body["status"] == "accepted", body
         acked.add(str(oid))
-    for r in receivers:
+    for r in receivers.values():
         wait_until(lambda r=r: acked <= delivered_orders(r), what="delivery to " + r.name)
     # a new source, in SQL: each instance hears of it within a moment
     db.query("INSERT INTO sources (id, kind, secret) VALUES ('shop2', 'shopify', 'another secret')")
@@ -159,7 +154,7 @@ def exercise(db, procs, receivers, first_id):
         wait_until(lambda p=p, oid=oid: post(p, "shop2", oid, secret="another secret")[0] == 200,
                    timeout=10, what="the new source on every instance (LISTEN)")
         acked.add(str(oid))
-    for r in receivers:
+    for r in receivers.values():
         wait_until(lambda r=r: acked <= delivered_orders(r), what="delivery to " + r.name)
     return acked
 

@@ -89,7 +89,9 @@ def test_no_duplicates_across_polls_and_304(setup, db, shop):
     shop.put(order(2000, "2026-01-03T00:00:00Z", cancelled_at="2026-01-03T00:00:00Z"))
     wait_for(lambda: len(events(db)) == 3, what="cancel")
     assert events(db)[2] == ("2000", "order.cancelled")
-    time.sleep(2.5)
+    polls = db.scalar("SELECT polls FROM poll_state")
+    wait_for(lambda: db.scalar("SELECT polls FROM poll_state") >= polls + 2,
+             what="two more polls")
     assert len(events(db)) == 3
 
 
@@ -149,7 +151,9 @@ def test_push_source_with_reconciliation_never_emits_twice(db, shop):
         st, _, _ = request(p.port, "POST", "/webhooks/shop", body=b, headers=wh.shopify(b))
         assert st == 200
         wait_for(lambda: db.scalar("SELECT count(*) FROM orders") == 2, what="reconcile")
-        time.sleep(2.5)  # more reconciliation polls
+        polls = db.scalar("SELECT polls FROM poll_state")
+        wait_for(lambda: db.scalar("SELECT polls FROM poll_state") >= polls + 2,
+                 what="more reconciliation polls")
         # and a late webhook for o2 after the poll found it
         b = wh.dumps(o2)
         st, _, resp = request(p.port, "POST", "/webhooks/shop", body=b, headers=wh.shopify(b))

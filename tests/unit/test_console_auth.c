@@ -155,6 +155,46 @@ static void only_our_own_origin_may_post(void **state)
     assert_false(console_auth_same_origin("http://127.0.0.1:9090", NULL, NULL));
 }
 
+static void weak_tokens_are_named(void **state)
+{
+    /* accepted at start (16 characters or more), but warned about */
+    assert_non_null(console_auth_token_weak("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"));
+    assert_non_null(console_auth_token_weak("abababababababababababababababab"));
+    assert_non_null(console_auth_token_weak("0123456789abcdef"));
+    assert_non_null(console_auth_token_weak(NULL));
+    assert_string_equal(console_auth_token_weak("0123456789abcdefghijklm"),
+                        "shorter than 24 characters");
+    assert_string_equal(console_auth_token_weak("123412341234123412341234"),
+                        "fewer than 10 distinct characters");
+    /* what scripts/demo makes (24 characters of base64) and a long passphrase pass */
+    assert_null(console_auth_token_weak("q9Zr-1xT_kP3mV7sWb2Lc8Yd"));
+    assert_null(console_auth_token_weak("correct horse battery staple"));
+}
+
+/* The session's id (its row in console_sessions) is the nonce, in hex. */
+static void a_session_is_named_by_its_nonce(void **state)
+{
+    struct console_auth a = auth(token);
+    char v[CONSOLE_AUTH_COOKIE_SIZE];
+    assert_int_equal(console_auth_session_new(&a, "ada", NOW, nonce, v), 0);
+    struct console_session s;
+    assert_true(console_auth_session_check(&a, v, strlen(v), NOW, &s));
+    assert_string_equal(s.id, "0102030405060708090a0b0c0d0e0f10");
+}
+
+static void the_secure_cookie_is_found_by_its_own_name(void **state)
+{
+    size_t len = 0;
+    const char *h = "ordersync_console=plain; __Host-ordersync_console=hosted";
+    const char *v = console_auth_cookie(h, CONSOLE_AUTH_COOKIE_SECURE, &len);
+    assert_non_null(v);
+    assert_int_equal(len, 6);
+    assert_memory_equal(v, "hosted", 6);
+    v = console_auth_cookie(h, CONSOLE_AUTH_COOKIE, &len);
+    assert_int_equal(len, 5);
+    assert_memory_equal(v, "plain", 5);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -167,6 +207,9 @@ int main(void)
         cmocka_unit_test(csrf_tokens_are_per_session),
         cmocka_unit_test(cookies_are_found_by_name),
         cmocka_unit_test(only_our_own_origin_may_post),
+        cmocka_unit_test(weak_tokens_are_named),
+        cmocka_unit_test(a_session_is_named_by_its_nonce),
+        cmocka_unit_test(the_secure_cookie_is_found_by_its_own_name),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -20,6 +20,7 @@
 
 #include "alloc_fail.h"
 #include "destinations.h"
+#include "ed25519.h"
 #include "test_pgresult.h"
 
 /* The columns of destinations_sql, in a different order from the query's
@@ -46,6 +47,8 @@ static const char *const columns[][2] = {
     {"consecutive_failures", "0"},
     {"types", NULL},
     {"headers", "{}"},
+    {"signing_key", NULL},
+    {"previous_signing_key", NULL},
     {"filter", NULL},
     {"held", "f"},
 };
@@ -192,6 +195,58 @@ static void a_push_destination_it_cannot_deliver_to_is_absent(void **state)
         assert_true(d->set.headers_bad);
         assert_null(d->set.headers);
     }
+    destinations_free(&ds);
+}
+
+/* RFC 8032's first test key: as a seed, in Svix's layout, and with a wrong public half */
+#define SK "whsk_nWGxne/9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2A="
+#define SK_SVIX                                                                                    \
+    "whsk_nWGxne/9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2DXWpgBgrEKt9VL/"                               \
+    "tPJZAc6DuFy89qmIyWvAhpo9wdRGg=="
+#define SK_BAD                                                                                     \
+    "whsk_nWGxne/"                                                                                 \
+    "9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=="
+
+static void signing_keys_are_parsed_once_and_bad_ones_refused(void **state)
+{
+    (void)state;
+    PGresult *res = result(NULL);
+    /* a signing key and no secret: delivered to, v1a only */
+    add_row(res, "id", "keyed", "secret", NULL, "signing_key", SK, NULL);
+    add_row(res, "id", "svix", "signing_key", SK_SVIX, "previous_signing_key", SK, NULL);
+    add_row(res, "id", "mismatch", "secret", NULL, "signing_key", SK_BAD, NULL);
+    add_row(res, "id", "bad-prev", "signing_key", SK, "previous_signing_key", "whsk_short=", NULL);
+    add_row(res, "id", "neither", "secret", NULL, NULL);
+    struct destinations *ds = load(res);
+    struct dest *keyed = destinations_find(ds, "keyed"), *svix = destinations_find(ds, "svix");
+    assert_true(keyed->present);
+    assert_non_null(keyed->set.signer);
+    assert_null(keyed->set.prev_signer);
+    assert_true(svix->present);
+    assert_true(ed25519_signer_same(svix->set.signer, keyed->set.signer));
+    assert_true(ed25519_signer_same(svix->set.prev_signer, keyed->set.signer));
+    const char *refused[] = {"mismatch", "bad-prev"};
+    for (size_t i = 0; i < 2; i++) {
+        struct dest *d = destinations_find(ds, refused[i]);
+        assert_false(d->present);
+        assert_true(d->set.keys_bad);
+    }
+    assert_false(destinations_find(ds, "neither")->present);
+
+    /* the same key in the other layout is the same settings; a new key is not */
+    uint64_t gen = keyed->generation;
+    res = result(NULL);
+    add_row(res, "id", "keyed", "secret", NULL, "signing_key", SK_SVIX, NULL);
+    assert_int_equal(destinations_load(ds, res), 0);
+    PQclear(res);
+    assert_int_equal(keyed->generation, gen);
+    res = result(NULL);
+    add_row(res, "id", "keyed", "secret", NULL, "signing_key",
+            "whsk_TM0Imyj/ltqdtsNG7BFOD1uKMZ81q6Yk2oz27U+4pvs=", NULL);
+    assert_int_equal(destinations_load(ds, res), 0);
+    PQclear(res);
+    assert_true(keyed->generation > gen);
+    assert_false(ed25519_signer_same(keyed->set.signer, svix->set.signer));
     destinations_free(&ds);
 }
 
@@ -383,6 +438,7 @@ int main(void)
         cmocka_unit_test(an_empty_schedule_retries_every_5_seconds),
         cmocka_unit_test(a_poll_destination_needs_no_url),
         cmocka_unit_test(a_push_destination_it_cannot_deliver_to_is_absent),
+        cmocka_unit_test(signing_keys_are_parsed_once_and_bad_ones_refused),
         cmocka_unit_test(a_reload_replaces_the_settings_and_keeps_the_entry),
         cmocka_unit_test(a_filter_change_is_a_new_window_a_pause_is_not),
         cmocka_unit_test(a_missing_column_changes_nothing),

@@ -85,7 +85,7 @@ static void header_lines(void **state)
 
 /* ---- whole requests against lib/http on the same loop ---- */
 
-#define MAX_RESULTS 4
+#define MAX_RESULTS 6
 
 struct ctx;
 
@@ -100,6 +100,7 @@ struct got {
     size_t body_len;
     bool truncated;
     bool aborted;
+    long connects;
     char header[HTTP_CLIENT_MAX_CAPTURE][64];
 };
 
@@ -116,7 +117,8 @@ struct ctx {
     char seen_header[64];
 };
 
-/* The server: /ok, /big, /echo (POST), /hold (never answered). */
+/* The server: /ok, /big, /echo (POST), /peer (the client's address and its X-N), /hold
+   (never answered). */
 static void handler(struct http_request *req, void *data)
 {
     struct ctx *t = data;
@@ -136,6 +138,12 @@ static void handler(struct http_request *req, void *data)
         const char *h = http_request_header(req, "x-test");
         snprintf(t->seen_header, sizeof(t->seen_header), "%s", h != NULL ? h : "(none)");
         http_respond_json(req, 201, "{\"ok\":true}");
+    } else if (strcmp(path, "/peer") == 0) {
+        char body[96];
+        const char *n = http_request_header(req, "x-n");
+        snprintf(body, sizeof(body), "%s %s %s", http_request_peer(req), http_request_method(req),
+                 n != NULL ? n : "-");
+        http_respond(req, 200, "text/plain", body, strlen(body), NULL, 0);
     } else {
         t->held = req;
     }
@@ -164,6 +172,7 @@ static void on_done(const struct http_client_result *res, void *data)
     }
     g->truncated = res->truncated;
     g->aborted = res->aborted;
+    g->connects = res->connects;
     for (int i = 0; i < HTTP_CLIENT_MAX_CAPTURE; i++)
         snprintf(g->header[i], sizeof(g->header[i]), "%s", res->header[i]);
     /* http_client_free must not run inside its own callback: close on the next turn */
@@ -171,11 +180,12 @@ static void on_done(const struct http_client_result *res, void *data)
         uv_timer_start(&t->closer, on_closer, 0, 0);
 }
 
-static void setup_loop(struct ctx *t, int expected)
+static void setup_loop_idle(struct ctx *t, int expected, uint64_t server_idle_ms)
 {
     memset(t, 0, sizeof(*t));
     assert_int_equal(uv_loop_init(&t->loop), 0);
-    struct http_server_config cfg = {.host = "127.0.0.1", .port = 0};
+    struct http_server_config cfg = {
+        .host = "127.0.0.1", .port = 0, .idle_timeout_ms = server_idle_ms};
     assert_int_equal(http_server_start(&t->loop, &cfg, handler, t, &t->srv), 0);
     t->port = http_server_port(t->srv);
     assert_int_equal(http_client_new(&t->loop, "test/1", 4, &t->client), 0);
@@ -184,6 +194,11 @@ static void setup_loop(struct ctx *t, int expected)
     t->expected = expected;
     for (int i = 0; i < MAX_RESULTS; i++)
         t->got[i].t = t;
+}
+
+static void setup_loop(struct ctx *t, int expected)
+{
+    setup_loop_idle(t, expected, 0);
 }
 
 static void start(struct ctx *t, int i, const struct http_client_request *req)
@@ -301,6 +316,77 @@ static void freeing_the_client_aborts_what_is_in_flight(void **state)
     assert_int_equal(t.got[0].status, 0);
 }
 
+/*
+ * Requests one after the other on a kept-alive connection: the first three
+ * share it (the poll and the handle are kept; method and headers change
+ * between them), then the server closes it while idle, and the next request
+ * goes out on a new connection instead of failing or hanging.
+ */
+struct chain {
+    struct ctx *t;
+    char url[64];
+    int next;
+    uv_timer_t timer;
+};
+
+static void chain_send(uv_timer_t *timer);
+
+static void on_chain_done(const struct http_client_result *res, void *data)
+{
+    struct got *g = data;
+    struct chain *c = (struct chain *)g->t->held;
+    on_done(res, data);
+    if (c->next < 4) /* after the 3rd, wait past the server's idle timeout */
+        uv_timer_start(&c->timer, chain_send, c->next == 3 ? 400 : 0, 0);
+    else
+        uv_close((uv_handle_t *)&c->timer, NULL);
+}
+
+static void chain_send(uv_timer_t *timer)
+{
+    struct chain *c = timer->data;
+    int i = c->next++;
+    char n[16];
+    snprintf(n, sizeof(n), "X-N: %d", i);
+    const char *headers[] = {n, NULL};
+    struct http_client_request req = {.url = c->url,
+                                      .get = i == 1,
+                                      .body = "{}",
+                                      .body_len = 2,
+                                      .headers = headers,
+                                      .timeout_ms = 5000};
+    assert_int_equal(http_client_start(c->t->client, &req, on_chain_done, &c->t->got[i]), 0);
+}
+
+static void a_kept_connection_is_reused_and_replaced_when_the_server_closed_it(void **state)
+{
+    (void)state;
+    struct ctx t;
+    setup_loop_idle(&t, 4, 150);
+    struct chain c = {.t = &t};
+    snprintf(c.url, sizeof(c.url), "http://127.0.0.1:%d/peer", t.port);
+    t.held = (struct http_request *)&c; /* no /hold here: the slot carries the chain */
+    uv_timer_init(&t.loop, &c.timer);
+    c.timer.data = &c;
+    uv_timer_start(&c.timer, chain_send, 0, 0);
+    run_to_end(&t);
+    char peer[64], method[4][8], n[4][8];
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(t.got[i].status, 200);
+        assert_int_equal(sscanf(t.got[i].excerpt, "%63s %7s %7s", peer, method[i], n[i]), 3);
+        char want[8];
+        snprintf(want, sizeof(want), "%d", i);
+        assert_string_equal(n[i], want); /* each request's own header, not a stale one */
+    }
+    assert_string_equal(method[0], "POST");
+    assert_string_equal(method[1], "GET");
+    assert_string_equal(method[2], "POST");
+    assert_int_equal(t.got[0].connects, 1);
+    assert_int_equal(t.got[1].connects, 0); /* the same connection */
+    assert_int_equal(t.got[2].connects, 0);
+    assert_int_equal(t.got[3].connects, 1); /* a new one after the idle close */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -312,6 +398,7 @@ int main(void)
         cmocka_unit_test(a_post_and_a_long_error_body),
         cmocka_unit_test(a_refused_connection_is_a_transport_error),
         cmocka_unit_test(freeing_the_client_aborts_what_is_in_flight),
+        cmocka_unit_test(a_kept_connection_is_reused_and_replaced_when_the_server_closed_it),
     };
     /* a proxy from the environment would stand between client and server */
     setenv("no_proxy", "*", 1);

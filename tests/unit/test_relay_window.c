@@ -168,10 +168,77 @@ static void untaint_holds_what_was_read_before(void **state)
     relay_window_settle(&w, a, WEV_FAILED);
     struct out o = {""};
     relay_window_advance(&w, 0, 1000, emit, &o); /* 1 leaves; 2 may go: it stays */
-    relay_window_push(&w, 3, 7, false, NULL);    /* read before the row committed */
-    relay_window_untaint(&w);
+    uint64_t batch = relay_window_seal(&w);
+    relay_window_push(&w, 3, 7, false, NULL); /* read before the row committed */
+    relay_window_untaint(&w, batch);
     assert_true(relay_window_find(&w, 3)->held);
     assert_false(relay_window_find(&w, 2)->held);
+    relay_window_free(&w);
+}
+
+/*
+ * The relay lifts a completion's taints once the read that was out when it
+ * committed is back; by then the next completion may be on its way with rows
+ * of other orders. Those orders stay tainted: a read that ran before that
+ * second commit says they are free, and an event of theirs let go then
+ * would overtake the failed one before it (an order.cancelled reaching a
+ * destination before its order.created).
+ */
+static void untaint_lifts_only_the_batches_committed(void **state)
+{
+    struct relay_window w = window(16, true);
+    struct out o = {""};
+    relay_window_push(&w, 1, 7, false, NULL);
+    struct wev *a = relay_window_next(&w, 0);
+    relay_window_settle(&w, a, WEV_FAILED);
+    relay_window_advance(&w, 0, 1000, emit, &o);
+    uint64_t first = relay_window_seal(&w); /* statement 1: the row of 1 (order 7) */
+    relay_window_push(&w, 2, 8, false, NULL);
+    struct wev *b = relay_window_next(&w, 0);
+    relay_window_settle(&w, b, WEV_FAILED);
+    relay_window_advance(&w, 0, 1000, emit, &o);
+    uint64_t second = relay_window_seal(&w); /* statement 2: the row of 2 (order 8) */
+    assert_true(second > first);
+    assert_string_equal(o.text, "1f 2f");
+
+    /* statement 1 committed and the read that was out then is back */
+    relay_window_untaint(&w, first);
+    /* a read that ran after statement 1 committed, before statement 2 did: it
+       sees the row of 1 but not the row of 2 */
+    relay_window_push(&w, 3, 8, false, NULL);
+    relay_window_push(&w, 4, 7, true, NULL);
+    relay_window_push(&w, 5, 9, false, NULL);
+    struct wev *n = relay_window_next(&w, 0);
+    assert_int_equal(n->position, 5);
+    assert_null(relay_window_next(&w, 0));
+    assert_int_equal(relay_window_find(&w, 3)->state, WEV_BLOCKED); /* order 8: still tainted */
+    assert_int_equal(relay_window_find(&w, 4)->state, WEV_BLOCKED);
+
+    /* statement 2 committed too */
+    relay_window_push(&w, 6, 8, false, NULL);
+    relay_window_untaint(&w, second);
+    assert_true(relay_window_find(&w, 6)->held);
+    relay_window_free(&w);
+}
+
+/* An order with rows in two batches stays tainted until the later one is committed. */
+static void an_order_in_two_batches_is_lifted_with_the_later(void **state)
+{
+    struct relay_window w = window(16, true);
+    struct out o = {""};
+    relay_window_push(&w, 1, 7, false, NULL);
+    relay_window_settle(&w, relay_window_next(&w, 0), WEV_FAILED);
+    relay_window_advance(&w, 0, 1000, emit, &o);
+    uint64_t first = relay_window_seal(&w);
+    relay_window_push(&w, 2, 7, true, NULL); /* the database saw the row of 1 */
+    relay_window_advance(&w, 0, 1000, emit, &o);
+    uint64_t second = relay_window_seal(&w);
+    assert_string_equal(o.text, "1f 2b");
+    relay_window_untaint(&w, first);
+    relay_window_push(&w, 3, 7, false, NULL); /* read before statement 2 committed */
+    assert_null(relay_window_next(&w, 0));
+    assert_int_equal(relay_window_find(&w, 3)->state, WEV_BLOCKED);
+    relay_window_untaint(&w, second);
     relay_window_free(&w);
 }
 
@@ -250,6 +317,8 @@ int main(void)
         cmocka_unit_test(a_waiting_head_that_may_go_stops_the_cursor),
         cmocka_unit_test(rows_written_taint_reads_already_on_their_way),
         cmocka_unit_test(untaint_holds_what_was_read_before),
+        cmocka_unit_test(untaint_lifts_only_the_batches_committed),
+        cmocka_unit_test(an_order_in_two_batches_is_lifted_with_the_later),
         cmocka_unit_test(a_dead_event_blocks_only_when_the_destination_says_so),
         cmocka_unit_test(full_window_refuses_and_find_works_across_the_ring),
         cmocka_unit_test(has_ready_tells_what_next_would_do_without_doing_it),

@@ -175,7 +175,25 @@ for d in (x for x in ph if x["phase"] == "drain"):
                    "sinks_cores": round(d["sinks_cpu_s"] / span, 2) if span > 0 else None,
                    "machine_busy": d["machine_busy"]})
 res["drain"] = drains
-peaks = [r["peak_rss_mb"] for r in ing] + [res[k]["peak_rss_mb"] for k in ("e2e", "latency", "overload")
+
+# ---------------------------------------------------------------- (h) framework receivers
+fw = next((x for x in ph if x["phase"] == "framework"), None)
+if fw:
+    span = fw["t_end"] - fw["t_start"]
+    recv = fw.get("receivers") or []
+    res["framework"] = {
+        "rows": fw["rows"], "delivered": fw["delivered_sum"], "complete": fw["complete"],
+        "span_s": round(span, 2),
+        "deliveries_per_s": round(fw["delivered_sum"] / span, 1) if span > 0 else None,
+        "cpu_s_per_1000": round(fw["ordersync_cpu_s"] / fw["delivered_sum"] * 1000, 3) if fw["delivered_sum"] else None,
+        "ordersync_cores": round(fw["ordersync_cpu_s"] / span, 2) if span > 0 else None,
+        "peak_rss_mb": round(max(fw["ordersync_hwm_kb"], fw.get("max_rss_kb", 0)) / 1024, 1),
+        "machine_busy": fw["machine_busy"],
+        "burst_orders": fw.get("burst_orders"),
+        "receiver_requests": sum(r.get("requests", 0) for r in recv),
+        "receiver_connections": sum(r.get("connections", 0) for r in recv),
+        "receiver_idle_closes": sum(r.get("idle_closes", 0) for r in recv)}
+peaks = [r["peak_rss_mb"] for r in ing] + [res[k]["peak_rss_mb"] for k in ("e2e", "latency", "overload", "framework")
                                            if k in res] + [d["peak_rss_mb"] for d in drains]
 res["peak_rss_mb"] = max(peaks) if peaks else None
 try:
@@ -238,6 +256,13 @@ for d in drains:
 if d20 and dbig:
     r = ratio(dbig["deliveries_per_s"], d20["deliveries_per_s"])
     md.append(f"| drain, large backlog vs small | {dbig['rows']:,} vs {d20['rows']:,} pending | **{r}**{ok(r, 0.67)} | ≥ 0.67× | – |")
+if "framework" in res and d20:
+    x = res["framework"]
+    r = ratio(x["cpu_s_per_1000"], d20["cpu_s_per_1000"])
+    md.append(f"| drain to framework-style receivers, {x['rows']:,} pending | keep-alive with Keep-Alive: timeout=5, Date, chunked JSON answers, idle connections closed after 5 s; "
+              f"{x['delivered']:,} delivered at {f(x['deliveries_per_s'])}/s, then 2 bursts 7 s apart ({x['burst_orders']:,} orders); the receivers saw "
+              f"{x['receiver_requests']:,} requests on {x['receiver_connections']:,} connections ({x['receiver_idle_closes']:,} closed idle) | "
+              f"**{f(x['cpu_s_per_1000'],3)} core-s per 1,000 deliveries** vs {f(d20['cpu_s_per_1000'],3)} to the fast sink | ≈ 1× | **{r}** |")
 md.append(f"| peak RSS, any phase | VmHWM, ordersync restarted per phase | **{f(res['peak_rss_mb'],1)} MB**{ok(res['peak_rss_mb'], 32, False)} | ≤ 32 MB | – |")
 md.append("")
 md.append("### Ingest, per concurrency\n")
@@ -261,6 +286,9 @@ if "wal" in res:
     md.append(f"| write volume | {f(res['wal']['cpu_s_per_1000'],3)} | – | – | – | – |")
 for d in drains:
     md.append(f"| drain {d['rows']:,} (per 1,000 deliveries) | {f(d['cpu_s_per_1000'],3)} | {f(d['ordersync_cores'],2)} | {f(d['sinks_cores'],2)} | {f(d['machine_busy']*100)}% | {f(d['peak_rss_mb'],1)} |")
+if "framework" in res:
+    x = res["framework"]
+    md.append(f"| drain {x['rows']:,}, framework-style receivers (per 1,000 deliveries) | {f(x['cpu_s_per_1000'],3)} | {f(x['ordersync_cores'],2)} | – | {f(x['machine_busy']*100)}% | {f(x['peak_rss_mb'],1)} |")
 md.append("")
 md.append("### The SQL alone (pgbench)\n")
 md.append("| run | orders per transaction | clients | transactions/s | orders/s | avg latency ms | machine busy |")

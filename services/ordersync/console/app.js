@@ -500,6 +500,14 @@ function secretCell(set, rotating, changed) {
     el('div', { class: 'muted small' }, changed ? `changed ${fmtTime(changed)}` : 'unchanged since the console was installed'));
 }
 
+// A push destination's Ed25519 (v1a) public key, for its receivers; the private key is never sent.
+function withSigningKey(td, d) {
+  if (d.signing_key_refused) td.append(el('div', { class: 'small err' }, 'signing key refused (see the log): not delivered to'));
+  if (d.signing_public_key) td.append(el('div', { class: 'small' }, 'v1a public key: ', el('code', { class: 'pubkey' }, d.signing_public_key)));
+  if (d.previous_signing_public_key) td.append(el('div', { class: 'small muted' }, 'previous (still signs): ', el('code', {}, d.previous_signing_public_key)));
+  return td;
+}
+
 async function viewConfig() {
   setMain(el('p', { class: 'muted' }, 'Loading…'));
   try {
@@ -524,7 +532,7 @@ async function viewConfig() {
           el('td', {}, d.enabled ? 'yes' : `no${d.disabled_reason ? ': ' + d.disabled_reason : ''}`,
             d.paused_at ? el('div', {}, badge('paused', 'blocked'), ` by ${d.paused_by}`) : null),
           el('td', { class: 'long' }, d.mode === 'poll' ? `GET /feeds/${d.id}` : d.url || '—', d.url_redacted ? ' (credentials hidden)' : ''),
-          d.mode === 'poll' ? secretCell(d.feed_token_set, false, d.feed_token_changed_at) : secretCell(d.secret_set, d.rotating, d.secret_changed_at),
+          d.mode === 'poll' ? secretCell(d.feed_token_set, false, d.feed_token_changed_at) : withSigningKey(secretCell(d.secret_set, d.rotating, d.secret_changed_at), d),
           // a feed is read at its reader's pace: timeouts, retries and rate limits are a push destination's
           d.mode === 'poll'
             ? el('td', { class: 'small' }, 'read by its consumer (bearer feed token); reading past an event acknowledges it')
