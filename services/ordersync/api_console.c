@@ -20,6 +20,7 @@
 #include <openssl/rand.h>
 
 #include "api.h"
+#include "api_destination.h"
 #include "api_console_internal.h"
 #include "buf.h"
 #include "console.h"
@@ -251,8 +252,8 @@ static void on_doc(void *ctx, enum console_status st, const char *json, const ch
     }
 }
 
-static void run(struct app *app, struct http_request *req, enum console_query q,
-                const char *const *params)
+void api_console_run(struct app *app, struct http_request *req, enum console_query q,
+                     const char *const *params)
 {
     int rc = console_run(app->console, q, params, on_doc, req);
     if (rc == -ENOTCONN) {
@@ -315,10 +316,10 @@ static void get_orders(struct app *app, struct http_request *req)
     const char *b = hb == 1 ? before : NULL;
     if (n == 0) {
         const char *p[] = {b, limit};
-        run(app, req, CONSOLE_RECENT, p);
+        api_console_run(app, req, CONSOLE_RECENT, p);
     } else {
         const char *p[] = {s, b, limit};
-        run(app, req, CONSOLE_SEARCH, p);
+        api_console_run(app, req, CONSOLE_SEARCH, p);
     }
 }
 
@@ -335,7 +336,7 @@ static void get_order(struct app *app, struct http_request *req, const char *res
     rest += n;
     if (*rest == '\0') {
         const char *p[] = {id};
-        run(app, req, CONSOLE_ORDER, p);
+        api_console_run(app, req, CONSOLE_ORDER, p);
         return;
     }
     enum console_query q;
@@ -355,7 +356,7 @@ static void get_order(struct app *app, struct http_request *req, const char *res
     }
     snprintf(sub, sizeof(sub), "%s", rest);
     const char *p[] = {id, sub};
-    run(app, req, q, p);
+    api_console_run(app, req, q, p);
 }
 
 static bool state_ok(const char *s)
@@ -392,7 +393,7 @@ static void get_deliveries(struct app *app, struct http_request *req)
                        hb == 1 ? before : NULL,
                        hb == 1 ? colon + 1 : NULL,
                        limit};
-    run(app, req, CONSOLE_DELIVERIES, p);
+    api_console_run(app, req, CONSOLE_DELIVERIES, p);
 }
 
 /* "console:alice" for a browser's operator; "api:<actor>" for a token holder. */
@@ -459,7 +460,7 @@ static void post_action(struct app *app, struct http_request *req, bool replay,
             bad = "too many items";
         if (bad == NULL) {
             const char *p[] = {dests.data, positions.data, actor, preview};
-            run(app, req, replay ? CONSOLE_REPLAY : CONSOLE_SKIP, p);
+            api_console_run(app, req, replay ? CONSOLE_REPLAY : CONSOLE_SKIP, p);
         }
     } else if (json_is_object(matching) && items == NULL) {
         const char *d = json_string_value(json_object_get(matching, "destination"));
@@ -475,12 +476,12 @@ static void post_action(struct app *app, struct http_request *req, bool replay,
                   "blocked, to skip)}";
         } else if (replay) {
             const char *p[] = {d, since, until, actor, preview};
-            run(app, req, CONSOLE_REPLAY_MATCHING, p);
+            api_console_run(app, req, CONSOLE_REPLAY_MATCHING, p);
         } else {
             char states[16];
             snprintf(states, sizeof(states), "{%s}", state);
             const char *p[] = {d, since, until, states, actor, preview};
-            run(app, req, CONSOLE_SKIP_MATCHING, p);
+            api_console_run(app, req, CONSOLE_SKIP_MATCHING, p);
         }
     } else {
         bad = doc == NULL ? "the body is not JSON" : "give either items or matching";
@@ -517,7 +518,9 @@ static void serve_api(struct app *app, struct http_request *req, const struct ap
     const struct api_console_caller who = *c;
     const char *path = http_request_path(req) + strlen("/api/");
     bool replay = strcmp(path, "deliveries/replay") == 0;
-    if (replay || strcmp(path, "deliveries/skip") == 0) {
+    /* destinations/ID/ACTION: pause, resume, test, replay, filter (api_destination.c) */
+    bool dest_action = strncmp(path, "destinations/", 13) == 0 && strchr(path + 13, '/') != NULL;
+    if (replay || strcmp(path, "deliveries/skip") == 0 || dest_action) {
         if (!api_console_is_post(req)) {
             api_console_method_not_allowed(req, "POST");
             return;
@@ -534,7 +537,10 @@ static void serve_api(struct app *app, struct http_request *req, const struct ap
                               "X-CSRF-Token is missing or wrong: reload the console", NULL, 0);
             return;
         }
-        post_action(app, req, replay, &who);
+        if (dest_action)
+            api_destination_post(app, req, path + 13, who.session ? who.s.name : NULL);
+        else
+            post_action(app, req, replay, &who);
         return;
     }
     if (!api_console_is_get(req)) {
@@ -544,7 +550,7 @@ static void serve_api(struct app *app, struct http_request *req, const struct ap
     if (strcmp(path, "session") == 0) {
         get_session(app, req, &who);
     } else if (strcmp(path, "overview") == 0) {
-        run(app, req, CONSOLE_OVERVIEW, NULL);
+        api_console_run(app, req, CONSOLE_OVERVIEW, NULL);
     } else if (strcmp(path, "orders") == 0) {
         get_orders(app, req);
     } else if (strncmp(path, "orders/", 7) == 0) {
@@ -552,7 +558,7 @@ static void serve_api(struct app *app, struct http_request *req, const struct ap
     } else if (strcmp(path, "deliveries") == 0) {
         get_deliveries(app, req);
     } else if (strcmp(path, "sources") == 0) {
-        run(app, req, CONSOLE_SOURCES, NULL);
+        api_console_run(app, req, CONSOLE_SOURCES, NULL);
     } else if (strcmp(path, "destinations") == 0) {
         struct dests_ctx *dc = malloc(sizeof(*dc));
         if (dc != NULL)
@@ -561,7 +567,8 @@ static void serve_api(struct app *app, struct http_request *req, const struct ap
             dc ? console_run(app->console, CONSOLE_DESTINATIONS, NULL, on_destinations, dc) : -1;
         if (rc < 0) {
             free(dc);
-            run(app, req, CONSOLE_DESTINATIONS, NULL); /* answers the error as for the others */
+            api_console_run(app, req, CONSOLE_DESTINATIONS,
+                            NULL); /* answers the error as for the others */
         }
     } else {
         api_console_error(req, 404, "not_found", "no such endpoint", NULL, 0);

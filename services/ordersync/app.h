@@ -17,6 +17,7 @@
 #include "destinations.h"
 #include "feed.h"
 #include "http.h"
+#include "http_client.h"
 #include "ingest.h"
 #include "relay.h"
 #include "store.h"
@@ -40,6 +41,7 @@ struct app {
     struct console_auth console_auth;          /* keys from ORDERSYNC_ADMIN_TOKEN */
     struct console_throttle *console_throttle; /* wrong admin tokens per client address */
     struct admin_hosts admin_hosts;            /* Host headers the admin listener answers */
+    struct http_client *test_http;             /* operators' test events; made at the first one */
     bool console_enabled;                      /* ORDERSYNC_ADMIN_TOKEN is set */
     bool schema_current;                       /* checked at every (re)connection of db_aux */
     bool stopping;

@@ -326,6 +326,12 @@ static const char destinations_sql_text[] =
                  " 'breaker_pause', d.breaker_pause::text, 'max_retry_after', "
                  "d.max_retry_after::text,"
                  " 'on_dead', d.on_dead, 'paused_until', d.paused_until,"
+                 " 'filter', d.filter::text, 'paused_at', d.paused_at, 'paused_by', d.paused_by,"
+                 " 'actions', (SELECT coalesce(json_agg(json_build_object('at', a.at, 'actor',"
+                 "   a.actor, 'action', a.action, 'detail', a.detail) ORDER BY a.id DESC), '[]')"
+                 "   FROM (SELECT * FROM operator_actions a WHERE a.destination_id = d.id"
+                 "          AND a.order_id IS NULL ORDER BY a.destination_id, a.at DESC"
+                 "          LIMIT 10) a),"
                  " 'rate_limit_per_s', to_jsonb(d) -> 'rate_limit_per_s',"
                  " 'subscriptions', (SELECT coalesce(json_agg(u.event_type ORDER BY u.event_type), "
                  "'[]')"
@@ -364,6 +370,23 @@ static const char session_end_sql[] =
     "UPDATE console_sessions SET ended_at = coalesce(ended_at, now()) WHERE id = $1"
     " RETURNING json_build_object('ended_at', ended_at) AS doc";
 
+/* An operator's actions on a destination as a whole (016_filters_actions.sql). */
+static const char dest_pause_sql[] =
+    "SELECT json_build_object('destination', $1::text, 'paused', $2::boolean,"
+    " 'changed', destination_pause($1, $2::boolean, $3)) AS doc";
+static const char dest_filter_sql[] = "SELECT json_build_object('destination', $1::text,"
+                                      " 'filter', destination_set_filter($1, $2, $3)) AS doc";
+static const char dest_replay_sql[] =
+    "SELECT json_build_object('destination', $1::text, 'since', $2::timestamptz,"
+    " 'until', $3::timestamptz, 'preview', $5::boolean,"
+    " 'replayed', destination_replay_range($1, $2::timestamptz, $3::timestamptz, $4,"
+    "                                      $5::boolean)) AS doc";
+static const char dest_test_sql[] =
+    "SELECT json_build_object('destination', $1::text,"
+    " 'action_id', destination_test_record($1, $2, $3, $4::integer, $5, $6, $7::integer),"
+    " 'webhook_id', $3::text, 'status', $4::integer, 'body', $5::text, 'error', $6::text,"
+    " 'ms', $7::integer) AS doc";
+
 struct console_stmt {
     struct db_stmt stmt;
     int nparams;
@@ -387,6 +410,10 @@ static const struct console_stmt stmts[CONSOLE_QUERY_COUNT] = {
     [CONSOLE_SESSION_START] = {{"console_session_start", session_start_sql}, 4},
     [CONSOLE_SESSION_TOUCH] = {{"console_session_touch", session_touch_sql}, 2},
     [CONSOLE_SESSION_END] = {{"console_session_end", session_end_sql}, 1},
+    [CONSOLE_DEST_PAUSE] = {{"console_dest_pause", dest_pause_sql}, 3},
+    [CONSOLE_DEST_FILTER] = {{"console_dest_filter", dest_filter_sql}, 3},
+    [CONSOLE_DEST_REPLAY] = {{"console_dest_replay", dest_replay_sql}, 5},
+    [CONSOLE_DEST_TEST] = {{"console_dest_test", dest_test_sql}, 7},
 };
 
 /* db_open wants a flat array of statements; filled once from the table above. */

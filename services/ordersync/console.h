@@ -36,6 +36,11 @@ enum console_query {
     CONSOLE_SESSION_START,   /* (nonce, operator, expires Unix s, peer): a login */
     CONSOLE_SESSION_TOUCH,   /* (nonce, idle timeout s): {"alive", "known", "ended"} */
     CONSOLE_SESSION_END,     /* (nonce): a logout */
+    CONSOLE_DEST_PAUSE,      /* (destination, pause boolean, actor) */
+    CONSOLE_DEST_FILTER,     /* (destination, filter text | NULL, actor) */
+    CONSOLE_DEST_REPLAY,     /* (destination, since, until, actor, preview boolean) */
+    /* (destination, actor, webhook id, status, body excerpt, error, ms): records a test event */
+    CONSOLE_DEST_TEST,
     CONSOLE_QUERY_COUNT
 };
 

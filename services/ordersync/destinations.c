@@ -35,7 +35,8 @@ const char destinations_sql[] =
     " (SELECT array_agg(s.event_type ORDER BY s.event_type) FROM subscriptions s"
     "   WHERE s.destination_id = d.id)::text AS types,"
     " d.headers::text AS headers, d.rate_limit_per_s::float8 AS rate_limit_per_s,"
-    " d.signing_key, d.previous_signing_key"
+    " d.signing_key, d.previous_signing_key,"
+    " d.filter::text AS filter, d.paused_at IS NOT NULL AS held"
     " FROM destinations d ORDER BY d.id";
 
 enum col {
@@ -62,6 +63,8 @@ enum col {
     C_RATE_LIMIT,
     C_SIGNING_KEY,
     C_PREV_SIGNING_KEY,
+    C_FILTER,
+    C_HELD,
     N_COLS
 };
 
@@ -87,7 +90,9 @@ static const char *const col_names[N_COLS] = {"id",
                                               "headers",
                                               "rate_limit_per_s",
                                               "signing_key",
-                                              "previous_signing_key"};
+                                              "previous_signing_key",
+                                              "filter",
+                                              "held"};
 
 struct destinations *destinations_new(void)
 {
@@ -104,6 +109,7 @@ static void dest_settings_free(struct dest_settings *set)
     free(set->headers);
     ed25519_signer_free(&set->signer);
     ed25519_signer_free(&set->prev_signer);
+    free(set->filter);
     *set = (struct dest_settings){0};
 }
 
@@ -300,6 +306,7 @@ static int parse_row(const PGresult *res, int row, const int *c, struct dest_set
     n->prev_secret = text_or_null(res, row, c[C_PREV_SECRET], &oom);
     n->feed_token = text_or_null(res, row, c[C_FEED_TOKEN], &oom);
     n->types = text_or_null(res, row, c[C_TYPES], &oom);
+    n->filter = text_or_null(res, row, c[C_FILTER], &oom);
     int hrc = parse_headers(PQgetvalue(res, row, c[C_HEADERS]), &n->headers);
     if (hrc == -ENOMEM)
         oom = true;
@@ -340,6 +347,7 @@ static int parse_row(const PGresult *res, int row, const int *c, struct dest_set
     n->dead_blocks = PQgetvalue(res, row, c[C_DEAD_BLOCKS])[0] == 't';
     n->paused_for_s = atof(PQgetvalue(res, row, c[C_PAUSED_FOR]));
     n->failures = atoi(PQgetvalue(res, row, c[C_FAILURES]));
+    n->held = PQgetvalue(res, row, c[C_HELD])[0] == 't';
     n->rate_limit_per_s =
         PQgetisnull(res, row, c[C_RATE_LIMIT]) ? 0 : atof(PQgetvalue(res, row, c[C_RATE_LIMIT]));
     return 0;
@@ -358,9 +366,11 @@ static bool policy_differs(const struct relay_policy *a, const struct relay_poli
 }
 
 /*
- * Does the relay need a new window for this destination? Headers and the
- * rate limit are not compared: they are read at each request, and a new
- * window would send what is in flight again.
+ * Does the relay need a new window for this destination? Headers, the rate
+ * limit and an operator's pause are not compared: they are read at each
+ * request, and a new window would send what is in flight again. The filter
+ * is: what the window holds was read with the old one, and a changed filter
+ * applies to every event not sent yet.
  */
 static bool settings_differ(const struct dest_settings *a, const struct dest_settings *b)
 {
@@ -369,8 +379,9 @@ static bool settings_differ(const struct dest_settings *a, const struct dest_set
            !ed25519_signer_same(a->signer, b->signer) ||
            !ed25519_signer_same(a->prev_signer, b->prev_signer) || a->keys_bad != b->keys_bad ||
            !same_str(a->feed_token, b->feed_token) || !same_str(a->types, b->types) ||
-           a->timeout_ms != b->timeout_ms || a->max_in_flight != b->max_in_flight ||
-           a->dead_blocks != b->dead_blocks || policy_differs(&a->policy, &b->policy);
+           !same_str(a->filter, b->filter) || a->timeout_ms != b->timeout_ms ||
+           a->max_in_flight != b->max_in_flight || a->dead_blocks != b->dead_blocks ||
+           policy_differs(&a->policy, &b->policy);
 }
 
 /* A push destination without a URL, or with neither a secret nor a signing

@@ -54,6 +54,9 @@ struct dest_settings {
     char **headers;
     bool headers_bad;        /* the column holds headers we refuse to send: not delivered to */
     double rate_limit_per_s; /* 0: none */
+    /* the jsonpath filter as text (the database evaluates it), NULL: every event */
+    char *filter;
+    bool held; /* paused by an operator (paused_at): nothing is sent until resumed */
 };
 
 struct dest {

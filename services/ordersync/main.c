@@ -5,6 +5,8 @@
  *   ordersync replay    deliver dead (or, with --all, delivered) events again
  *   ordersync skip      give up on dead events so that the ones after them go on
  *   ordersync settings  print the settings table (--markdown for the README)
+ *   ordersync destination ACTION ID   pause, resume, test, replay or filter one
+ *                       destination (cli_destination.c)
  * Start-up (config, schema check, migrations) may block; after the loop
  * starts nothing does.
  */
@@ -18,6 +20,7 @@
 #include <curl/curl.h>
 #include <libpq-fe.h>
 
+#include "cli_destination.h"
 #include "signing_keys.h"
 #include "config.h"
 #include "conninfo.h"
@@ -71,6 +74,9 @@ static void usage(FILE *out)
                  "                      [--until TIME] [--blocked] [--pending]\n"
                  "       ordersync keygen\n"
                  "       ordersync destination-key ID\n"
+                 "       ordersync destination pause|resume|test ID\n"
+                 "       ordersync destination replay ID --since TIME --until TIME [--preview]\n"
+                 "       ordersync destination filter ID JSONPATH|--none\n"
                  "\n"
                  "Receives signed purchase webhooks, commits each order with its events in\n"
                  "PostgreSQL, and delivers the events as signed webhooks to downstream systems.\n"
@@ -304,6 +310,19 @@ static int cmd_replay_skip(const struct config *cfg, bool skip, int argc, char *
     return rc;
 }
 
+/* ordersync destination ACTION ID ...: arguments checked (cli_destination_check) */
+static int cmd_destination(const struct config *cfg, int argc, char **argv)
+{
+    PGconn *conn = connect_blocking(cfg);
+    if (conn == NULL)
+        return 1;
+    char actor[300];
+    snprintf(actor, sizeof(actor), "cli:%s", login_name());
+    int rc = cli_destination_run(conn, actor, argc, argv);
+    PQfinish(conn);
+    return rc;
+}
+
 /* The version the database's schema is at: 0 when none was applied, -1 on error. */
 static int schema_version(PGconn *conn)
 {
@@ -440,13 +459,18 @@ int main(int argc, char **argv)
     }
     bool known = strcmp(cmd, "serve") == 0 || strcmp(cmd, "migrate") == 0 ||
                  strcmp(cmd, "replay") == 0 || strcmp(cmd, "skip") == 0 ||
-                 strcmp(cmd, "destination-key") == 0;
+                 strcmp(cmd, "destination-key") == 0 || strcmp(cmd, "destination") == 0;
     if (!known)
         return usage_error(NULL, "'%s' is not an ordersync command", cmd);
     if (strcmp(cmd, "serve") == 0 && argc > 2)
         return usage_error("serve", "unknown option %s", argv[2]);
     if (strcmp(cmd, "destination-key") == 0 && (argc != 3 || argv[2][0] == '-'))
         return usage_error("destination-key", "%s", "usage: ordersync destination-key ID");
+    if (strcmp(cmd, "destination") == 0) {
+        int code = cli_destination_check(argc, argv);
+        if (code >= 0)
+            return code;
+    }
 
     setvbuf(stderr, NULL, _IONBF, 0);
     log_set_service("ordersync");
@@ -474,6 +498,8 @@ int main(int argc, char **argv)
         PGconn *conn = connect_blocking(&cfg);
         rc = conn == NULL ? 1 : signing_keys_destination(conn, argv[2], stdout);
         PQfinish(conn);
+    } else if (strcmp(cmd, "destination") == 0) {
+        rc = cmd_destination(&cfg, argc, argv);
     } else {
         rc = check_schema(&cfg) < 0 ? 1 : server_run(&cfg);
     }

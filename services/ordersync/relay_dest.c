@@ -79,6 +79,9 @@ static void dest_metrics(struct relay_dest *rd)
     rd->m_paused =
         dest_metric("ordersync_destination_paused",
                     "1 while the circuit breaker holds the destination", id, "", METRIC_GAUGE);
+    rd->m_filtered = dest_metric("ordersync_events_filtered_total",
+                                 "Events the destination's filter left out (never sent)", id, "",
+                                 METRIC_COUNTER);
 }
 
 struct relay_dest *relay_dest_find(struct relay *r, const struct dest *d)
@@ -151,7 +154,8 @@ bool relay_dest_gone(const struct relay_dest *rd)
 static bool deliverable(struct relay *r, struct relay_dest *rd)
 {
     const struct dest *d = rd->d;
-    return d->present && d->set.enabled && d->set.push && !relay_dest_gone(rd) && relay_running(r);
+    return d->present && d->set.enabled && !d->set.held && d->set.push && !relay_dest_gone(rd) &&
+           relay_running(r);
 }
 
 bool relay_dest_usable(struct relay *r, struct relay_dest *rd)

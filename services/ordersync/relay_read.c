@@ -8,6 +8,14 @@
  * relay_window.h): a completion's taints are lifted only once no read that
  * could have missed its rows is out (stream.untaint_after_read), and only
  * that completion's: the next one may be on its way meanwhile.
+ *
+ * A destination's content filter (destinations.filter) is applied in the
+ * read (stream_read_filtered in 016_filters_actions.sql): the events it
+ * leaves out never cross the wire. For such a destination a row of its own
+ * comes first, saying how many events were looked at, up to where, and how
+ * many were left out; the stream's read position moves past them as past
+ * events of types it does not take, and the completion that follows moves
+ * its cursor there.
  */
 #include "relay_internal.h"
 
@@ -21,8 +29,9 @@
 
 const char relay_sql_stream_read[] =
     "SELECT destination_id, horizon, event_position, event_id, order_id,"
-    " created_at, payload, age_s, held, trace_id FROM stream_read($1::text[], $2::bigint[],"
-    " $3::text[], $4::integer[], $5::boolean[])";
+    " created_at, payload, age_s, held, trace_id, scanned, last_scanned, filtered"
+    " FROM stream_read_filtered($1::text[], $2::bigint[], $3::text[], $4::integer[],"
+    " $5::boolean[])";
 
 enum {
     RC_DEST,
@@ -35,11 +44,15 @@ enum {
     RC_AGE,
     RC_HELD,
     RC_TRACE,
+    RC_SCANNED,
+    RC_LAST_SCANNED,
+    RC_FILTERED,
     N_RC
 };
 static const char *const read_cols[N_RC] = {
-    "destination_id", "horizon", "event_position", "event_id", "order_id",
-    "created_at",     "payload", "age_s",          "held",     "trace_id"};
+    "destination_id", "horizon",      "event_position", "event_id", "order_id",
+    "created_at",     "payload",      "age_s",          "held",     "trace_id",
+    "scanned",        "last_scanned", "filtered"};
 
 /* One stream's part of a read: the generation it was asked for, and how many events. */
 struct read_part {
@@ -151,6 +164,14 @@ static bool take_events(struct relay *r, struct stream *s, const struct read_par
     int rows = to - from;
     bool whole = true; /* every event returned went into the window */
     int64_t last = s->read_pos;
+    /* a filtered destination's first row: what the read looked at */
+    int64_t scanned_to = 0;
+    if (from < to && PQgetisnull(res, from, c[RC_POS])) {
+        rows = atoi(PQgetvalue(res, from, c[RC_SCANNED]));
+        scanned_to = strtoll(PQgetvalue(res, from, c[RC_LAST_SCANNED]), NULL, 10);
+        metric_add(s->rd->m_filtered, strtoull(PQgetvalue(res, from, c[RC_FILTERED]), NULL, 10));
+        from++;
+    }
     for (int row = from; row < to; row++) {
         struct job *j = relay_job_new(r, s->rd, res, row, &jc);
         if (j == NULL) {
@@ -169,6 +190,9 @@ static bool take_events(struct relay *r, struct stream *s, const struct read_par
         j->in_window = true;
         last = j->position;
     }
+    /* every event it looked at was kept or left out by the filter */
+    if (whole && scanned_to > last)
+        last = scanned_to;
     /* a short page: every event up to the horizon was read or is not for it */
     if (whole && (unsigned)rows < part->limit && horizon > last)
         last = horizon;
@@ -184,7 +208,7 @@ static void on_read(PGresult *res, const char *err, void *data)
     bool again = relay_conv_back(&r->read);
     int c[N_RC];
     bool ok = err == NULL && res != NULL && PQntuples(res) > 0 &&
-              db_columns(res, "stream_read", read_cols, c, N_RC) == 0;
+              db_columns(res, "stream_read_filtered", read_cols, c, N_RC) == 0;
     if (!ok && err != NULL && res != NULL) {
         metric_add(r->m_db_errors, 1);
         log_warn("stream read failed", json_pack("{s:s}", "detail", err));

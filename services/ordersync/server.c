@@ -259,6 +259,7 @@ static void close_all(struct server *s)
     ingest_free(&s->app.ingest);
     feed_free(&s->app.feed);
     /* before the servers: its queries in flight answer their requests (503) */
+    http_client_free(&s->app.test_http);
     console_free(&s->app.console);
     http_server_close(&s->app.http, NULL, NULL);
     http_server_close(&s->app.admin_http, NULL, NULL);
@@ -567,6 +568,7 @@ fail:
     http_server_close(&app->http, NULL, NULL);
     http_server_close(&app->admin_http, NULL, NULL);
     feed_free(&app->feed);
+    http_client_free(&app->test_http);
     console_free(&app->console);
     for (unsigned i = 0; i < app->n_ingest; i++)
         db_close(&app->db_ingest[i]);

@@ -49,6 +49,8 @@ static const char *const columns[][2] = {
     {"headers", "{}"},
     {"signing_key", NULL},
     {"previous_signing_key", NULL},
+    {"filter", NULL},
+    {"held", "f"},
 };
 #define N_COLUMNS ((int)(sizeof(columns) / sizeof(columns[0])))
 
@@ -300,6 +302,46 @@ static void a_reload_replaces_the_settings_and_keeps_the_entry(void **state)
     destinations_free(&ds);
 }
 
+/* A new filter is a new window (what it holds was read with the old one);
+   an operator's pause is not (it is read where the relay looks at its room). */
+static void a_filter_change_is_a_new_window_a_pause_is_not(void **state)
+{
+    (void)state;
+    PGresult *res = result(NULL);
+    add_row(res, NULL);
+    struct destinations *ds = load(res);
+    struct dest *d = destinations_find(ds, "inventory");
+    assert_null(d->set.filter);
+    assert_false(d->set.held);
+    uint64_t gen = d->generation;
+
+    res = result(NULL);
+    add_row(res, "held", "t", NULL);
+    assert_int_equal(destinations_load(ds, res), 0);
+    PQclear(res);
+    assert_true(d->set.held);
+    assert_true(d->present);
+    assert_int_equal(d->generation, gen);
+
+    res = result(NULL);
+    add_row(res, "held", "t", "filter", "($.\"data\".\"currency\" == \"EUR\")", NULL);
+    assert_int_equal(destinations_load(ds, res), 0);
+    PQclear(res);
+    assert_string_equal(d->set.filter, "($.\"data\".\"currency\" == \"EUR\")");
+    assert_true(d->generation > gen);
+    gen = d->generation;
+
+    /* removing it is a change too */
+    res = result(NULL);
+    add_row(res, NULL);
+    assert_int_equal(destinations_load(ds, res), 0);
+    PQclear(res);
+    assert_null(d->set.filter);
+    assert_false(d->set.held);
+    assert_true(d->generation > gen);
+    destinations_free(&ds);
+}
+
 static void a_missing_column_changes_nothing(void **state)
 {
     (void)state;
@@ -398,6 +440,7 @@ int main(void)
         cmocka_unit_test(a_push_destination_it_cannot_deliver_to_is_absent),
         cmocka_unit_test(signing_keys_are_parsed_once_and_bad_ones_refused),
         cmocka_unit_test(a_reload_replaces_the_settings_and_keeps_the_entry),
+        cmocka_unit_test(a_filter_change_is_a_new_window_a_pause_is_not),
         cmocka_unit_test(a_missing_column_changes_nothing),
         cmocka_unit_test(a_reload_out_of_memory_keeps_whole_settings),
     };

@@ -318,6 +318,7 @@ async function viewOrder(id) {
           rounds > 1 ? el('span', { class: 'muted small' }, ` in ${rounds} rounds`) : null,
           d.state === 'skipped' ? el('div', { class: 'muted small' }, `skipped by ${d.skipped_by} ${fmtTime(d.skipped_at)}`) : null,
           d.state === 'unrecorded' ? el('div', { class: 'muted small' }, 'passed with no delivery or skip on record') : null,
+          d.state === 'filtered' ? el('div', { class: 'muted small' }, 'left out by the destination\'s filter: never sent') : null,
           d.blocked_by ? el('div', { class: 'muted small' }, `waits for #${d.blocked_by}`) : null,
           d.state === 'pending' && d.next_at ? el('div', { class: 'muted small' }, `next ${fmtTime(d.next_at)}`) : null,
           d.last_error ? el('div', { class: 'small err' }, d.last_error) : null);
@@ -512,7 +513,7 @@ async function viewConfig() {
   try {
     const [sources, dests] = await Promise.all([api('/api/sources'), api('/api/destinations')]);
     setMain(el('h1', {}, 'Sources and destinations'),
-      el('p', { class: 'muted small' }, 'Read-only: edit them with SQL (see the README). Secret values are never shown.'),
+      el('p', { class: 'muted small' }, 'Edit them with SQL (see the README); a destination\'s page (click its id) pauses, resumes, tests and replays it. Secret values are never shown.'),
       el('h2', {}, 'Sources'),
       el('table', { class: 'grid', id: 'sources' },
         el('thead', {}, el('tr', {}, ['id', 'kind', 'mode', 'enabled', 'secret', 'polling'].map(t => el('th', {}, t)))),
@@ -527,8 +528,9 @@ async function viewConfig() {
       el('table', { class: 'grid', id: 'destinations' },
         el('thead', {}, el('tr', {}, ['id', 'mode', 'enabled', 'url', 'secret', 'delivery', 'subscriptions'].map(t => el('th', {}, t)))),
         el('tbody', {}, dests.map(d => el('tr', {},
-          el('td', {}, el('strong', {}, d.id)), el('td', {}, d.mode),
-          el('td', {}, d.enabled ? 'yes' : `no${d.disabled_reason ? ': ' + d.disabled_reason : ''}`),
+          el('td', {}, el('strong', {}, el('a', { href: `#/destination/${encodeURIComponent(d.id)}` }, d.id))), el('td', {}, d.mode),
+          el('td', {}, d.enabled ? 'yes' : `no${d.disabled_reason ? ': ' + d.disabled_reason : ''}`,
+            d.paused_at ? el('div', {}, badge('paused', 'blocked'), ` by ${d.paused_by}`) : null),
           el('td', { class: 'long' }, d.mode === 'poll' ? `GET /feeds/${d.id}` : d.url || '—', d.url_redacted ? ' (credentials hidden)' : ''),
           d.mode === 'poll' ? secretCell(d.feed_token_set, false, d.feed_token_changed_at) : withSigningKey(secretCell(d.secret_set, d.rotating, d.secret_changed_at), d),
           // a feed is read at its reader's pace: timeouts, retries and rate limits are a push destination's
@@ -537,10 +539,93 @@ async function viewConfig() {
             : el('td', { class: 'small' }, `timeout ${d.timeout_ms} ms, ${d.max_in_flight} in flight, ${d.max_attempts} attempts over ${d.retry_window}, `,
               `schedule ${d.retry_schedule.join(', ')}, on dead: ${d.on_dead}`,
               d.rate_limit_per_s !== null && d.rate_limit_per_s !== undefined ? `, rate limit ${d.rate_limit_per_s}/s` : ''),
-          el('td', { class: 'small' }, d.subscriptions.length ? d.subscriptions.join(', ') : 'every event type'))))));
+          el('td', { class: 'small' }, d.subscriptions.length ? d.subscriptions.join(', ') : 'every event type',
+            d.filter ? el('div', { class: 'muted small' }, `filter ${d.filter}`) : null))))));
   } catch (e) {
     setMain(el('h1', {}, 'Sources and destinations'), errorBox(e));
   }
+}
+
+// ---------------------------------------------------------------- one destination: its actions
+
+function actionText(a) {
+  const x = a.detail || {};
+  if (a.action === 'test') {
+    return x.status ? `test event answered HTTP ${x.status}: ${x.body || ''}` : `test event got no answer: ${x.error || ''}`;
+  }
+  if (a.action === 'replay_range') return `replayed ${plural(x.events || 0, 'dead or blocked event')} from ${fmtTime(x.since)} to ${fmtTime(x.until)}`;
+  if (a.action === 'filter') return x.filter ? `filter set to ${x.filter}` : 'filter removed';
+  return a.action === 'pause' ? 'paused' : a.action === 'resume' ? 'resumed' : a.action;
+}
+
+// what the receiver said to a test event, as the operator reads it
+function testAnswer(r) {
+  if (!r.status) return el('div', { id: 'test-answer', class: 'error' }, `No answer: ${r.error || 'unknown error'} (after ${r.ms} ms)`);
+  return el('div', { id: 'test-answer', class: r.status >= 200 && r.status < 300 ? 'notice' : 'error' },
+    el('div', {}, el('strong', {}, `HTTP ${r.status}`), ` in ${r.ms} ms, webhook-id ${r.webhook_id}`),
+    el('pre', { class: 'small long' }, r.body || '(empty body)'));
+}
+
+async function viewDestination(id) {
+  const gen = state.gen;
+  setMain(el('p', { class: 'muted' }, 'Loading…'));
+  let d;
+  try {
+    d = (await api('/api/destinations')).find(x => x.id === id);
+  } catch (e) {
+    setMain(el('h1', {}, id), errorBox(e));
+    return;
+  }
+  if (gen !== state.gen) return;
+  if (!d) {
+    setMain(el('h1', {}, id), el('p', { class: 'error' }, 'No such destination.'));
+    return;
+  }
+  const msg = el('p', { id: 'dest-msg', class: 'notice', hidden: true });
+  const answer = el('div', {});
+  const say = (text, bad) => { msg.hidden = false; msg.className = bad ? 'error' : 'notice'; msg.textContent = text; };
+  const post = async (action, body) => api(`/api/destinations/${encodeURIComponent(id)}/${action}`, { body: body || {} });
+  const since = el('input', { id: 'replay-since', type: 'datetime-local', 'aria-label': 'since' });
+  const until = el('input', { id: 'replay-until', type: 'datetime-local', 'aria-label': 'until' });
+  const iso = v => v ? new Date(v).toISOString() : null;
+  const push = d.mode === 'push';
+  setMain(el('h1', {}, `Destination ${d.id} `, d.paused_at ? badge('paused', 'blocked') : badge(d.enabled ? 'running' : 'disabled', d.enabled ? 'delivered' : 'dead')),
+    msg,
+    el('p', { class: 'muted small' }, d.paused_at ? `Paused by ${d.paused_by} ${fmtTime(d.paused_at)}: nothing is sent; its backlog waits and goes on in order when resumed.` : 'Delivering.',
+      d.filter ? ` Filter: ${d.filter}` : ' No filter: every event of its types.'),
+    el('div', { class: 'actions' },
+      el('button', { id: 'pause', hidden: !!d.paused_at, onclick: async () => {
+        try { await post('pause'); render(); } catch (e) { say(String(e.message), true); }
+      } }, 'Pause'),
+      el('button', { id: 'resume', hidden: !d.paused_at, onclick: async () => {
+        try { await post('resume'); render(); } catch (e) { say(String(e.message), true); }
+      } }, 'Resume'),
+      push ? el('button', { id: 'send-test', onclick: async ev => {
+        ev.target.disabled = true;
+        put(answer, el('p', { class: 'muted' }, 'Sending a test event…'));
+        try { put(answer, testAnswer(await post('test'))); } catch (e) { put(answer, el('div', { id: 'test-answer', class: 'error' }, String(e.message))); }
+        ev.target.disabled = false;
+      } }, 'Send test event') : null),
+    answer,
+    push ? el('div', {}, el('h2', {}, 'Replay dead and blocked events'),
+      el('div', { class: 'actions' }, el('label', {}, 'event time from ', since), el('label', {}, ' to ', until),
+        el('button', { id: 'replay-window', onclick: async () => {
+          const body = { since: iso(since.value), until: iso(until.value) };
+          if (!body.since || !body.until) return say('Give both times.', true);
+          try {
+            const p = await post('replay', Object.assign({ preview: true }, body));
+            if (p.replayed === 0) return say('No dead or blocked event of this destination in that window.');
+            if (!(await confirmDialog(`Replay ${plural(p.replayed, 'dead or blocked event')} of ${id}? They keep their webhook-id.`))) return;
+            const r = await post('replay', body);
+            say(`Replayed ${plural(r.replayed, 'event')}.`);
+          } catch (e) { say(String(e.message), true); }
+        } }, 'Replay'))) : null,
+    el('h2', {}, 'Timeline'),
+    d.actions.length ? el('table', { class: 'grid', id: 'dest-actions' },
+      el('thead', {}, el('tr', {}, ['time', 'who', 'what'].map(t => el('th', {}, t)))),
+      el('tbody', {}, d.actions.map(a => el('tr', { 'data-action': a.action },
+        el('td', {}, fmtTime(a.at)), el('td', {}, a.actor), el('td', { class: 'long' }, actionText(a))))))
+      : el('p', { class: 'muted' }, 'No operator action on this destination yet.'));
 }
 
 // ---------------------------------------------------------------- start
@@ -552,12 +637,13 @@ async function render() {
   const r = route();
   const view = r.parts[0] || 'overview';
   for (const a of document.querySelectorAll('nav a')) {
-    a.classList.toggle('active', a.dataset.nav === (view === 'order' ? 'orders' : view));
+    a.classList.toggle('active', a.dataset.nav === (view === 'order' ? 'orders' : view === 'destination' ? 'config' : view));
   }
   if (view === 'orders') await viewOrders(r.params);
   else if (view === 'order' && r.parts[1]) await viewOrder(r.parts[1]);
   else if (view === 'dead') await viewDead(r.params);
   else if (view === 'config') await viewConfig();
+  else if (view === 'destination' && r.parts[1]) await viewDestination(decodeURIComponent(r.parts[1]));
   else await viewOverview();
   document.body.dataset.view = view;
 }
