@@ -229,6 +229,9 @@ def test_every_state_and_attempt_count_on_the_pages_matches_sql(db, receivers):
         db.query("INSERT INTO destinations (id, url, secret, retry_schedule, max_attempts,"
                  " timeout_ms) VALUES (%s, %s, %s, '{0.2 seconds}', 3, 2000)",
                  (n, r.url, wh.DEST_SECRET))
+    # shipping's content filter leaves the standard order (the long id) out: filtered, never sent
+    db.query("UPDATE destinations SET filter = %s WHERE id = 'shipping'",
+             (f'$.data.external_id != "{LONG_ID}"',))
     db.query("INSERT INTO destinations (id, mode, feed_token) VALUES ('erp-feed', 'poll',"
              " 'feed-token-0123456789abcdef')")
     admin = free_port()
@@ -351,6 +354,14 @@ def test_every_state_and_attempt_count_on_the_pages_matches_sql(db, receivers):
             assert w <= win, f"order {ext[:20]}: {w} px wide in a {win} px window"
             assert re.search(r"\d\d:\d\d:\d\d UTC([+-]\d\d:\d\d)?", b.text("#timeline"))
             b.screenshot(os.path.join(shots, f"truth-order-{oid}.png"))
+        # the filtered-out event reads as such, in SQL and on its order's page
+        assert sql_cells(db, oids[LONG_ID])[("shipping", db.scalar(
+            "SELECT position FROM events WHERE order_id = %s", (oids[LONG_ID],)))] == ("filtered", 0)
+        b.eval(f"location.hash = '#/order/{oids[LONG_ID]}'")
+        b.wait("document.querySelector('#deliveries td.delivery[data-destination=\"shipping\"]')")
+        assert "left out by the destination's filter: never sent" in b.text("#deliveries")
+        assert not [r for r in rs["shipping"].requests
+                    if r.get("json", {}).get("data", {}).get("external_id") == LONG_ID]
         # the journey shows the rounds and who skipped
         b.eval(f"location.hash = '#/order/{oids['6005']}'")
         b.wait("document.querySelector('#deliveries td.delivery')")
