@@ -195,7 +195,10 @@ def test_attempts_are_every_attempt_on_record_across_retries_and_replays(stack, 
     s.order(2001)
     oid = s.order_id(2001)
     pos = db.scalar("SELECT position FROM events WHERE order_id = %s", (oid,))
+    # (the receiver's 2xx comes before the relay has recorded it: wait for the record)
     wait_for(lambda: len(s.receivers["inventory"].accepted()) == 1
+             and s.cells(oid)[("inventory", pos)][0] == "delivered"
+             and s.cells(oid)[("invoicing", pos)][0] == "delivered"
              and db.scalar("SELECT count(*) FROM deliveries WHERE state = 'dead'") == 1,
              what="inventory delivered at the 3rd attempt, shipping dead")
     assert len(s.receivers["inventory"].all()) == 3
