@@ -77,7 +77,7 @@ static void setup(struct fixture *f)
 static void free_job(struct wev *e, void *ctx)
 {
     (void)ctx;
-    free(e->data);
+    relay_job_free(e->data);
     e->data = NULL;
 }
 
