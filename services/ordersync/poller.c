@@ -64,6 +64,7 @@ struct poller {
     char *instance;
     struct psource *sources;
     bool loading, freeing;
+    bool load_again; /* a change came while loading: that query may predate it */
 };
 
 static void schedule(struct psource *s, double secs);
@@ -386,13 +387,10 @@ enum { C_ID, C_KIND, C_URL, C_INTERVAL, C_AUTH, N_COLS };
 static const char *const source_cols[N_COLS] = {"id", "kind", "poll_url", "interval_s",
                                                 "poll_auth_header"};
 
-static void on_sources(PGresult *res, const char *err, void *data)
+static void load_sources(struct poller *p, PGresult *res)
 {
-    struct poller *p = data;
     int c[N_COLS];
-    p->loading = false;
-    if (err != NULL || res == NULL || p->freeing ||
-        db_columns(res, "poll_sources", source_cols, c, N_COLS) < 0)
+    if (db_columns(res, "poll_sources", source_cols, c, N_COLS) < 0)
         return;
     for (struct psource *s = p->sources; s != NULL; s = s->next)
         s->present = false;
@@ -437,9 +435,24 @@ static void on_sources(PGresult *res, const char *err, void *data)
             uv_timer_stop(&s->timer);
 }
 
+static void on_sources(PGresult *res, const char *err, void *data)
+{
+    struct poller *p = data;
+    p->loading = false;
+    if (p->freeing)
+        return;
+    if (err == NULL && res != NULL)
+        load_sources(p, res);
+    if (p->load_again)
+        poller_reload(p);
+}
+
 void poller_reload(struct poller *p)
 {
-    if (p == NULL || p->loading || !db_is_ready(p->db))
+    if (p == NULL)
+        return;
+    p->load_again = p->loading;
+    if (p->loading || !db_is_ready(p->db))
         return;
     if (db_query(p->db, false,
                  "SELECT id, kind, poll_url, extract(epoch FROM CASE WHEN mode = 'poll'"

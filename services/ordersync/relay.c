@@ -308,6 +308,12 @@ void relay_wake(struct relay *r)
 void relay_reload(struct relay *r)
 {
     /* settings are applied where they are read; stream ownership may change */
+    struct list_node *n;
+    list_foreach(n, &r->rdests)
+    {
+        struct relay_dest *rd = list_entry(n, struct relay_dest, node);
+        metric_set(rd->m_held, rd->d->set.held);
+    }
     relay_acquire(r);
 }
 

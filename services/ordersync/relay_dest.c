@@ -79,6 +79,9 @@ static void dest_metrics(struct relay_dest *rd)
     rd->m_paused =
         dest_metric("ordersync_destination_paused",
                     "1 while the circuit breaker holds the destination", id, "", METRIC_GAUGE);
+    rd->m_held =
+        dest_metric("ordersync_destination_held", "1 while an operator has paused the destination",
+                    id, "", METRIC_GAUGE);
     rd->m_filtered = dest_metric("ordersync_events_filtered_total",
                                  "Events the destination's filter left out (never sent)", id, "",
                                  METRIC_COUNTER);
@@ -118,6 +121,7 @@ struct relay_dest *relay_dest_get(struct relay *r, struct dest *d)
         return NULL;
     rd->d = d;
     dest_metrics(rd); /* a metric that could not be made stays NULL: not counted */
+    metric_set(rd->m_held, d->set.held);
     list_append(&r->rdests, &rd->node);
     return rd;
 }

@@ -128,7 +128,7 @@ struct relay_dest {
        through raises destination.recovered */
     bool troubled;
     struct metric *m_delivered, *m_retry, *m_client_error, *m_dead, *m_gone, *m_attempts,
-        *m_in_flight, *m_seconds, *m_lag, *m_paused, *m_filtered;
+        *m_in_flight, *m_seconds, *m_lag, *m_paused, *m_held, *m_filtered;
 };
 
 /* d's runtime state, made on first use. NULL when out of memory. Borrowed. */

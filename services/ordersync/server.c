@@ -48,54 +48,70 @@ struct server {
     struct relay *relay;
     struct poller *poller;
     struct maintain *maintain;
-    bool reload_in_flight, dests_in_flight, backlog_in_flight, relay_stopped;
+    bool sources_in_flight, dests_in_flight, backlog_in_flight, relay_stopped;
+    /* a change notified while a reload was out: its snapshot may predate the
+     * change, so reload once more when it is back */
+    bool sources_again, dests_again;
     uint64_t stop_started_ms;
     int exit_code;
 };
 
-static void reload_sources(struct server *s);
+static void reload_table(struct server *s, bool dests);
 
 static void on_sources(PGresult *res, const char *err, void *data)
 {
     struct server *s = data;
-    s->reload_in_flight = false;
+    s->sources_in_flight = false;
     if (err != NULL || res == NULL) {
         log_warn("could not reload sources", json_pack("{s:s}", "detail", err ? err : "?"));
-        return;
+    } else {
+        int rc = store_load(s->app.store, res);
+        if (rc < 0)
+            log_error("could not load sources", json_pack("{s:i}", "errno", -rc));
+        else
+            log_debug("sources loaded",
+                      json_pack("{s:i}", "count", (int)store_source_count(s->app.store)));
     }
-    int rc = store_load(s->app.store, res);
-    if (rc < 0)
-        log_error("could not load sources", json_pack("{s:i}", "errno", -rc));
-    else
-        log_debug("sources loaded",
-                  json_pack("{s:i}", "count", (int)store_source_count(s->app.store)));
+    if (s->sources_again)
+        reload_table(s, false);
 }
 
 static void on_dests(PGresult *res, const char *err, void *data)
 {
     struct server *s = data;
     s->dests_in_flight = false;
-    if (err != NULL || res == NULL) {
+    if (err != NULL || res == NULL)
         log_warn("could not reload destinations", json_pack("{s:s}", "detail", err ? err : "?"));
+    else if (destinations_load(s->app.dests, res) == 0 && s->relay != NULL)
+        relay_reload(s->relay);
+    if (s->dests_again)
+        reload_table(s, true);
+}
+
+/* The sources, or the destinations, again. Asked while its reload is out,
+ * it reloads once more when that one is back: the query out may have read
+ * the table before the change that asked. */
+static void reload_table(struct server *s, bool dests)
+{
+    bool *in_flight = dests ? &s->dests_in_flight : &s->sources_in_flight;
+    bool *again = dests ? &s->dests_again : &s->sources_again;
+    if (*in_flight) {
+        *again = true;
         return;
     }
-    if (destinations_load(s->app.dests, res) < 0)
-        return;
-    if (s->relay != NULL)
-        relay_reload(s->relay);
+    *again = false;
+    if (s->app.db_aux == NULL || !db_is_ready(s->app.db_aux))
+        return; /* aux_ready reloads both */
+    if (db_query(s->app.db_aux, false, dests ? destinations_sql : store_sources_sql, 0, NULL,
+                 dests ? on_dests : on_sources, s) == 0)
+        *in_flight = true;
 }
 
 /* Sources and destinations: the copies ingest, relay and feeds work from. */
 static void reload_sources(struct server *s)
 {
-    if (s->app.db_aux == NULL || !db_is_ready(s->app.db_aux))
-        return;
-    if (!s->reload_in_flight &&
-        db_query(s->app.db_aux, false, store_sources_sql, 0, NULL, on_sources, s) == 0)
-        s->reload_in_flight = true;
-    if (!s->dests_in_flight &&
-        db_query(s->app.db_aux, false, destinations_sql, 0, NULL, on_dests, s) == 0)
-        s->dests_in_flight = true;
+    reload_table(s, false);
+    reload_table(s, true);
 }
 
 static void on_schema(PGresult *res, const char *err, void *data)
@@ -136,8 +152,8 @@ static void aux_ready(struct db *db, void *data)
         db_query(db, false, "SELECT coalesce(max(version), 0) AS version FROM schema_migrations", 0,
                  NULL, on_schema, s) < 0)
         return;
-    s->reload_in_flight = false;
-    s->dests_in_flight = false;
+    s->sources_in_flight = s->dests_in_flight = false;
+    s->sources_again = s->dests_again = false;
     s->backlog_in_flight = false;
     reload_sources(s);
     /* a NOTIFY may have been missed while we were away */

@@ -128,8 +128,12 @@ def test_a_changed_filter_applies_to_what_is_not_sent_yet_without_a_restart(stac
     p7101 = positions_where(db, "payload::jsonb #>> '{data,external_id}' = '7101'")
     wait_for(lambda: accepted_positions(s.receivers["invoicing"], db) == p7101,
              what="the euro order")
-    # held by its operator, invoicing reads nothing: what comes now is not sent yet
+    # held by its operator, invoicing reads nothing: what comes now is not sent yet. The relay
+    # applies the pause when its NOTIFY arrives; an order committed before that would be read
+    # with the euro filter, so wait until the relay says it holds
     assert db.scalar("SELECT destination_pause('invoicing', true, 'tester')") is True
+    wait_for(lambda: metric(s.admin, "ordersync_destination_held", "invoicing") == 1,
+             what="the relay holds invoicing")
     s.order(7102, currency="USD")
     s.order(7103, currency="EUR")
     wait_for(lambda: len(accepted_positions(s.receivers["inventory"], db)) == 4,
@@ -165,3 +169,26 @@ def test_a_filter_that_cannot_judge_an_event_leaves_it_out(stack, db):
     assert s.receivers["invoicing"].requests == []
     assert db.scalar("SELECT state FROM event_deliveries WHERE destination_id = 'invoicing'") == \
         "filtered"
+
+
+def test_the_last_of_quick_changes_is_the_one_in_force(stack, db):
+    # Changes that follow each other faster than a reload answers: a NOTIFY that arrives while
+    # a reload is out must not be dropped (that reload may have read the table before it), or
+    # the instance would run on a stale setting until its periodic reload (an hour here).
+    s = stack(ORDERSYNC_RELOAD_INTERVAL_S="3600")
+    for round_ in range(10):
+        for i in range(40):
+            db.query("SELECT destination_pause('invoicing', %s, 'tester')", (i % 2 == 0,))
+        # ended resumed: an order now reaches invoicing
+        s.order(7600 + round_, currency="EUR")
+        p = positions_where(db, "payload::jsonb #>> '{data,external_id}' = %s",
+                            (str(7600 + round_),))
+        wait_for(lambda: p <= accepted_positions(s.receivers["invoicing"], db),
+                 what=f"invoicing resumed after round {round_}")
+        assert metric(s.admin, "ordersync_destination_held", "invoicing") == 0
+        # and ended paused: the relay holds it
+        for i in range(41):
+            db.query("SELECT destination_pause('invoicing', %s, 'tester')", (i % 2 == 0,))
+        wait_for(lambda: metric(s.admin, "ordersync_destination_held", "invoicing") == 1,
+                 what=f"invoicing held after round {round_}")
+        db.query("SELECT destination_pause('invoicing', false, 'tester')")
