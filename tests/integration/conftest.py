@@ -85,9 +85,10 @@ class Cluster:
     name a session makes is its own: its template is named by its process id
     and each test's database is random."""
 
-    def __init__(self, url, own_dir=None):
+    def __init__(self, url, own_dir=None, shared_template=None):
         self.url = url
         self.own_dir = own_dir
+        self.shared_template = shared_template  # migrated by scripts/test, not dropped here
         self._template = None
         self._ready = None  # a migrated database made ahead for the next test (a Future)
         self._work = None  # one thread: creating ahead and dropping behind
@@ -102,9 +103,8 @@ class Cluster:
         ORDERSYNC_TEST_TEMPLATE: every file (every part) copies that one, and
         does not drop it, instead of migrating its own, which cost each of the
         suite's ~50 pytest runs 1-3 s of a loaded machine before its first test."""
-        shared = os.environ.get("ORDERSYNC_TEST_TEMPLATE")
-        if shared and not self.own_dir:
-            return shared
+        if self.shared_template:
+            return self.shared_template
         if self._template is None:
             name = "ordersync_tpl_%d" % os.getpid()
             with self.admin() as c:
@@ -199,7 +199,8 @@ def pg_script(*args, env=None):
 def cluster():
     url = os.environ.get("DATABASE_URL")
     if url:
-        c = Cluster(url)
+        # the template scripts/test migrated in that cluster, if any
+        c = Cluster(url, shared_template=os.environ.get("ORDERSYNC_TEST_TEMPLATE"))
         yield c
         c.finish()
         return
