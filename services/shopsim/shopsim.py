@@ -67,7 +67,10 @@ class Shop:
         self.port = self.server.server_address[1]
         self.origin = f"http://{host}:{self.port}"
         self.url = f"{self.origin}/admin/api/orders.json"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        # close() waits for serve_forever to see the shutdown, which it looks
+        # for every poll_interval (socketserver's default: 0.5 s)
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
+                         daemon=True).start()
 
     def put(self, order):
         with self.lock:

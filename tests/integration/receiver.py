@@ -10,6 +10,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import webhooks as wh
 
 
+# close() waits for serve_forever to see the shutdown, which it looks for
+# every poll interval: socketserver's default of 0.5 s cost each test ~0.25 s
+# a receiver, most of its teardown
+POLL_S = 0.05
+
+
 class Receiver:
     def __init__(self, name, secret=wh.DEST_SECRET):
         self.name = name
@@ -63,7 +69,8 @@ class Receiver:
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}/hooks/{name}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": POLL_S},
+                         daemon=True).start()
 
     def fail_first(self, n, status, headers=None, body=b""):
         """Answers the first n requests with `status` and `headers` (429 and a
