@@ -336,10 +336,18 @@ class Process:
         self._listening.clear()
         self.proc = subprocess.Popen([*self.wrapper, BIN, *self.args], env=self.env, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE, text=True)
-        threading.Thread(target=self._read, args=(self.proc,), daemon=True).start()
-        if not self._listening.wait(timeout):
-            self.stop()
-            raise AssertionError("ordersync did not start:\n" + "\n".join(map(str, self.logs)))
+        reader = threading.Thread(target=self._read, args=(self.proc,), daemon=True)
+        reader.start()
+        deadline = time.time() + timeout
+        while not self._listening.wait(0.05):
+            # a process that exited will not listen: say so now, not at the timeout
+            # (its last lines are read once its stderr ends)
+            if self.proc.poll() is not None:
+                reader.join(5)
+            if self.proc.poll() is not None or time.time() >= deadline:
+                self.stop()
+                raise AssertionError("ordersync did not start:\n"
+                                     + "\n".join(map(str, self.logs)))
         return self
 
     def _read(self, proc):
