@@ -1,0 +1,195 @@
+/*
+ * json_text: see json_text.h. Strings are copied in runs: a byte that needs
+ * no escape is found by a table lookup, and a multi-byte UTF-8 sequence is
+ * checked as jansson checks it (shortest form, no surrogates, at most
+ * U+10FFFF) and copied as is.
+ */
+#include "json_text.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "json_utf8.h"
+
+/* 0: copied as is; 1: escaped; 2: the first byte of a multi-byte sequence (or invalid) */
+static const unsigned char byte_class[256] = {
+    /* 0x00-0x1f: control characters */
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    /* 0x20-0x7f: " and \ */
+    0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    /* 0x80-0xff */
+    2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2,
+    2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2,
+    2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2,
+    2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2};
+
+int json_text_append_string(struct buf *out, const char *s, size_t len)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    const unsigned char *p = (const unsigned char *)s, *end = p + len, *run;
+    int rc = buf_append(out, "\"", 1);
+
+    while (rc == 0 && p < end) {
+        run = p;
+        for (;;) {
+            while (p < end && byte_class[*p] == 0)
+                p++;
+            if (p < end && byte_class[*p] == 2) {
+                size_t n = json_utf8_seq(p, (size_t)(end - p));
+
+                if (n == 0)
+                    return -EINVAL;
+                p += n;
+                continue;
+            }
+            break;
+        }
+        if (p > run)
+            rc = buf_append(out, run, (size_t)(p - run));
+        if (rc == 0 && p < end) {
+            char esc[6] = {'\\', 0, 0, 0, 0, 0};
+            size_t n = 2;
+
+            switch (*p) {
+            case '"':
+                esc[1] = '"';
+                break;
+            case '\\':
+                esc[1] = '\\';
+                break;
+            case '\b':
+                esc[1] = 'b';
+                break;
+            case '\f':
+                esc[1] = 'f';
+                break;
+            case '\n':
+                esc[1] = 'n';
+                break;
+            case '\r':
+                esc[1] = 'r';
+                break;
+            case '\t':
+                esc[1] = 't';
+                break;
+            default:
+                esc[1] = 'u';
+                esc[2] = '0';
+                esc[3] = '0';
+                esc[4] = hex[*p >> 4];
+                esc[5] = hex[*p & 15];
+                n = 6;
+                break;
+            }
+            rc = buf_append(out, esc, n);
+            p++;
+        }
+    }
+    return rc == 0 ? buf_append(out, "\"", 1) : rc;
+}
+
+/* jansson's jsonp_dtostr at its default precision (17), for the C locale's "." */
+static int append_real(struct buf *out, double v)
+{
+    char text[64];
+    char *e;
+    int n;
+
+    if (!isfinite(v))
+        return -EINVAL;
+    n = snprintf(text, sizeof(text), "%.17g", v);
+    if (n < 0 || (size_t)n >= sizeof(text) - 3)
+        return -EINVAL;
+    /* a real without '.' or 'e' would read back as an integer */
+    if (strchr(text, '.') == NULL && strchr(text, 'e') == NULL) {
+        memcpy(text + n, ".0", 3);
+        n += 2;
+    }
+    /* no '+' and no leading zeros in the exponent */
+    e = strchr(text, 'e');
+    if (e != NULL) {
+        char *start = e + 1, *digits = e + 2;
+
+        if (*start == '-')
+            start++;
+        while (*digits == '0')
+            digits++;
+        if (digits != start) {
+            memmove(start, digits, (size_t)(text + n - digits) + 1);
+            n -= (int)(digits - start);
+        }
+    }
+    return buf_append(out, text, (size_t)n);
+}
+
+static int append_value(struct buf *out, const json_t *json, int depth)
+{
+    char num[32];
+    int rc, n;
+
+    if (json == NULL)
+        return -EINVAL;
+    switch (json_typeof(json)) {
+    case JSON_NULL:
+        return buf_append(out, "null", 4);
+    case JSON_TRUE:
+        return buf_append(out, "true", 4);
+    case JSON_FALSE:
+        return buf_append(out, "false", 5);
+    case JSON_INTEGER:
+        n = snprintf(num, sizeof(num), "%" JSON_INTEGER_FORMAT, json_integer_value(json));
+        return buf_append(out, num, (size_t)n);
+    case JSON_REAL:
+        return append_real(out, json_real_value(json));
+    case JSON_STRING:
+        return json_text_append_string(out, json_string_value(json), json_string_length(json));
+    case JSON_ARRAY: {
+        size_t size = json_array_size(json);
+
+        if (depth >= JSON_TEXT_MAX_DEPTH)
+            return -ELOOP;
+        rc = buf_append(out, "[", 1);
+        for (size_t i = 0; rc == 0 && i < size; i++) {
+            if (i > 0)
+                rc = buf_append(out, ",", 1);
+            if (rc == 0)
+                rc = append_value(out, json_array_get(json, i), depth + 1);
+        }
+        return rc == 0 ? buf_append(out, "]", 1) : rc;
+    }
+    case JSON_OBJECT: {
+        bool first = true;
+
+        if (depth >= JSON_TEXT_MAX_DEPTH)
+            return -ELOOP;
+        rc = buf_append(out, "{", 1);
+        /* the iterator walks the keys in insertion order, as json_dumps does */
+        for (void *it = json_object_iter((json_t *)json); rc == 0 && it != NULL;
+             it = json_object_iter_next((json_t *)json, it)) {
+            if (!first)
+                rc = buf_append(out, ",", 1);
+            first = false;
+            if (rc == 0)
+                rc = json_text_append_string(out, json_object_iter_key(it),
+                                             json_object_iter_key_len(it));
+            if (rc == 0)
+                rc = buf_append(out, ":", 1);
+            if (rc == 0)
+                rc = append_value(out, json_object_iter_value(it), depth + 1);
+        }
+        return rc == 0 ? buf_append(out, "}", 1) : rc;
+    }
+    }
+    return -EINVAL;
+}
+
+int json_text_append(struct buf *out, const json_t *json)
+{
+    return append_value(out, json, 0);
+}
