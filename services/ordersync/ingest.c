@@ -309,7 +309,10 @@ char *ingest_element(const char *source_id, const struct inbound_event *ev)
     if (source_id == NULL || ev->dedupe_key == NULL || ev->topic == NULL)
         return NULL;
     buf_init(&b, BATCH_JSON_CAP);
-    rc = append_member(&b, "{\"s\":", source_id);
+    /* one allocation for a typical order, rather than doubling from 64 bytes */
+    rc = buf_reserve(&b, 1024);
+    if (rc == 0)
+        rc = append_member(&b, "{\"s\":", source_id);
     if (rc == 0)
         rc = append_member(&b, ",\"k\":", ev->dedupe_key);
     if (rc == 0)
@@ -330,7 +333,11 @@ char *ingest_element(const char *source_id, const struct inbound_event *ev)
         buf_free(&b);
         return NULL;
     }
-    return buf_steal(&b, NULL);
+    /* it may wait in the queue a while (thousands do under overload): no slack kept */
+    size_t len;
+    char *text = buf_steal(&b, &len);
+    char *exact = realloc(text, len + 1);
+    return exact != NULL ? exact : text;
 }
 
 /*

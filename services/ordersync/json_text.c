@@ -1,8 +1,8 @@
 /*
- * json_text: see json_text.h. Strings are copied in runs: a byte that needs
- * no escape is found by a table lookup, and a multi-byte UTF-8 sequence is
- * checked as jansson checks it (shortest form, no surrogates, at most
- * U+10FFFF) and copied as is.
+ * json_text: see json_text.h. A byte of a string that needs no escape is
+ * found by a table lookup, and a multi-byte UTF-8 sequence is checked as
+ * jansson checks it (shortest form, no surrogates, at most U+10FFFF) and
+ * copied as is.
  */
 #include "json_text.h"
 
@@ -29,69 +29,102 @@ static const unsigned char byte_class[256] = {
     2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2,
     2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2};
 
+/*
+ * Two passes: the first checks the UTF-8 and counts the escaped length, so
+ * that the buffer grows once to exactly that; the second writes.
+ */
 int json_text_append_string(struct buf *out, const char *s, size_t len)
 {
     static const char hex[] = "0123456789ABCDEF";
-    const unsigned char *p = (const unsigned char *)s, *end = p + len, *run;
-    int rc = buf_append(out, "\"", 1);
+    const unsigned char *p = (const unsigned char *)s, *end = p + len;
+    size_t need = 2;
+    char *o;
+    int rc;
 
-    while (rc == 0 && p < end) {
-        run = p;
-        for (;;) {
-            while (p < end && byte_class[*p] == 0)
-                p++;
-            if (p < end && byte_class[*p] == 2) {
-                size_t n = json_utf8_seq(p, (size_t)(end - p));
+    while (p < end) {
+        unsigned char c = *p;
 
-                if (n == 0)
-                    return -EINVAL;
-                p += n;
-                continue;
-            }
-            break;
-        }
-        if (p > run)
-            rc = buf_append(out, run, (size_t)(p - run));
-        if (rc == 0 && p < end) {
-            char esc[6] = {'\\', 0, 0, 0, 0, 0};
-            size_t n = 2;
-
-            switch (*p) {
-            case '"':
-                esc[1] = '"';
-                break;
-            case '\\':
-                esc[1] = '\\';
-                break;
-            case '\b':
-                esc[1] = 'b';
-                break;
-            case '\f':
-                esc[1] = 'f';
-                break;
-            case '\n':
-                esc[1] = 'n';
-                break;
-            case '\r':
-                esc[1] = 'r';
-                break;
-            case '\t':
-                esc[1] = 't';
-                break;
-            default:
-                esc[1] = 'u';
-                esc[2] = '0';
-                esc[3] = '0';
-                esc[4] = hex[*p >> 4];
-                esc[5] = hex[*p & 15];
-                n = 6;
-                break;
-            }
-            rc = buf_append(out, esc, n);
+        if (byte_class[c] == 0) {
+            need++;
             p++;
+        } else if (byte_class[c] == 1) {
+            need += c == '"' || c == '\\' || c == '\b' || c == '\f' || c == '\n' || c == '\r' ||
+                            c == '\t'
+                        ? 2
+                        : 6;
+            p++;
+        } else {
+            size_t n = json_utf8_seq(p, (size_t)(end - p));
+
+            if (n == 0)
+                return -EINVAL;
+            need += n;
+            p += n;
         }
     }
-    return rc == 0 ? buf_append(out, "\"", 1) : rc;
+    rc = buf_reserve(out, need);
+    if (rc < 0)
+        return rc;
+    o = out->data + out->len;
+    *o++ = '"';
+    for (p = (const unsigned char *)s; p < end; p++) {
+        unsigned char c = *p;
+
+        if (byte_class[c] != 1) {
+            *o++ = (char)c; /* plain, or a byte of a sequence checked above */
+            continue;
+        }
+        *o++ = '\\';
+        switch (c) {
+        case '"':
+            *o++ = '"';
+            break;
+        case '\\':
+            *o++ = '\\';
+            break;
+        case '\b':
+            *o++ = 'b';
+            break;
+        case '\f':
+            *o++ = 'f';
+            break;
+        case '\n':
+            *o++ = 'n';
+            break;
+        case '\r':
+            *o++ = 'r';
+            break;
+        case '\t':
+            *o++ = 't';
+            break;
+        default:
+            *o++ = 'u';
+            *o++ = '0';
+            *o++ = '0';
+            *o++ = hex[c >> 4];
+            *o++ = hex[c & 15];
+            break;
+        }
+    }
+    *o++ = '"';
+    buf_advance(out, need);
+    return 0;
+}
+
+/* "%" JSON_INTEGER_FORMAT without printf */
+static int append_integer(struct buf *out, json_int_t v)
+{
+    char text[24];
+    char *p = text + sizeof(text);
+    uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+
+    do {
+        *--p = (char)('0' + u % 10);
+        u /= 10;
+    } while (u != 0);
+    if (v < 0)
+        *--p = '-';
+    return buf_append(out, p, (size_t)(text + sizeof(text) - p));
 }
 
 /* jansson's jsonp_dtostr at its default precision (17), for the C locale's "." */
@@ -130,8 +163,7 @@ static int append_real(struct buf *out, double v)
 
 static int append_value(struct buf *out, const json_t *json, int depth)
 {
-    char num[32];
-    int rc, n;
+    int rc;
 
     if (json == NULL)
         return -EINVAL;
@@ -143,8 +175,7 @@ static int append_value(struct buf *out, const json_t *json, int depth)
     case JSON_FALSE:
         return buf_append(out, "false", 5);
     case JSON_INTEGER:
-        n = snprintf(num, sizeof(num), "%" JSON_INTEGER_FORMAT, json_integer_value(json));
-        return buf_append(out, num, (size_t)n);
+        return append_integer(out, json_integer_value(json));
     case JSON_REAL:
         return append_real(out, json_real_value(json));
     case JSON_STRING:

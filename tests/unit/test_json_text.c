@@ -8,6 +8,7 @@
  * it replaced, also with every allocation failing in turn.
  */
 #include <errno.h>
+#include <stdbool.h>
 #include <float.h>
 #include <math.h>
 #include <setjmp.h>
@@ -97,8 +98,8 @@ static void fixtures_and_their_orders(void **state)
         same_as_jansson(payload);
         assert_int_equal(source_kind_parse(fixtures[i].kind, &k), 0);
         /* a fixture whose topic differs only yields no order: the payload was still compared */
-        if (k->normalize("src", fixtures[i].topic, payload, 1767323047, &order, err,
-                         sizeof(err)) == 0) {
+        if (k->normalize("src", fixtures[i].topic, payload, 1767323047, &order, err, sizeof(err)) ==
+            0) {
             same_as_jansson(order);
             json_decref(order);
         }
@@ -126,14 +127,34 @@ static void every_byte_of_a_string(void **state)
         json_decref(o);
     }
     /* UTF-8 at every length, and invalid sequences (json_dumps refuses those) */
-    static const char *const texts[] = {
-        "caf\xc3\xa9",         "\xe2\x82\xac 12",   "\xf0\x9f\x98\x80!",  "\xef\xbf\xbf",
-        "\xf4\x8f\xbf\xbf",    "\xc2\x80",          "\xe0\xa0\x80",       "\xf0\x90\x80\x80",
-        "\xc0\xaf",            "\xc1\xbf",          "\x80",               "\xbf",
-        "\xc3",                "\xe2\x82",          "\xf0\x9f\x98",       "\xe0\x80\xaf",
-        "\xed\xa0\x80",        "\xed\xbf\xbf",      "\xf0\x80\x80\xaf",   "\xf4\x90\x80\x80",
-        "\xf5\x80\x80\x80",    "\xff",              "\xc3\x28",           "\xe2\x28\xa1",
-        "ok\xc3\xa9\"\\\n\x01", "\xc3\xa9\xc3",     "/slash/",            "\x7f"};
+    static const char *const texts[] = {"caf\xc3\xa9",
+                                        "\xe2\x82\xac 12",
+                                        "\xf0\x9f\x98\x80!",
+                                        "\xef\xbf\xbf",
+                                        "\xf4\x8f\xbf\xbf",
+                                        "\xc2\x80",
+                                        "\xe0\xa0\x80",
+                                        "\xf0\x90\x80\x80",
+                                        "\xc0\xaf",
+                                        "\xc1\xbf",
+                                        "\x80",
+                                        "\xbf",
+                                        "\xc3",
+                                        "\xe2\x82",
+                                        "\xf0\x9f\x98",
+                                        "\xe0\x80\xaf",
+                                        "\xed\xa0\x80",
+                                        "\xed\xbf\xbf",
+                                        "\xf0\x80\x80\xaf",
+                                        "\xf4\x90\x80\x80",
+                                        "\xf5\x80\x80\x80",
+                                        "\xff",
+                                        "\xc3\x28",
+                                        "\xe2\x28\xa1",
+                                        "ok\xc3\xa9\"\\\n\x01",
+                                        "\xc3\xa9\xc3",
+                                        "/slash/",
+                                        "\x7f"};
     for (size_t i = 0; i < sizeof(texts) / sizeof(texts[0]); i++) {
         json_t *v = json_stringn_nocheck(texts[i], strlen(texts[i]));
         json_t *o = json_object();
@@ -167,11 +188,19 @@ static void every_byte_of_a_string(void **state)
 
 static void numbers_at_their_edges(void **state)
 {
-    static const double reals[] = {0.0,     -0.0,    1.0,     -1.0,     0.1,     0.5,
-                                   1e300,   -1e300,  1e-300,  5e-324,   1e21,    1e22,
-                                   1e16,    1e17,    1.5e22,  123456789.125,
-                                   3.14159, 2.5e-5,  1e-5,    1e-4,     100.0,   1e15,
-                                   DBL_MAX, DBL_MIN, -DBL_MAX, 9007199254740993.0};
+    static const double reals[] = {0.0,      -0.0,
+                                   1.0,      -1.0,
+                                   0.1,      0.5,
+                                   1e300,    -1e300,
+                                   1e-300,   5e-324,
+                                   1e21,     1e22,
+                                   1e16,     1e17,
+                                   1.5e22,   123456789.125,
+                                   3.14159,  2.5e-5,
+                                   1e-5,     1e-4,
+                                   100.0,    1e15,
+                                   DBL_MAX,  DBL_MIN,
+                                   -DBL_MAX, 9007199254740993.0};
     static const json_int_t ints[] = {0, 1, -1, 9, 10, -10, INT64_MAX, INT64_MIN, 4294967296LL};
     uint64_t x = 88172645463325252ULL;
 
@@ -250,9 +279,24 @@ static unsigned rnd(unsigned n)
 
 static void random_text(char *s, size_t *len)
 {
-    static const char *const pieces[] = {"a", "Z", "0", " ", "\"", "\\", "/", "\n", "\t", "\x01",
-                                         "\x1f", "\x7f", "\xc3\xa9", "\xe2\x82\xac",
-                                         "\xf0\x9f\x98\x80", "{", "}", ":"};
+    static const char *const pieces[] = {"a",
+                                         "Z",
+                                         "0",
+                                         " ",
+                                         "\"",
+                                         "\\",
+                                         "/",
+                                         "\n",
+                                         "\t",
+                                         "\x01",
+                                         "\x1f",
+                                         "\x7f",
+                                         "\xc3\xa9",
+                                         "\xe2\x82\xac",
+                                         "\xf0\x9f\x98\x80",
+                                         "{",
+                                         "}",
+                                         ":"};
     size_t n = rnd(12), k = 0;
 
     for (size_t i = 0; i < n; i++) {
@@ -339,9 +383,9 @@ static void an_element_as_json_pack_wrote_it(void **state)
 
     (void)state;
     assert_int_equal(source_kind_parse("shopify", &k), 0);
-    assert_int_equal(k->normalize("shop \"1\"", "orders/create", payload, 1767323047, &order, err,
-                                  sizeof(err)),
-                     0);
+    assert_int_equal(
+        k->normalize("shop \"1\"", "orders/create", payload, 1767323047, &order, err, sizeof(err)),
+        0);
     for (int variant = 0; variant < 8; variant++) {
         struct inbound_event ev;
         char *want, *got;
@@ -375,13 +419,14 @@ static int element_run(void *ctx)
 {
     struct element_run *r = ctx;
     char *got = ingest_element("shopify", &r->ev);
-    int rc;
+    bool same;
 
     if (got == NULL)
         return -ENOMEM;
-    rc = strcmp(got, r->want) == 0 ? 0 : -EINVAL;
+    same = strcmp(got, r->want) == 0;
     free(got);
-    return rc;
+    assert_true(same); /* never a text with something missing */
+    return 0;
 }
 
 static void an_element_under_allocation_failures(void **state)
@@ -405,7 +450,8 @@ static void an_element_under_allocation_failures(void **state)
     r.ev.event_type = "order.created";
     want = element_by_jansson("shopify", &r.ev);
     r.want = want;
-    assert_true(alloc_fail_loop("ingest_element", element_run, &r, false) > 0);
+    /* absorbed: the final shrink to the exact size may fail, and the text is kept as it is */
+    assert_true(alloc_fail_loop("ingest_element", element_run, &r, true) > 0);
     free(want);
     json_decref(r.ev.order);
     json_decref(payload);
