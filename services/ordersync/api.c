@@ -256,6 +256,7 @@ static void handle_webhook(struct app *app, struct http_request *req, const char
     struct inbound_source isrc = {.id = src->id,
                                   .kind = src->kind,
                                   .secrets = {src->secret, src->previous_secret},
+                                  .keys = {src->keys[0], src->keys[1]},
                                   .tolerance_s = src->tolerance_s};
     size_t len;
     const char *body = http_request_body(req, &len);
