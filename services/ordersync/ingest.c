@@ -343,24 +343,28 @@ char *ingest_element(const char *source_id, const struct inbound_event *ev)
 /*
  * Appends the raw body as one element of a text[] literal. It is valid JSON
  * (inbound_parse checked), so UTF-8 without NUL; only " and \ need escaping.
+ * Counted first, so that the buffer grows once and the bytes are written in
+ * place (a body has a quote on either side of every key).
  */
 static int append_payload(struct buf *out, const struct item *it)
 {
-    int rc = buf_append_str(out, "\"");
     const char *p = it->body, *end = it->body + it->body_len;
-    while (rc == 0 && p < end) {
-        const char *q = p;
-        while (q < end && *q != '"' && *q != '\\')
-            q++;
-        rc = buf_append(out, p, (size_t)(q - p));
-        if (rc == 0 && q < end) {
-            char esc[2] = {'\\', *q};
-            rc = buf_append(out, esc, 2);
-            q++;
-        }
-        p = q;
+    size_t need = it->body_len + 2;
+    for (const char *q = p; q < end; q++)
+        need += *q == '"' || *q == '\\';
+    int rc = buf_reserve(out, need);
+    if (rc < 0)
+        return rc;
+    char *o = out->data + out->len;
+    *o++ = '"';
+    for (; p < end; p++) {
+        if (*p == '"' || *p == '\\')
+            *o++ = '\\';
+        *o++ = *p;
     }
-    return rc == 0 ? buf_append_str(out, "\"") : rc;
+    *o = '"';
+    buf_advance(out, need);
+    return 0;
 }
 
 /* Sends what is queued as one batch on connection `c`. */
