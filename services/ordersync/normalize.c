@@ -370,6 +370,37 @@ int norm_quantity(const json_t *v, const char *path, json_int_t *out, struct nor
     return 0;
 }
 
+/* Appends s to out[*n..size) as snprintf would, truncating and leaving room for the NUL. */
+static void path_add(char *out, size_t size, size_t *n, const char *s, size_t len)
+{
+    size_t room = size - 1 - *n;
+    if (len > room)
+        len = room;
+    memcpy(out + *n, s, len);
+    *n += len;
+}
+
+/*
+ * snprintf(out, size, "%s[%zu].%s", array, i, field), without printf: the
+ * path of a line's field, made for every field of every line (a failure
+ * names it) and so once per webhook several times over.
+ */
+static void item_path(char *out, size_t size, const char *array, size_t i, const char *field)
+{
+    char digits[24];
+    size_t nd = 0, n = 0;
+    do {
+        digits[sizeof(digits) - 1 - nd++] = (char)('0' + i % 10);
+        i /= 10;
+    } while (i != 0);
+    path_add(out, size, &n, array, strlen(array));
+    path_add(out, size, &n, "[", 1);
+    path_add(out, size, &n, digits + sizeof(digits) - nd, nd);
+    path_add(out, size, &n, "].", 2);
+    path_add(out, size, &n, field, strlen(field));
+    out[n] = '\0';
+}
+
 int norm_lines(const json_t *items, const char *array_name, const char *title_key,
                const char *price_key, int minor, bool strict, json_t **out, struct norm_err *e)
 {
@@ -394,21 +425,21 @@ int norm_lines(const json_t *items, const char *array_name, const char *title_ke
         json_t *line;
         bool oom = false;
 
-        snprintf(p, sizeof(p), "%s[%zu].sku", array_name, i);
+        item_path(p, sizeof(p), array_name, i, "sku");
         if (strict && sku != NULL && !json_is_null(sku) && !json_is_string(sku)) {
             rc = norm_fail(e, p, "must be a string or null");
             goto fail;
         }
-        snprintf(p, sizeof(p), "%s[%zu].%s", array_name, i, title_key);
+        item_path(p, sizeof(p), array_name, i, title_key);
         if (!json_is_string(title)) {
             rc = norm_fail(e, p, "must be a string");
             goto fail;
         }
-        snprintf(p, sizeof(p), "%s[%zu].quantity", array_name, i);
+        item_path(p, sizeof(p), array_name, i, "quantity");
         rc = norm_quantity(json_object_get(it, "quantity"), p, &qty, e);
         if (rc < 0)
             goto fail;
-        snprintf(p, sizeof(p), "%s[%zu].%s", array_name, i, price_key);
+        item_path(p, sizeof(p), array_name, i, price_key);
         /* Canonical amounts are strings: a JSON number would already have lost exactness. */
         if (strict && !json_is_string(price_v)) {
             rc = norm_fail(e, p, "must be a decimal string like \"12.34\"");

@@ -199,7 +199,17 @@ static void shopify_not_an_order(void **state)
     json_object_set_new(line2, "quantity", json_integer(0));
     expect_error(normalize_shopify("s", "orders/create", p, &o, err, sizeof(err)), err,
                  "field 'line_items[2].quantity' must be a positive integer");
+    /* a line past the tenth is named with its whole index */
+    json_t *lines = json_object_get(p, "line_items");
+    while (json_array_size(lines) < 12)
+        json_array_append_new(lines, json_deep_copy(json_array_get(lines, 0)));
+    json_object_set_new(json_array_get(lines, 11), "title", json_integer(5));
+    expect_error(normalize_shopify("s", "orders/create", p, &o, err, sizeof(err)), err,
+                 "field 'line_items[2].quantity' must be a positive integer");
     json_object_set_new(line2, "quantity", json_integer(1));
+    expect_error(normalize_shopify("s", "orders/create", p, &o, err, sizeof(err)), err,
+                 "field 'line_items[11].title' must be a string");
+    json_array_remove(lines, 11);
     json_object_set_new(line2, "price", json_string("3,99"));
     expect_error(normalize_shopify("s", "orders/create", p, &o, err, sizeof(err)), err,
                  "field 'line_items[2].price' must be a decimal amount like \"12.34\"");
