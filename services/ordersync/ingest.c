@@ -343,27 +343,27 @@ char *ingest_element(const char *source_id, const struct inbound_event *ev)
 /*
  * Appends the raw body as one element of a text[] literal. It is valid JSON
  * (inbound_parse checked), so UTF-8 without NUL; only " and \ need escaping.
- * Counted first, so that the buffer grows once and the bytes are written in
- * place (a body has a quote on either side of every key).
+ * Room for the worst case (every byte escaped) is made first, so that the
+ * bytes are written in place in one pass (a body has a quote on either side
+ * of every key); the batch's text lives only until it is sent.
  */
 static int append_payload(struct buf *out, const struct item *it)
 {
     const char *p = it->body, *end = it->body + it->body_len;
-    size_t need = it->body_len + 2;
-    for (const char *q = p; q < end; q++)
-        need += *q == '"' || *q == '\\';
-    int rc = buf_reserve(out, need);
+    if (it->body_len > (out->cap - 2) / 2)
+        return -E2BIG;
+    int rc = buf_reserve(out, 2 * it->body_len + 2);
     if (rc < 0)
         return rc;
-    char *o = out->data + out->len;
+    char *start = out->data + out->len, *o = start;
     *o++ = '"';
     for (; p < end; p++) {
         if (*p == '"' || *p == '\\')
             *o++ = '\\';
         *o++ = *p;
     }
-    *o = '"';
-    buf_advance(out, need);
+    *o++ = '"';
+    buf_advance(out, (size_t)(o - start));
     return 0;
 }
 
