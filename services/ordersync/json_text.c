@@ -30,48 +30,41 @@ static const unsigned char byte_class[256] = {
     2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2};
 
 /*
- * Two passes: the first checks the UTF-8 and counts the escaped length, so
- * that the buffer grows once to exactly that; the second writes.
+ * One pass: room for the worst case (every byte a \u00XX escape) is made
+ * first and the bytes are written in place, UTF-8 checked on the way. The
+ * room is only reserved: the caller's text keeps what was written (and
+ * ingest_element hands back an exact-size copy).
  */
 int json_text_append_string(struct buf *out, const char *s, size_t len)
 {
     static const char hex[] = "0123456789ABCDEF";
     const unsigned char *p = (const unsigned char *)s, *end = p + len;
-    size_t need = 2;
-    char *o;
+    char *start, *o;
     int rc;
 
+    if (len > (SIZE_MAX - 2) / 6)
+        return -E2BIG;
+    rc = buf_reserve(out, 6 * len + 2);
+    if (rc < 0)
+        return rc;
+    start = o = out->data + out->len;
+    *o++ = '"';
     while (p < end) {
         unsigned char c = *p;
 
         if (byte_class[c] == 0) {
-            need++;
+            *o++ = (char)c;
             p++;
-        } else if (byte_class[c] == 1) {
-            need += c == '"' || c == '\\' || c == '\b' || c == '\f' || c == '\n' || c == '\r' ||
-                            c == '\t'
-                        ? 2
-                        : 6;
-            p++;
-        } else {
+            continue;
+        }
+        if (byte_class[c] == 2) {
             size_t n = json_utf8_seq(p, (size_t)(end - p));
 
             if (n == 0)
-                return -EINVAL;
-            need += n;
+                return -EINVAL; /* nothing counted yet: the buffer's length is unchanged */
+            memcpy(o, p, n);
+            o += n;
             p += n;
-        }
-    }
-    rc = buf_reserve(out, need);
-    if (rc < 0)
-        return rc;
-    o = out->data + out->len;
-    *o++ = '"';
-    for (p = (const unsigned char *)s; p < end; p++) {
-        unsigned char c = *p;
-
-        if (byte_class[c] != 1) {
-            *o++ = (char)c; /* plain, or a byte of a sequence checked above */
             continue;
         }
         *o++ = '\\';
@@ -105,9 +98,10 @@ int json_text_append_string(struct buf *out, const char *s, size_t len)
             *o++ = hex[c & 15];
             break;
         }
+        p++;
     }
     *o++ = '"';
-    buf_advance(out, need);
+    buf_advance(out, (size_t)(o - start));
     return 0;
 }
 
