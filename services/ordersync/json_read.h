@@ -25,8 +25,7 @@
 
 #include <jansson.h>
 
-/* Deeper than this is left to jansson (whose own limit is 2048): orders are shallow, and the stack
- * stays small. */
+/* Deeper than this is left to jansson (whose own limit is 2048): orders are shallow, and the stack stays small. */
 #define JSON_READ_MAX_DEPTH 64
 
 /*

@@ -48,14 +48,10 @@ static char *read_fixture(const char *name, size_t *len)
 }
 
 static const char *const fixtures[] = {
-    "shopify_order_create.json",
-    "shopify_order_small.json",
-    "shopify_refund_create.json",
-    "standard_order_created.json",
-    "standard_thin.json",
-    "stripe_charge_refunded.json",
-    "stripe_checkout_session_completed.json",
-    "woocommerce_order_cancelled.json",
+    "shopify_order_create.json",   "shopify_order_small.json",
+    "shopify_refund_create.json",  "standard_order_created.json",
+    "standard_thin.json",          "stripe_charge_refunded.json",
+    "stripe_checkout_session_completed.json", "woocommerce_order_cancelled.json",
     "woocommerce_order_created.json",
 };
 
