@@ -18,7 +18,6 @@
 #include <strings.h>
 
 #include "json_guard.h"
-#include "json_read.h"
 
 void inbound_event_clear(struct inbound_event *ev)
 {
@@ -242,13 +241,10 @@ int inbound_parse(const struct inbound_source *src,
      * a 422 (not an order) rather than a 400. Duplicate keys are refused: an
      * order whose fields have two values means two things at once. Out of
      * memory is ours (a 400 would make the sender drop a good webhook), and
-     * only the guard knows it (json_guard.h). json_read builds the same
-     * values faster where it is sure it reads the text as jansson would.
+     * only the guard knows it (json_guard.h).
      */
-    out->payload = json_read(req.body, req.len, &rc);
-    if (rc == -EAGAIN) /* the fast reader is not sure: jansson reads it, and words any error */
-        out->payload = json_guard_loadb(req.body, req.len, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES,
-                                        &jerr, &rc);
+    out->payload =
+        json_guard_loadb(req.body, req.len, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, &jerr, &rc);
     if (rc == -ENOMEM)
         return fail(err, 500, "internal_error", rc, "out of memory");
     if (rc < 0)
