@@ -50,6 +50,19 @@ int buf_append(struct buf *b, const void *data, size_t len)
     return 0;
 }
 
+int buf_reserve(struct buf *b, size_t n)
+{
+    if (n > b->cap - b->len)
+        return -E2BIG;
+    return grow(b, b->len + n);
+}
+
+void buf_advance(struct buf *b, size_t n)
+{
+    b->len += n;
+    b->data[b->len] = '\0';
+}
+
 int buf_append_str(struct buf *b, const char *s)
 {
     return buf_append(b, s, strlen(s));

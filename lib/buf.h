@@ -24,6 +24,14 @@ int buf_append_str(struct buf *b, const char *s) __attribute__((warn_unused_resu
 int buf_printf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)))
 __attribute__((warn_unused_result));
 int buf_vprintf(struct buf *b, const char *fmt, va_list ap) __attribute__((warn_unused_result));
+/*
+ * Makes room for n more bytes (and the NUL) without another allocation, for
+ * a writer that fills data + len itself and then calls buf_advance. Returns
+ * 0, -E2BIG past the cap or -ENOMEM (buffer unchanged either way).
+ */
+int buf_reserve(struct buf *b, size_t n) __attribute__((warn_unused_result));
+/* Counts n bytes written at data + len (at most what buf_reserve made room for); NUL-terminates. */
+void buf_advance(struct buf *b, size_t n);
 /* Empties the buffer, keeping its allocation. */
 void buf_reset(struct buf *b);
 /* Drops the first n bytes (n <= len). */

@@ -175,6 +175,20 @@ static const char *source_of(const struct http_request *req)
     return http_request_path(req) + strlen("/webhooks/");
 }
 
+/* Appends a, b and c to out (size bytes, *n used), cut short as snprintf would cut them. */
+static void body_add(char *out, size_t size, size_t *n, const char *a, const char *b, const char *c)
+{
+    const char *parts[3] = {a, b, c};
+    for (int i = 0; i < 3; i++) {
+        size_t len = strlen(parts[i]);
+        if (len > size - 1 - *n)
+            len = size - 1 - *n;
+        memcpy(out + *n, parts[i], len);
+        *n += len;
+    }
+    out[*n] = '\0';
+}
+
 /* ingest's outcome for one webhook → its answer */
 static void on_ingested(void *ctx, const struct ingest_outcome *o)
 {
@@ -200,18 +214,27 @@ static void on_ingested(void *ctx, const struct ingest_outcome *o)
     }
     /* "applied" is the database's word; senders are told "accepted" */
     const char *status = strcmp(o->outcome, "applied") == 0 ? "accepted" : o->outcome;
-    /* every value is a static word or digits: printed, not built with jansson
-       (this is once per webhook, and allocation-free) */
+    /* every value is a static word or digits: put together, not built with jansson
+       or printed (this is once per webhook, and allocation-free) */
     char body[160];
-    int n = snprintf(body, sizeof(body), "{\"status\":\"%s\"", status);
+    size_t n = 0;
+    body_add(body, sizeof(body), &n, "{\"status\":\"", status, "\"");
     /* the sender (or whoever forged its topic) learns why nothing happened */
     if (o->reason != NULL)
-        n += snprintf(body + n, sizeof(body) - (size_t)n, ",\"reason\":\"%s\"", o->reason);
+        body_add(body, sizeof(body), &n, ",\"reason\":\"", o->reason, "\"");
     if (o->order_id != NULL && o->order_id[0] != '\0')
-        n += snprintf(body + n, sizeof(body) - (size_t)n, ",\"order_id\":\"%s\"", o->order_id);
-    if (o->events > 0)
-        n += snprintf(body + n, sizeof(body) - (size_t)n, ",\"events\":%d", o->events);
-    snprintf(body + n, sizeof(body) - (size_t)n, "}");
+        body_add(body, sizeof(body), &n, ",\"order_id\":\"", o->order_id, "\"");
+    if (o->events > 0) {
+        char digits[12], *d = digits + sizeof(digits);
+        unsigned v = (unsigned)o->events;
+        *--d = '\0';
+        do {
+            *--d = (char)('0' + v % 10);
+            v /= 10;
+        } while (v != 0);
+        body_add(body, sizeof(body), &n, ",\"events\":", d, "");
+    }
+    body_add(body, sizeof(body), &n, "}", "", "");
     reply_traced(req, 200, body, status, source, o->trace_id);
 }
 
@@ -256,6 +279,7 @@ static void handle_webhook(struct app *app, struct http_request *req, const char
     struct inbound_source isrc = {.id = src->id,
                                   .kind = src->kind,
                                   .secrets = {src->secret, src->previous_secret},
+                                  .keys = {src->keys[0], src->keys[1]},
                                   .tolerance_s = src->tolerance_s};
     size_t len;
     const char *body = http_request_body(req, &len);

@@ -200,6 +200,7 @@ int inbound_parse(const struct inbound_source *src,
 {
     const struct source_kind *kind = src->kind;
     struct source_request req = {.secrets = src->secrets,
+                                 .keys = src->keys,
                                  .tolerance_s = src->tolerance_s,
                                  .get_header = get_header,
                                  .ctx = ctx,

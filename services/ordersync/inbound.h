@@ -21,6 +21,7 @@ struct inbound_source {
     const struct source_kind *kind; /* from source_kind_parse(); never NULL */
     const char *secrets[2];         /* current, previous during a rotation; [1] may be NULL */
     int tolerance_s;                /* signed-timestamp tolerance; <= 0 means 300 s */
+    struct hmac_sha256 *keys[2];    /* secrets[i] pre-keyed (store.h), or NULL: keyed per call */
 };
 
 /* inbound_event.ignored_reason when an unsigned topic asks for an event the signed body denies. */

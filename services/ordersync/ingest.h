@@ -67,6 +67,14 @@ struct ingest_outcome {
 typedef void (*ingest_done_fn)(void *ctx, const struct ingest_outcome *o);
 
 /*
+ * The webhook's ingest_batch() element as JSON text (a new allocation):
+ * source, dedupe key, topic, event type, canonical order, the order an
+ * ignored webhook names, trace id. NULL when out of memory or when a string
+ * is not UTF-8 (jansson would not have written it either).
+ */
+char *ingest_element(const char *source_id, const struct inbound_event *ev);
+
+/*
  * Queues a webhook for the next batch. Takes ownership of the contents of
  * `ev` (left cleared). `body` (the raw bytes, stored as received) is
  * borrowed until `done` runs; `source_id` is copied. `done` runs from inside

@@ -110,6 +110,39 @@ static bool is_decimal(const char *s)
     return s[i] == '\0' && i < NORM_MONEY_SIZE;
 }
 
+/* Appends s to out[*n..size) as snprintf would, truncating and leaving room for the NUL. */
+static void path_add(char *out, size_t size, size_t *n, const char *s, size_t len)
+{
+    size_t room = size - 1 - *n;
+    if (len > room)
+        len = room;
+    memcpy(out + *n, s, len);
+    *n += len;
+}
+
+/*
+ * snprintf(out, size, "%.*s", len, s): the text as it fits. These helpers
+ * stand in for snprintf where a webhook's fields are formatted several
+ * times per order; tests/unit/test_normalize.c compares them with it.
+ */
+static void put_n(char *out, size_t size, const char *s, size_t len)
+{
+    if (len >= size)
+        len = size - 1;
+    memcpy(out, s, len);
+    out[len] = '\0';
+}
+
+/* The decimal digits of u, written backwards so that they end at `end`; returns their start. */
+static char *digits_before(char *end, uint64_t u)
+{
+    do {
+        *--end = (char)('0' + u % 10);
+        u /= 10;
+    } while (u != 0);
+    return end;
+}
+
 void norm_money_minor(int64_t amount, int minor, char out[NORM_MONEY_SIZE])
 {
     /* Unsigned so that INT64_MIN has a magnitude too. */
@@ -118,6 +151,24 @@ void norm_money_minor(int64_t amount, int minor, char out[NORM_MONEY_SIZE])
 
     for (int i = 0; i < minor; i++)
         scale *= 10;
+    if (minor >= 0 && minor <= 18) {
+        /* what the snprintf calls below write, by hand: "-" units "." minor digits */
+        char text[48], *end = text + sizeof(text), *p = end;
+        uint64_t frac = mag % scale;
+
+        if (minor > 0) {
+            for (int i = 0; i < minor; i++) {
+                *--p = (char)('0' + frac % 10);
+                frac /= 10;
+            }
+            *--p = '.';
+        }
+        p = digits_before(p, mag / scale);
+        if (amount < 0)
+            *--p = '-';
+        put_n(out, NORM_MONEY_SIZE, p, (size_t)(end - p));
+        return;
+    }
     if (minor == 0)
         snprintf(out, NORM_MONEY_SIZE, "%s%" PRIu64, amount < 0 ? "-" : "", mag);
     else
@@ -178,7 +229,7 @@ int norm_money(const json_t *v, int minor, const char *path, char out[NORM_MONEY
 
         if (!is_decimal(s))
             return norm_fail(e, path, "must be a decimal amount like \"12.34\"");
-        snprintf(out, NORM_MONEY_SIZE, "%s", s);
+        put_n(out, NORM_MONEY_SIZE, s, strlen(s));
         return 0;
     }
     if (json_is_integer(v)) {
@@ -351,12 +402,18 @@ int norm_id(const json_t *v, const char *path, char out[NORM_ID_SIZE], struct no
 {
     if (json_is_integer(v)) {
         /* Integers stay json_int_t (int64) from the parser on: ids beyond 2^53 stay exact. */
-        snprintf(out, NORM_ID_SIZE, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
+        json_int_t i = json_integer_value(v);
+        char text[24], *end = text + sizeof(text);
+        char *p = digits_before(end, i < 0 ? (uint64_t)0 - (uint64_t)i : (uint64_t)i);
+
+        if (i < 0)
+            *--p = '-';
+        put_n(out, NORM_ID_SIZE, p, (size_t)(end - p));
         return 0;
     }
     if (json_is_string(v) && json_string_length(v) > 0 && json_string_length(v) < NORM_ID_SIZE &&
         strlen(json_string_value(v)) == json_string_length(v)) {
-        snprintf(out, NORM_ID_SIZE, "%s", json_string_value(v));
+        put_n(out, NORM_ID_SIZE, json_string_value(v), json_string_length(v));
         return 0;
     }
     return norm_fail(e, path, "must be an integer or a non-empty string id");
@@ -368,6 +425,27 @@ int norm_quantity(const json_t *v, const char *path, json_int_t *out, struct nor
         return norm_fail(e, path, "must be a positive integer");
     *out = json_integer_value(v);
     return 0;
+}
+
+/*
+ * snprintf(out, size, "%s[%zu].%s", array, i, field), without printf: the
+ * path of a line's field, made for every field of every line (a failure
+ * names it) and so once per webhook several times over.
+ */
+static void item_path(char *out, size_t size, const char *array, size_t i, const char *field)
+{
+    char digits[24];
+    size_t nd = 0, n = 0;
+    do {
+        digits[sizeof(digits) - 1 - nd++] = (char)('0' + i % 10);
+        i /= 10;
+    } while (i != 0);
+    path_add(out, size, &n, array, strlen(array));
+    path_add(out, size, &n, "[", 1);
+    path_add(out, size, &n, digits + sizeof(digits) - nd, nd);
+    path_add(out, size, &n, "].", 2);
+    path_add(out, size, &n, field, strlen(field));
+    out[n] = '\0';
 }
 
 int norm_lines(const json_t *items, const char *array_name, const char *title_key,
@@ -394,21 +472,21 @@ int norm_lines(const json_t *items, const char *array_name, const char *title_ke
         json_t *line;
         bool oom = false;
 
-        snprintf(p, sizeof(p), "%s[%zu].sku", array_name, i);
+        item_path(p, sizeof(p), array_name, i, "sku");
         if (strict && sku != NULL && !json_is_null(sku) && !json_is_string(sku)) {
             rc = norm_fail(e, p, "must be a string or null");
             goto fail;
         }
-        snprintf(p, sizeof(p), "%s[%zu].%s", array_name, i, title_key);
+        item_path(p, sizeof(p), array_name, i, title_key);
         if (!json_is_string(title)) {
             rc = norm_fail(e, p, "must be a string");
             goto fail;
         }
-        snprintf(p, sizeof(p), "%s[%zu].quantity", array_name, i);
+        item_path(p, sizeof(p), array_name, i, "quantity");
         rc = norm_quantity(json_object_get(it, "quantity"), p, &qty, e);
         if (rc < 0)
             goto fail;
-        snprintf(p, sizeof(p), "%s[%zu].%s", array_name, i, price_key);
+        item_path(p, sizeof(p), array_name, i, price_key);
         /* Canonical amounts are strings: a JSON number would already have lost exactness. */
         if (strict && !json_is_string(price_v)) {
             rc = norm_fail(e, p, "must be a decimal string like \"12.34\"");
@@ -493,7 +571,19 @@ void norm_join_name(const char *first, const char *last, char *out, size_t size)
     bool f = first != NULL && first[0] != '\0';
     bool l = last != NULL && last[0] != '\0';
 
-    snprintf(out, size, "%s%s%s", f ? first : "", f && l ? " " : "", l ? last : "");
+    size_t n = 0;
+
+    if (size == 0)
+        return;
+    /* snprintf(out, size, "%s%s%s", first, " ", last), by hand */
+    out[0] = '\0';
+    if (f)
+        path_add(out, size, &n, first, strlen(first));
+    if (f && l)
+        path_add(out, size, &n, " ", 1);
+    if (l)
+        path_add(out, size, &n, last, strlen(last));
+    out[n] = '\0';
 }
 
 json_t *norm_order_new(const char *source, const char *external_id)

@@ -108,6 +108,43 @@ struct emit_ctx {
     int rc;
 };
 
+/* Writes v in decimal at out (room for 20 characters); returns the count. */
+static size_t put_int(char *out, int64_t v)
+{
+    char digits[20];
+    size_t n = 0, k = 0;
+    uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+    do {
+        digits[n++] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u != 0);
+    if (v < 0)
+        out[k++] = '-';
+    while (n > 0)
+        out[k++] = digits[--n];
+    return k;
+}
+
+/*
+ * ",[position,status,ms]" (no comma first): what buf_printf("%s[%" PRId64
+ * ",%d,%d]") wrote, without printf, once per delivered event.
+ */
+static int append_ok(struct buf *b, int64_t position, int status, int ms)
+{
+    char text[4 + 3 * 20];
+    size_t n = 0;
+    if (b->len > 0)
+        text[n++] = ',';
+    text[n++] = '[';
+    n += put_int(text + n, position);
+    text[n++] = ',';
+    n += put_int(text + n, status);
+    text[n++] = ',';
+    n += put_int(text + n, ms);
+    text[n++] = ']';
+    return buf_append(b, text, n);
+}
+
 /* An entry leaves the window: into "ok" or "rows" of its stream's part of the statement. */
 static void emit_entry(struct wev *e, void *data)
 {
@@ -118,8 +155,7 @@ static void emit_entry(struct wev *e, void *data)
     int rc = x->rc;
     if (e->state == WEV_OK) {
         if (rc == 0)
-            rc = buf_printf(&x->ok, "%s[%" PRId64 ",%d,%d]", x->ok.len ? "," : "", j->position,
-                            j->status, j->ms);
+            rc = append_ok(&x->ok, j->position, j->status, j->ms);
         x->rc = rc;
         relay_job_release(j);
         return;

@@ -23,7 +23,14 @@ struct job *relay_job_new(struct relay *r, struct relay_dest *rd, const PGresult
     j->position = strtoll(PQgetvalue(res, row, c->pos), NULL, 10);
     j->order_id = strtoll(PQgetvalue(res, row, c->order), NULL, 10);
     j->age_s = atof(PQgetvalue(res, row, c->age));
-    snprintf(j->msg_id, sizeof(j->msg_id), "msg_%s", PQgetvalue(res, row, c->id));
+    /* snprintf(j->msg_id, sizeof(j->msg_id), "msg_%s", id), without printf: once per job */
+    const char *id = PQgetvalue(res, row, c->id);
+    size_t idlen = (size_t)PQgetlength(res, row, c->id);
+    if (idlen > sizeof(j->msg_id) - 5)
+        idlen = sizeof(j->msg_id) - 5;
+    memcpy(j->msg_id, "msg_", 4);
+    memcpy(j->msg_id + 4, id, idlen);
+    j->msg_id[4 + idlen] = '\0';
     /* hex digits, as the statement prints it; NULL (events from before) leaves it empty */
     if (PQgetlength(res, row, c->trace) == TRACE_ID_HEX)
         memcpy(j->trace_id, PQgetvalue(res, row, c->trace), TRACE_ID_HEX + 1);

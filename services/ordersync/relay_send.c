@@ -127,15 +127,40 @@ static void on_http_done(const struct http_client_result *res, void *data)
         relay_dispatch(r, rd->stream);
 }
 
+/*
+ * snprintf(out, size, "%s%s", name, value), without printf: three header
+ * lines are made for every delivery.
+ */
+static void header_line(char *out, size_t size, const char *name, const char *value)
+{
+    size_t n = strlen(name), v = strlen(value);
+    if (n > size - 1)
+        n = size - 1;
+    if (v > size - 1 - n)
+        v = size - 1 - n;
+    memcpy(out, name, n);
+    memcpy(out + n, value, v);
+    out[n + v] = '\0';
+}
+
 bool relay_send(struct relay *r, struct job *j, char *err, size_t errlen)
 {
     struct relay_dest *rd = j->rd;
     const struct dest_settings *set = &rd->d->set;
     char hdr_id[80], hdr_ts[48], hdr_sig[RELAY_SIGN_LINE_SIZE];
-    snprintf(hdr_id, sizeof(hdr_id), "webhook-id: %s", j->msg_id);
+    header_line(hdr_id, sizeof(hdr_id), "webhook-id: ", j->msg_id);
     j->started = wall_now();
     int64_t ts = (int64_t)j->started;
-    snprintf(hdr_ts, sizeof(hdr_ts), "webhook-timestamp: %lld", (long long)ts);
+    char digits[24], *d = digits + sizeof(digits);
+    uint64_t u = ts < 0 ? (uint64_t)0 - (uint64_t)ts : (uint64_t)ts;
+    *--d = '\0';
+    do {
+        *--d = (char)('0' + u % 10);
+        u /= 10;
+    } while (u != 0);
+    if (ts < 0)
+        *--d = '-';
+    header_line(hdr_ts, sizeof(hdr_ts), "webhook-timestamp: ", d);
     int rc = relay_sign_line(&rd->signer, set, j->msg_id, ts, j->payload, j->payload_len, hdr_sig,
                              sizeof(hdr_sig));
     if (rc < 0) {
@@ -149,7 +174,7 @@ bool relay_send(struct relay *r, struct job *j, char *err, size_t errlen)
     char hdr_trace[16 + TRACE_PARENT_LEN + 1], parent[TRACE_PARENT_LEN + 1];
     bool traced = j->trace_id[0] != '\0' && trace_new_parent(j->trace_id, parent);
     if (traced)
-        snprintf(hdr_trace, sizeof(hdr_trace), "traceparent: %s", parent);
+        header_line(hdr_trace, sizeof(hdr_trace), "traceparent: ", parent);
     const char *headers[5 + DESTINATIONS_MAX_HEADERS + 1] = {"Content-Type: application/json",
                                                              hdr_id, hdr_ts, hdr_sig};
     unsigned nh = 4;

@@ -44,6 +44,16 @@ bool source_have_secret(const char *const *secrets)
            (secrets[1] != NULL && secrets[1][0] != '\0');
 }
 
+int source_hmac(const struct source_request *req, int i, const void *const *parts,
+                const size_t *lens, size_t n, unsigned char out[VERIFY_SHA256_LEN])
+{
+    const char *secret = req->secrets[i];
+
+    if (req->keys != NULL && req->keys[i] != NULL)
+        return hmac_sha256_parts(req->keys[i], parts, lens, n, out);
+    return verify_hmac_sha256(secret, strlen(secret), parts, lens, n, out);
+}
+
 enum verify_result source_verify_body_hmac(const struct source_request *req, const char *name,
                                            const char *display, char *detail, size_t size)
 {
@@ -73,7 +83,7 @@ enum verify_result source_verify_body_hmac(const struct source_request *req, con
 
         if (secret == NULL || secret[0] == '\0')
             continue;
-        if (verify_hmac_sha256(secret, strlen(secret), parts, lens, 1, got) < 0)
+        if (source_hmac(req, i, parts, lens, 1, got) < 0)
             return source_verdict(VERIFY_ERROR, detail, size, "HMAC computation failed");
         if (verify_equal(got, want, VERIFY_SHA256_LEN))
             return source_verdict(VERIFY_OK, detail, size, "%s matches", display);

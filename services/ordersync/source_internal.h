@@ -27,6 +27,14 @@ enum verify_result source_verdict(enum verify_result r, char *detail, size_t siz
 bool source_have_secret(const char *const *secrets);
 
 /*
+ * HMAC-SHA256 keyed with req->secrets[i] (non-empty) over the parts: with
+ * its pre-keyed req->keys[i] when there is one. 0 or <0 (OpenSSL failed).
+ */
+int source_hmac(const struct source_request *req, int i, const void *const *parts,
+                const size_t *lens, size_t n, unsigned char out[VERIFY_SHA256_LEN])
+    __attribute__((warn_unused_result));
+
+/*
  * The scheme Shopify and WooCommerce share: the header `name` (lower case)
  * holds base64(HMAC-SHA256(secret, body)); `display` names it in details.
  */

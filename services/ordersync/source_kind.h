@@ -22,6 +22,7 @@
 
 #include <jansson.h>
 
+#include "hmac.h"
 #include "verify.h"
 
 /* Size of a detail buffer (matches inbound_error.detail). */
@@ -45,6 +46,12 @@ struct source_request {
     const char *body;                /* the raw bytes as received; never NULL */
     size_t len;
     time_t now;
+    /*
+     * NULL, or [2]: secrets[i] keyed once as an HMAC-SHA256 key (store.h),
+     * for the kinds that key with the secret as given; where an entry is
+     * NULL the secret is keyed per request, with the same result.
+     */
+    struct hmac_sha256 *const *keys;
 };
 
 /* Why a kind refuses a signed request; inbound answers each with its HTTP status. */

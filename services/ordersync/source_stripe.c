@@ -374,7 +374,7 @@ static enum verify_result stripe_verify(const struct source_request *req, char *
         if (secret == NULL || secret[0] == '\0')
             continue;
         /* Stripe keys the HMAC with the secret as given, "whsec_" prefix included. */
-        if (verify_hmac_sha256(secret, strlen(secret), parts, lens, 3, mac) < 0)
+        if (source_hmac(req, i, parts, lens, 3, mac) < 0)
             return source_verdict(VERIFY_ERROR, detail, size, "HMAC computation failed");
         hex_lower(mac, VERIFY_SHA256_LEN, hex);
         for (size_t j = 0; j < h.n_v1; j++) {

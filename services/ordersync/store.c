@@ -1,6 +1,8 @@
 /*
  * store: sources kept sorted by id for bsearch; a reload builds the new array
  * completely before it frees the old one, so a failed reload changes nothing.
+ * A key whose source and secret are unchanged moves from the old set to the
+ * new one only once nothing can fail any more.
  */
 #include "store.h"
 
@@ -43,6 +45,8 @@ static void free_sources(struct source *s, unsigned n)
         free(s[i].id);
         free(s[i].secret);
         free(s[i].previous_secret);
+        hmac_sha256_free(&s[i].keys[0]);
+        hmac_sha256_free(&s[i].keys[1]);
     }
     free(s);
 }
@@ -94,10 +98,46 @@ int store_load(struct store *store, const PGresult *res)
         src->push = PQgetvalue(res, r, c[C_PUSH])[0] == 't';
         k++;
     }
+    /* reuse[i][j]: the old source whose keys[j] the new s[i] takes over (same id, same secret) */
+    const struct source *(*reuse)[2] = oom ? NULL : calloc((size_t)k + 1, sizeof(*reuse));
+    if (reuse == NULL)
+        oom = true;
+    for (unsigned i = 0; !oom && i < k; i++) {
+        const struct source *old = store_find_source(store, s[i].id);
+        const char *secrets[2] = {s[i].secret, s[i].previous_secret};
+        for (int j = 0; !oom && j < 2; j++) {
+            if (secrets[j] == NULL || secrets[j][0] == '\0')
+                continue;
+            for (int o = 0; old != NULL && o < 2; o++) {
+                const char *was = o == 0 ? old->secret : old->previous_secret;
+                if (old->keys[o] != NULL && was != NULL && strcmp(was, secrets[j]) == 0)
+                    reuse[i][j] = old; /* found below by the same comparison */
+            }
+            if (reuse[i][j] == NULL &&
+                hmac_sha256_new(secrets[j], strlen(secrets[j]), &s[i].keys[j]) < 0)
+                oom = true;
+        }
+    }
     if (oom) {
+        free(reuse);
         free_sources(s, k);
         return -ENOMEM;
     }
+    /* nothing fails from here: the kept keys move (a rotation moves the current one to [1]) */
+    for (unsigned i = 0; i < k; i++) {
+        const char *secrets[2] = {s[i].secret, s[i].previous_secret};
+        for (int j = 0; j < 2; j++) {
+            struct source *old = (struct source *)reuse[i][j];
+            for (int o = 0; old != NULL && o < 2 && s[i].keys[j] == NULL; o++) {
+                const char *was = o == 0 ? old->secret : old->previous_secret;
+                if (old->keys[o] != NULL && was != NULL && strcmp(was, secrets[j]) == 0) {
+                    s[i].keys[j] = old->keys[o];
+                    old->keys[o] = NULL;
+                }
+            }
+        }
+    }
+    free(reuse);
     free_sources(store->sources, store->n);
     store->sources = s;
     store->n = k;

@@ -11,6 +11,7 @@
 
 #include <libpq-fe.h>
 
+#include "hmac.h"
 #include "source_kind.h"
 
 struct source {
@@ -18,6 +19,13 @@ struct source {
     const struct source_kind *kind;
     char *secret;          /* NULL for pure poll sources */
     char *previous_secret; /* NULL unless rotating */
+    /*
+     * secret and previous_secret as HMAC-SHA256 keys, keyed once (lib/hmac)
+     * for the kinds that key the HMAC with the secret as given; NULL where
+     * that secret is NULL or empty. A reload keeps a source's key while its
+     * secret is unchanged and keys a new or rotated one afresh.
+     */
+    struct hmac_sha256 *keys[2];
     int tolerance_s;
     bool enabled;
     bool push;
@@ -34,8 +42,9 @@ extern const char store_sources_sql[];
 
 /*
  * Replaces the sources with the rows of `res` (borrowed; columns as named in
- * store_sources_sql, in any order). Returns 0, or -EINVAL (a column is
- * missing, logged) / -ENOMEM leaving the old set.
+ * store_sources_sql, in any order), their secrets keyed (see keys above).
+ * Returns 0, or -EINVAL (a column is missing, logged) / -ENOMEM leaving the
+ * old set, its keys included.
  */
 int store_load(struct store *store, const PGresult *res) __attribute__((warn_unused_result));
 

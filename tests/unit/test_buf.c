@@ -50,12 +50,35 @@ static void printf_and_consume(void **state)
     free(p);
 }
 
+static void reserve_then_advance(void **state)
+{
+    (void)state;
+    struct buf b;
+    buf_init(&b, 16);
+    assert_int_equal(buf_append_str(&b, "ab"), 0);
+    assert_int_equal(buf_reserve(&b, 15), -E2BIG);
+    assert_int_equal(b.len, 2);
+    assert_int_equal(buf_reserve(&b, 14), 0);
+    assert_true(b.alloc >= 17);
+    char *at = b.data + b.len;
+    memcpy(at, "cdef", 4);
+    buf_advance(&b, 4);
+    assert_string_equal(b.data, "abcdef");
+    assert_int_equal(b.len, 6);
+    /* room already there: no reallocation */
+    char *before = b.data;
+    assert_int_equal(buf_reserve(&b, 10), 0);
+    assert_ptr_equal(b.data, before);
+    buf_free(&b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(append_within_cap),
         cmocka_unit_test(append_past_cap_refused_unchanged),
         cmocka_unit_test(printf_and_consume),
+        cmocka_unit_test(reserve_then_advance),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

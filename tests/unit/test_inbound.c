@@ -138,10 +138,10 @@ static void sign_standard(struct req *r, const char *id)
 }
 
 /* Each source's kind is looked up by name in setup_kinds(), as the store does. */
-static struct inbound_source shopify = {"shop", NULL, {"shpss_1", NULL}, 0};
-static struct inbound_source woo = {"woo", NULL, {"wc_1", NULL}, 0};
-static struct inbound_source stripe = {"stripe", NULL, {"whsec_st", NULL}, 0};
-static struct inbound_source standard = {"std", NULL, {std_secret, NULL}, 0};
+static struct inbound_source shopify = {"shop", NULL, {"shpss_1", NULL}, 0, {NULL, NULL}};
+static struct inbound_source woo = {"woo", NULL, {"wc_1", NULL}, 0, {NULL, NULL}};
+static struct inbound_source stripe = {"stripe", NULL, {"whsec_st", NULL}, 0, {NULL, NULL}};
+static struct inbound_source standard = {"std", NULL, {std_secret, NULL}, 0, {NULL, NULL}};
 
 static int setup_kinds(void **state)
 {
@@ -821,7 +821,7 @@ static void standard_types_and_dedupe(void **state)
 
 static void unusable_secret_is_500(void **state)
 {
-    const struct inbound_source bad = {"std", standard.kind, {"whsec_***", NULL}, 0};
+    const struct inbound_source bad = {"std", standard.kind, {"whsec_***", NULL}, 0, {NULL, NULL}};
     struct req r = {0};
     struct inbound_event ev;
     struct inbound_error err;

@@ -6,6 +6,7 @@
  * currencies), and a payload that is not an order names the offending field.
  */
 #include <errno.h>
+#include <stdbool.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -14,6 +15,9 @@
 #include <string.h>
 #include <cmocka.h>
 
+#include <inttypes.h>
+
+#include "normalize_internal.h"
 #include "source_kind.h"
 
 #define NORMALIZE_ERR_SIZE SOURCE_DETAIL_SIZE
@@ -199,7 +203,17 @@ static void shopify_not_an_order(void **state)
     json_object_set_new(line2, "quantity", json_integer(0));
     expect_error(normalize_shopify("s", "orders/create", p, &o, err, sizeof(err)), err,
                  "field 'line_items[2].quantity' must be a positive integer");
+    /* a line past the tenth is named with its whole index */
+    json_t *lines = json_object_get(p, "line_items");
+    while (json_array_size(lines) < 12)
+        json_array_append_new(lines, json_deep_copy(json_array_get(lines, 0)));
+    json_object_set_new(json_array_get(lines, 11), "title", json_integer(5));
+    expect_error(normalize_shopify("s", "orders/create", p, &o, err, sizeof(err)), err,
+                 "field 'line_items[2].quantity' must be a positive integer");
     json_object_set_new(line2, "quantity", json_integer(1));
+    expect_error(normalize_shopify("s", "orders/create", p, &o, err, sizeof(err)), err,
+                 "field 'line_items[11].title' must be a string");
+    json_array_remove(lines, 11);
     json_object_set_new(line2, "price", json_string("3,99"));
     expect_error(normalize_shopify("s", "orders/create", p, &o, err, sizeof(err)), err,
                  "field 'line_items[2].price' must be a decimal amount like \"12.34\"");
@@ -599,6 +613,91 @@ static void not_objects(void **state)
     json_decref(p);
 }
 
+/* ------------------------------------------- formatting without printf */
+
+/* What norm_money_minor wrote with snprintf before. */
+static void money_by_printf(int64_t amount, int minor, char out[NORM_MONEY_SIZE])
+{
+    uint64_t mag = amount < 0 ? (uint64_t)0 - (uint64_t)amount : (uint64_t)amount;
+    uint64_t scale = 1;
+
+    for (int i = 0; i < minor; i++)
+        scale *= 10;
+    /* printed whole, then cut to the size as snprintf into out would */
+    char whole[128];
+    if (minor == 0)
+        snprintf(whole, sizeof(whole), "%s%" PRIu64, amount < 0 ? "-" : "", mag);
+    else
+        snprintf(whole, sizeof(whole), "%s%" PRIu64 ".%0*" PRIu64, amount < 0 ? "-" : "",
+                 mag / scale, minor, mag % scale);
+    snprintf(out, NORM_MONEY_SIZE, "%.*s", NORM_MONEY_SIZE - 1, whole);
+}
+
+static void formatting_matches_printf(void **state)
+{
+    static const int64_t amounts[] = {0,
+                                      1,
+                                      -1,
+                                      5,
+                                      -5,
+                                      99,
+                                      100,
+                                      -100,
+                                      1234,
+                                      100000,
+                                      -1000001,
+                                      INT64_MAX,
+                                      INT64_MIN,
+                                      INT64_MIN + 1,
+                                      999999999999999999LL};
+    uint64_t x = 0x9E3779B97F4A7C15ULL;
+    char want[NORM_MONEY_SIZE], got[NORM_MONEY_SIZE];
+
+    (void)state;
+    for (int minor = 0; minor <= 18; minor++) {
+        for (size_t i = 0; i < sizeof(amounts) / sizeof(amounts[0]) + 2000; i++) {
+            int64_t a;
+            if (i < sizeof(amounts) / sizeof(amounts[0])) {
+                a = amounts[i];
+            } else {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                a = (int64_t)(x >> (x & 63)); /* all magnitudes */
+                if (x & 1)
+                    a = -a;
+            }
+            money_by_printf(a, minor, want);
+            norm_money_minor(a, minor, got);
+            assert_string_equal(got, want);
+        }
+    }
+    /* ids: integers at their edges, strings as they are */
+    static const json_int_t ids[] = {0, 7, -7, INT64_MAX, INT64_MIN, 5678901234567890123LL};
+    for (size_t i = 0; i < sizeof(ids) / sizeof(ids[0]); i++) {
+        char id[NORM_ID_SIZE], ref[NORM_ID_SIZE], err[64];
+        struct norm_err e = {err, sizeof(err)};
+        json_t *v = json_integer(ids[i]);
+        assert_int_equal(norm_id(v, "id", id, &e), 0);
+        snprintf(ref, sizeof(ref), "%" JSON_INTEGER_FORMAT, ids[i]);
+        assert_string_equal(id, ref);
+        json_decref(v);
+    }
+    /* names, also cut short by a small buffer, as snprintf cuts them */
+    static const char *const names[][2] = {{"Ana", "Lima"}, {"Ana", NULL}, {NULL, "Lima"},
+                                           {"", "Lima"},    {"Ana", ""},   {NULL, NULL}};
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        for (size_t size = 1; size <= 12; size++) {
+            const char *f = names[i][0], *l = names[i][1];
+            bool hf = f != NULL && f[0] != '\0', hl = l != NULL && l[0] != '\0';
+            char ref[16], got_name[16];
+            snprintf(ref, size, "%s%s%s", hf ? f : "", hf && hl ? " " : "", hl ? l : "");
+            norm_join_name(f, l, got_name, size);
+            assert_string_equal(got_name, ref);
+        }
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -619,6 +718,7 @@ int main(void)
         cmocka_unit_test(standard_full_and_thin),
         cmocka_unit_test(standard_partial_and_errors),
         cmocka_unit_test(not_objects),
+        cmocka_unit_test(formatting_matches_printf),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

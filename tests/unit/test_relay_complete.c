@@ -109,6 +109,23 @@ static void settled_events_go_into_the_statement(void **state)
     teardown(&f);
 }
 
+/* Delivered events are listed as [position,status,ms], comma-separated, in order. */
+static void delivered_events_are_listed_in_order(void **state)
+{
+    (void)state;
+    struct fixture f;
+    setup(&f);
+    struct stream *s = f.rd->stream;
+    struct wev *e = relay_window_next(&s->win, 0);
+    assert_int_equal(e->position, 103);
+    relay_job_set_outcome(e->data, JOB_OK, 204, 1234567, 0, NULL, NULL);
+    relay_window_settle(&s->win, e, WEV_OK);
+    unsigned n_streams = 0, n_results = 0;
+    assert_int_equal(relay_complete_build(&f.r, &n_streams, &n_results), 0);
+    assert_non_null(strstr(f.r.doc.data, "\"ok\":[[101,200,3],[103,204,1234567]]"));
+    teardown(&f);
+}
+
 /*
  * Every allocation of the build fails in turn. Each time, the stream must be
  * untouched or read again from its cursor (nothing lost: the window's settled
@@ -160,6 +177,7 @@ int main(void)
     alloc_fail_init();
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(settled_events_go_into_the_statement),
+        cmocka_unit_test(delivered_events_are_listed_in_order),
         cmocka_unit_test(out_of_memory_reads_the_stream_again),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -2,7 +2,8 @@
  * Unit tests for the platforms' own signature schemes, each kind's verify
  * hook (source_shopify.c, source_woocommerce.c, source_stripe.c): each
  * accepts what the platform would send and rejects each way it can go wrong,
- * with the right result code. Signatures are computed here independently
+ * with the right result code, whether its secrets come pre-keyed (as the
+ * store keys them) or not. Signatures are computed here independently
  * with OpenSSL's one-shot HMAC(), so a shared bug in the code cannot hide.
  */
 #include <errno.h>
@@ -58,17 +59,36 @@ static void hex_hmac(const char *key, const char *msg, char *out)
         sprintf(out + 2 * i, "%02x", mac[i]);
 }
 
-/* A kind's verify hook, found by name as the store finds it, on one request. */
+/*
+ * A kind's verify hook, found by name as the store finds it, on one request;
+ * twice: with each secret keyed per call, and with the secrets pre-keyed as
+ * the store keys them (lib/hmac). Both must give the same verdict and detail.
+ */
 static enum verify_result verify(const char *kind, const char *const secrets[2],
                                  verify_get_header_fn get, void *ctx, const char *b, size_t len,
                                  time_t at, int tolerance_s, char *detail, size_t size)
 {
     const struct source_kind *k = NULL;
-    struct source_request req = {secrets, tolerance_s, get, ctx, b, len, at};
+    struct hmac_sha256 *keys[2] = {NULL, NULL};
+    struct source_request req = {secrets, tolerance_s, get, ctx, b, len, at, NULL};
+    char keyed_detail[256] = "";
+    enum verify_result r, keyed;
 
     if (source_kind_parse(kind, &k) < 0)
         fail_msg("no source kind %s", kind);
-    return k->verify(&req, detail, size);
+    r = k->verify(&req, detail, size);
+    for (int i = 0; i < 2; i++) {
+        if (secrets[i] != NULL && secrets[i][0] != '\0')
+            assert_int_equal(hmac_sha256_new(secrets[i], strlen(secrets[i]), &keys[i]), 0);
+    }
+    req.keys = keys;
+    keyed = k->verify(&req, keyed_detail, sizeof(keyed_detail));
+    hmac_sha256_free(&keys[0]);
+    hmac_sha256_free(&keys[1]);
+    assert_int_equal(keyed, r);
+    if (detail != NULL && size > 0)
+        assert_string_equal(keyed_detail, detail);
+    return r;
 }
 
 static enum verify_result shopify_verify(const char *const secrets[2], verify_get_header_fn get,

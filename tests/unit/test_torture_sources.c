@@ -211,11 +211,17 @@ static int teardown(void **state)
 
 /* ------------------------------------------------------------- verify */
 
+struct verify_case {
+    struct request *r;
+    struct hmac_sha256 *keys[2]; /* as the store keys the secret, or none */
+};
+
 static int verify_run(void *ctx)
 {
-    struct request *r = ctx;
+    struct verify_case *c = ctx;
+    struct request *r = c->r;
     const char *secrets[2] = {r->secret, NULL};
-    struct source_request req = {secrets, 0, get_header, r, r->body, r->len, now};
+    struct source_request req = {secrets, 0, get_header, r, r->body, r->len, now, c->keys};
     char detail[SOURCE_DETAIL_SIZE];
     enum verify_result vr = kind(r->kind)->verify(&req, detail, sizeof(detail));
 
@@ -227,8 +233,16 @@ static int verify_run(void *ctx)
 static void verify_every_kind(void **state)
 {
     (void)state;
-    for (size_t i = 0; i < N_REQUESTS; i++)
-        assert_true(alloc_fail_loop(requests[i].fixture, verify_run, &requests[i], true) >= 0);
+    for (size_t i = 0; i < N_REQUESTS; i++) {
+        struct verify_case c = {&requests[i], {NULL, NULL}};
+
+        assert_true(alloc_fail_loop(requests[i].fixture, verify_run, &c, true) >= 0);
+        /* pre-keyed (keyed before the loop, as a store load would have): no allocation at all */
+        assert_int_equal(
+            hmac_sha256_new(requests[i].secret, strlen(requests[i].secret), &c.keys[0]), 0);
+        assert_true(alloc_fail_loop(requests[i].fixture, verify_run, &c, true) >= 0);
+        hmac_sha256_free(&c.keys[0]);
+    }
 }
 
 /*
@@ -349,7 +363,7 @@ static int inbound_run(void *ctx)
 {
     struct inbound_case *c = ctx;
     struct request *r = c->r;
-    struct inbound_source src = {"torture", kind(r->kind), {r->secret, NULL}, 0};
+    struct inbound_source src = {"torture", kind(r->kind), {r->secret, NULL}, 0, {NULL, NULL}};
     struct inbound_event ev;
     struct inbound_error err;
     int rc =
@@ -380,7 +394,7 @@ static void inbound_every_kind(void **state)
     (void)state;
     for (size_t i = 0; i < N_REQUESTS; i++) {
         struct request *r = &requests[i];
-        struct inbound_source src = {"torture", kind(r->kind), {r->secret, NULL}, 0};
+        struct inbound_source src = {"torture", kind(r->kind), {r->secret, NULL}, 0, {NULL, NULL}};
         struct inbound_case c = {.r = r};
         struct inbound_error err;
 
