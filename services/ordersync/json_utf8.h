@@ -1,6 +1,6 @@
 /*
  * json_utf8: the UTF-8 check jansson applies to every string it reads or
- * writes, for json_text and json_read: a sequence in its shortest form,
+ * writes, for json_text: a sequence in its shortest form,
  * not a surrogate (U+D800..U+DFFF), at most U+10FFFF.
  */
 #ifndef OS_JSON_UTF8_H
