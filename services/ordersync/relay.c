@@ -29,15 +29,24 @@
 
 static const char sql_release_own[] =
     "SELECT relay_release_own($1, $2::text[], $3::bigint[]) AS released";
-static const char sql_leave[] = "SELECT relay_leave($1)";
+/* the notification goes with the commit that frees the streams */
+static const char sql_leave[] =
+    "SELECT relay_leave($1), pg_notify('" RELAY_STREAMS_CHANNEL "', $1)";
 
 static const struct db_stmt stmts[] = {
-    {"claim", relay_sql_claim},     {"complete", relay_sql_complete},
-    {"acquire", relay_sql_acquire}, {"next_due", relay_sql_next_due},
-    {"sweep", relay_sql_sweep},     {"release_own", sql_release_own},
-    {"leave", sql_leave},           {"pause", relay_sql_pause},
-    {"resume", relay_sql_resume},   {"disable", relay_sql_disable},
-    {"limited", relay_sql_limited}, {"alert", relay_sql_alert},
+    {"claim", relay_sql_claim},
+    {"complete", relay_sql_complete},
+    {"acquire", relay_sql_acquire},
+    {"next_due", relay_sql_next_due},
+    {"sweep", relay_sql_sweep},
+    {"release_own", sql_release_own},
+    {"leave", sql_leave},
+    {"pause", relay_sql_pause},
+    {"resume", relay_sql_resume},
+    {"disable", relay_sql_disable},
+    {"limited", relay_sql_limited},
+    {"alert", relay_sql_alert},
+    {"streams_changed", relay_sql_streams_changed},
 };
 
 /* The read connection's one statement (relay_read.c). */
@@ -315,6 +324,12 @@ void relay_reload(struct relay *r)
         metric_set(rd->m_held, rd->d->set.held);
     }
     relay_acquire(r);
+}
+
+void relay_streams_changed(struct relay *r, const char *from)
+{
+    if (strcmp(from, r->instance) != 0)
+        relay_acquire(r);
 }
 
 void relay_rows_changed(struct relay *r)

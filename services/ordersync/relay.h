@@ -55,6 +55,14 @@ void relay_rows_changed(struct relay *r);
 /* The destinations were reloaded: take or let go of streams accordingly. */
 void relay_reload(struct relay *r);
 /*
+ * A NOTIFY on RELAY_STREAMS_CHANNEL: instance `from` let go of streams or
+ * joined, so that the shares changed; take or let go now rather than at the
+ * next lease round (a quarter of the lease). Its own notifications are
+ * ignored.
+ */
+#define RELAY_STREAMS_CHANNEL "ordersync_streams"
+void relay_streams_changed(struct relay *r, const char *from);
+/*
  * Can it deliver? Running, both its database connections up, and it has
  * taken its share of the streams (an acquire answered, which it sends only
  * once the destinations are loaded) at least once. /readyz asks.

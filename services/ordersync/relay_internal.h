@@ -346,6 +346,7 @@ extern const char relay_sql_claim[], relay_sql_next_due[], relay_sql_sweep[];
 void relay_acquire(struct relay *r);
 void relay_on_acquire_timer(uv_timer_t *t);
 extern const char relay_sql_acquire[];
+extern const char relay_sql_streams_changed[];
 
 /*
  * relay_alert.c: operational alerts (migration 015's alert_raise), fire and

@@ -26,6 +26,9 @@
    cached clock and the database's and this host's clocks running apart. */
 #define LEASE_TRUST_PERMILLE 900
 
+/* the shares changed: the others take or let go now (relay_streams_changed) */
+const char relay_sql_streams_changed[] = "SELECT pg_notify('" RELAY_STREAMS_CHANNEL "', $1)";
+
 const char relay_sql_acquire[] = "SELECT destination_id, stream_position FROM relay_acquire($1,"
                                  " make_interval(secs => $2::float8), $3::text[])";
 
@@ -65,6 +68,15 @@ static void take(struct relay *r, struct dest *d, int64_t pos, uint64_t until)
                   json_pack("{s:s}", "destination", d->id));
 }
 
+static void on_told(PGresult *res, const char *err, void *data)
+{
+    (void)res;
+    (void)data;
+    if (err != NULL) /* they take or let go at their next round instead */
+        log_warn("could not tell the other instances that the streams changed",
+                 json_pack("{s:s}", "detail", err));
+}
+
 static void on_acquired(PGresult *res, const char *err, void *data)
 {
     struct relay *r = data;
@@ -75,6 +87,8 @@ static void on_acquired(PGresult *res, const char *err, void *data)
             log_warn("could not take streams", json_pack("{s:s}", "detail", err ? err : "?"));
         return;
     }
+    /* joined: the others let go of their share for it now, not at their next round */
+    bool tell = !r->acquired;
     r->acquired = true;
     /* streams still ours stay; new ones start at the database's cursor */
     uint64_t until = r->acquire_sent_ms + (uint64_t)r->cfg.lease_s * LEASE_TRUST_PERMILLE;
@@ -91,8 +105,12 @@ static void on_acquired(PGresult *res, const char *err, void *data)
         if (!acquired(res, c, s->rd->d)) {
             log_info("stream let go", json_pack("{s:s}", "destination", s->rd->d->id));
             relay_stream_drop(r, s);
+            tell = true; /* free for another instance now */
         }
     }
+    const char *v[1] = {r->instance};
+    if (tell && db_query(r->db, true, "streams_changed", 1, v, on_told, r) < 0)
+        log_warn("could not tell the other instances that the streams changed", NULL);
     if (again)
         relay_acquire(r);
     relay_wake(r);

@@ -149,6 +149,7 @@ static void aux_ready(struct db *db, void *data)
     if (db_query(db, false, "LISTEN ordersync_config", 0, NULL, on_listen, s) < 0 ||
         db_query(db, false, "LISTEN ordersync_events", 0, NULL, on_listen, s) < 0 ||
         db_query(db, false, "LISTEN ordersync_deliveries", 0, NULL, on_listen, s) < 0 ||
+        db_query(db, false, "LISTEN " RELAY_STREAMS_CHANNEL, 0, NULL, on_listen, s) < 0 ||
         db_query(db, false, "SELECT coalesce(max(version), 0) AS version FROM schema_migrations", 0,
                  NULL, on_schema, s) < 0)
         return;
@@ -174,6 +175,9 @@ static void aux_notify(struct db *db, const char *channel, const char *payload, 
         /* an operator replayed or skipped: rows may be due */
         if (s->relay != NULL)
             relay_rows_changed(s->relay);
+    } else if (strcmp(channel, RELAY_STREAMS_CHANNEL) == 0) {
+        if (s->relay != NULL)
+            relay_streams_changed(s->relay, payload);
     } else if (strcmp(channel, "ordersync_events") == 0) {
         /* another instance committed events */
         if (s->relay != NULL)

@@ -326,6 +326,30 @@ def test_two_processes_share_the_work_without_double_delivery(stack, db, receive
     assert db.scalar("SELECT sum(delivered) FROM delivery_log") == 90
 
 
+def test_streams_change_hands_at_once_when_an_instance_joins_or_leaves(stack, db, receivers):
+    # A lease of 10 minutes: the rounds in which instances renew, take and let go come every
+    # 150 s, far beyond the waits below. A joining instance and a leaving one tell the others
+    # (NOTIFY ordersync_streams), so the streams change hands now, not at the next round.
+    owners = "SELECT count(DISTINCT lease_owner) FROM delivery_streams WHERE lease_owner IS NOT NULL"
+    a = stack({"ORDERSYNC_LEASE_S": "600"})
+    wait_for(lambda: db.scalar(owners) == 1
+             and db.scalar("SELECT count(*) FROM delivery_streams WHERE lease_owner IS NULL") == 0,
+             what="the first instance holds every stream")
+    b = stack({"ORDERSYNC_LEASE_S": "600"})
+    wait_for(lambda: db.scalar(owners) == 2, what="the second instance given its share on joining")
+    for i in range(6):
+        send(a if i % 2 else b, 21000 + i)
+    wait_for(lambda: all(len(r.accepted()) == 6 for r in receivers.values()), what="delivery")
+    # a clean stop hands its streams back; the other takes them at once and delivers
+    assert b.stop(sig=15) == 0
+    wait_for(lambda: db.scalar(owners) == 1
+             and db.scalar("SELECT count(*) FROM delivery_streams WHERE lease_owner IS NULL") == 0,
+             what="the remaining instance took the streams let go")
+    send(a, 21006)
+    wait_for(lambda: all(len(r.accepted()) == 7 for r in receivers.values()),
+             what="delivery by the remaining instance")
+
+
 def test_rotation_signs_with_both_secrets(stack, db, receivers):
     new = "whsec_" + __import__("base64").b64encode(b"a brand new destination secret!").decode()
     db.query("UPDATE destinations SET previous_secret = secret, secret = %s WHERE id = 'inventory'",
