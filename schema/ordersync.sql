@@ -1935,7 +1935,7 @@ BEGIN
 END;
 $$;
 
-CREATE FUNCTION public.stream_read_filtered(dests text[], afters bigint[], types text[], limits integer[], dead_blocks boolean[]) RETURNS TABLE(destination_id text, horizon bigint, event_position bigint, event_id text, order_id bigint, created_at text, payload text, age_s double precision, held boolean, trace_id text, scanned integer, last_scanned bigint, filtered integer)
+CREATE FUNCTION public.stream_read_filtered(dests text[], afters bigint[], types text[], limits integer[], dead_blocks boolean[]) RETURNS TABLE(destination_id text, horizon bigint, event_position bigint, event_id text, order_id bigint, created_at text, payload text, age_s double precision, held boolean, trace_id text, matched boolean)
     LANGUAGE plpgsql
     SET jit TO 'off'
     SET enable_seqscan TO 'off'
@@ -1946,61 +1946,40 @@ BEGIN
     SELECT coalesce(max(e.position), 0) INTO h FROM events e;
     RETURN QUERY SELECT NULL::text, h, NULL::bigint, NULL::text, NULL::bigint, NULL::text,
                         NULL::text, NULL::double precision, NULL::boolean, NULL::text,
-                        NULL::integer, NULL::bigint, NULL::integer;
-    IF NOT EXISTS (SELECT 1 FROM destinations f WHERE f.id = ANY (dests) AND f.filter IS NOT NULL)
-    THEN
-        RETURN QUERY
-        SELECT d.id, h, e.position, replace(e.id::text, '-', ''), e.order_id, e.created_at::text,
-               e.payload, extract(epoch FROM now() - e.created_at)::double precision,
-               EXISTS (SELECT 1 FROM deliveries x
-                        WHERE x.destination_id = d.id AND x.order_id = e.order_id
-                          AND x.position < e.position AND (x.state <> 'dead' OR d.db)),
-               replace(e.trace_id::text, '-', ''), NULL::integer, NULL::bigint, NULL::integer
-          FROM unnest(dests, afters, types, limits, dead_blocks) AS d(id, after, types, lim, db)
-         CROSS JOIN LATERAL (
-               SELECT e.position, e.id, e.order_id, e.created_at, e.payload, e.trace_id
-                 FROM events e
-                WHERE e.position > d.after AND e.position <= h
-                  AND (d.types IS NULL OR e.type = ANY (d.types::text[]))
-                ORDER BY e.position LIMIT d.lim) e;
-        RETURN;
-    END IF;
+                        NULL::boolean;
+    -- d: the destinations with their filters, in the order asked (a subquery
+    -- with ORDER BY stays one, and the nested loops below keep its order);
+    -- m: the verdict, once per event and destination (OFFSET 0: its own plan
+    -- node, not an expression copied into each column that reads it)
     RETURN QUERY
-    WITH d AS (
-        SELECT u.*, f.filter
-          FROM unnest(dests, afters, types, limits, dead_blocks) WITH ORDINALITY
-               AS u(id, after, types, lim, db, ord)
-          LEFT JOIN destinations f ON f.id = u.id
-    ), scan AS MATERIALIZED (
-        SELECT d.ord, d.id AS dest, d.db, d.filter IS NOT NULL AS has_filter, e.*,
-               d.filter IS NULL
-               OR coalesce(jsonb_path_match(e.payload::jsonb, d.filter, '{}', true), false) AS m
-          FROM d
-         CROSS JOIN LATERAL (
-               SELECT e.position, e.id, e.order_id, e.created_at, e.payload, e.trace_id
-                 FROM events e
-                WHERE e.position > d.after AND e.position <= h
-                  AND (d.types IS NULL OR e.type = ANY (d.types::text[]))
-                ORDER BY e.position LIMIT d.lim) e
-    )
-    SELECT r.dest, h, r.position, r.eid, r.order_id, r.created_at, r.payload, r.age_s, r.held,
-           r.trace_id, r.scanned, r.last_scanned, r.filtered
-      FROM (SELECT s.ord, s.dest, NULL::bigint AS position, NULL::text AS eid,
-                   NULL::bigint AS order_id, NULL::text AS created_at, NULL::text AS payload,
-                   NULL::double precision AS age_s, NULL::boolean AS held, NULL::text AS trace_id,
-                   count(*)::integer AS scanned, max(s.position) AS last_scanned,
-                   (count(*) FILTER (WHERE NOT s.m))::integer AS filtered
-              FROM scan s WHERE s.has_filter GROUP BY s.ord, s.dest
-            UNION ALL
-            SELECT s.ord, s.dest, s.position, replace(s.id::text, '-', ''), s.order_id,
-                   s.created_at::text, s.payload,
-                   extract(epoch FROM now() - s.created_at)::double precision,
-                   EXISTS (SELECT 1 FROM deliveries x
-                            WHERE x.destination_id = s.dest AND x.order_id = s.order_id
-                              AND x.position < s.position AND (x.state <> 'dead' OR s.db)),
-                   replace(s.trace_id::text, '-', ''), NULL::integer, NULL::bigint, NULL::integer
-              FROM scan s WHERE s.m) r
-     ORDER BY r.ord, r.position NULLS FIRST;
+    SELECT d.id, h, e.position,
+           CASE WHEN m.m THEN replace(e.id::text, '-', '') END,
+           CASE WHEN m.m THEN e.order_id END,
+           CASE WHEN m.m THEN e.created_at::text END,
+           CASE WHEN m.m THEN e.payload END,
+           CASE WHEN m.m THEN extract(epoch FROM now() - e.created_at)::double precision END,
+           CASE WHEN m.m THEN EXISTS (SELECT 1 FROM deliveries x
+                                       WHERE x.destination_id = d.id AND x.order_id = e.order_id
+                                         AND x.position < e.position
+                                         AND (x.state <> 'dead' OR d.db)) END,
+           CASE WHEN m.m THEN replace(e.trace_id::text, '-', '') END,
+           m.m
+      FROM (SELECT u.id, u.after, u.types, u.lim, u.db, f.filter
+              FROM unnest(dests, afters, types, limits, dead_blocks) WITH ORDINALITY
+                   AS u(id, after, types, lim, db, ord)
+              LEFT JOIN destinations f ON f.id = u.id
+             ORDER BY u.ord) d
+     CROSS JOIN LATERAL (
+           SELECT e.position, e.id, e.order_id, e.created_at, e.payload, e.trace_id
+             FROM events e
+            WHERE e.position > d.after AND e.position <= h
+              AND (d.types IS NULL OR e.type = ANY (d.types::text[]))
+            ORDER BY e.position LIMIT d.lim) e
+     CROSS JOIN LATERAL (
+           SELECT d.filter IS NULL
+                  OR coalesce(jsonb_path_match(e.payload::jsonb, d.filter, '{}', true), false)
+                  AS m
+           OFFSET 0) m;
 END;
 $$;
 

@@ -10,12 +10,12 @@
  * that completion's: the next one may be on its way meanwhile.
  *
  * A destination's content filter (destinations.filter) is applied in the
- * read (stream_read_filtered in 016_filters_actions.sql): the events it
- * leaves out never cross the wire. For such a destination a row of its own
- * comes first, saying how many events were looked at, up to where, and how
- * many were left out; the stream's read position moves past them as past
- * events of types it does not take, and the completion that follows moves
- * its cursor there.
+ * read (stream_read_filtered in 016_filters_actions.sql): every event a
+ * stream's read looked at comes back, and one its filter left out comes with
+ * matched = false and its position only, never its payload. It is counted
+ * (ordersync_events_filtered_total) and the stream's read position moves past
+ * it as past events of types it does not take; the completion that follows
+ * moves its cursor there.
  */
 #include "relay_internal.h"
 
@@ -29,7 +29,7 @@
 
 const char relay_sql_stream_read[] =
     "SELECT destination_id, horizon, event_position, event_id, order_id,"
-    " created_at, payload, age_s, held, trace_id, scanned, last_scanned, filtered"
+    " created_at, payload, age_s, held, trace_id, matched"
     " FROM stream_read_filtered($1::text[], $2::bigint[], $3::text[], $4::integer[],"
     " $5::boolean[])";
 
@@ -44,15 +44,12 @@ enum {
     RC_AGE,
     RC_HELD,
     RC_TRACE,
-    RC_SCANNED,
-    RC_LAST_SCANNED,
-    RC_FILTERED,
+    RC_MATCHED,
     N_RC
 };
 static const char *const read_cols[N_RC] = {
-    "destination_id", "horizon",      "event_position", "event_id", "order_id",
-    "created_at",     "payload",      "age_s",          "held",     "trace_id",
-    "scanned",        "last_scanned", "filtered"};
+    "destination_id", "horizon", "event_position", "event_id", "order_id", "created_at",
+    "payload",        "age_s",   "held",           "trace_id", "matched"};
 
 /* One stream's part of a read: the generation it was asked for, and how many events. */
 struct read_part {
@@ -161,18 +158,17 @@ static bool take_events(struct relay *r, struct stream *s, const struct read_par
                                 .payload = c[RC_PAYLOAD],
                                 .age = c[RC_AGE],
                                 .trace = c[RC_TRACE]};
-    int rows = to - from;
-    bool whole = true; /* every event returned went into the window */
+    int rows = to - from; /* every event of its types the read looked at */
+    bool whole = true;    /* every event returned was kept or left out by the filter */
     int64_t last = s->read_pos;
-    /* a filtered destination's first row: what the read looked at */
-    int64_t scanned_to = 0;
-    if (from < to && PQgetisnull(res, from, c[RC_POS])) {
-        rows = atoi(PQgetvalue(res, from, c[RC_SCANNED]));
-        scanned_to = strtoll(PQgetvalue(res, from, c[RC_LAST_SCANNED]), NULL, 10);
-        metric_add(s->rd->m_filtered, strtoull(PQgetvalue(res, from, c[RC_FILTERED]), NULL, 10));
-        from++;
-    }
+    uint64_t filtered = 0;
     for (int row = from; row < to; row++) {
+        if (PQgetvalue(res, row, c[RC_MATCHED])[0] != 't') {
+            /* left out by the destination's filter: never sent, passed over */
+            filtered++;
+            last = strtoll(PQgetvalue(res, row, c[RC_POS]), NULL, 10);
+            continue;
+        }
         struct job *j = relay_job_new(r, s->rd, res, row, &jc);
         if (j == NULL) {
             whole = false; /* out of memory: read again from the last one kept */
@@ -190,9 +186,9 @@ static bool take_events(struct relay *r, struct stream *s, const struct read_par
         j->in_window = true;
         last = j->position;
     }
-    /* every event it looked at was kept or left out by the filter */
-    if (whole && scanned_to > last)
-        last = scanned_to;
+    /* counted once passed over: any after a break are read again, and counted then */
+    if (filtered > 0)
+        metric_add(s->rd->m_filtered, filtered);
     /* a short page: every event up to the horizon was read or is not for it */
     if (whole && (unsigned)rows < part->limit && horizon > last)
         last = horizon;
