@@ -32,7 +32,8 @@ def make_events(db, n=12):
     return db.query("SELECT position, type, payload FROM events ORDER BY position")
 
 
-def read(db, dests, afters, types, limits, fn="stream_read_filtered", cols=COLS + ", matched"):
+def read(db, dests, afters, types, limits, fn="stream_read_filtered",
+         cols=COLS + ", ord, matched"):
     return db.query(f"SELECT {cols} FROM {fn}(%s::text[], %s::bigint[], %s::text[],"
                     " %s::integer[], %s::boolean[])",
                     (dests, afters, types, limits, [False] * len(dests)))
@@ -67,6 +68,50 @@ def test_each_destination_gets_every_event_it_looked_at_in_order_with_a_verdict(
         else:
             assert r[-1] is False and r[3:9] == (None,) * 6
     assert all(r[-1] is True for r in by["a"] + by["c"])
+    assert {r[0]: r[-2] for r in rows} == {"c": 1, "b": 2, "a": 3}
+
+
+def test_several_filtered_destinations_each_get_their_page_judged_by_their_own_filter(db):
+    """With several filtered destinations their events are read once for all: their rows
+    may interleave, each destination's in position order, and each has its own page,
+    types and verdicts, whether the pages overlap or lie apart."""
+    events = make_events(db, 40)
+    db.query("""UPDATE destinations SET filter = '$.data.currency == "EUR"' WHERE id = 'a'""")
+    db.query("""UPDATE destinations SET filter = '$.data.currency == "USD"' WHERE id = 'b'""")
+    db.query("""UPDATE destinations SET filter = '$.type == "order.updated"' WHERE id = 'c'""")
+    pos = [p for p, _, _ in events]
+    kind = {p: t for p, t, _ in events}
+    body = {p: pl for p, _, pl in events}
+    judge = {"a": lambda p: eur(body[p]), "b": lambda p: not eur(body[p]),
+             "c": lambda p: kind[p] == "order.updated"}
+    cases = [  # afters (as indexes into the events: -1 before the first), types, limits
+        ([-1, -1, -1], [None, None, None], [10, 10, 10]),          # the same page
+        ([-1, 3, 30], [None, None, None], [10, 5, 100]),           # overlapping, apart, short
+        ([-1, 2, 8], ['{order.created}', None, '{order.created}'], [6, 7, 3]),
+        ([39, -1, 20], [None, None, None], [5, 3, 4]),             # one with nothing left
+    ]
+    for c_filtered in (True, False):  # then with c unfiltered: read apart, as stream_read
+        if not c_filtered:
+            db.query("UPDATE destinations SET filter = NULL WHERE id = 'c'")
+            judge["c"] = lambda p: True
+        for afters, types, limits in cases:
+            after_pos = [pos[i] if i >= 0 else pos[0] - 1 for i in afters]
+            rows = read(db, ["b", "c", "a"], after_pos, types, limits)
+            assert rows[0][0] is None
+            for ord_, dest, after, t, lim in zip((1, 2, 3), ("b", "c", "a"), after_pos, types,
+                                                 limits):
+                mine = [r for r in rows[1:] if r[-2] == ord_]
+                assert all(r[0] == dest for r in mine)
+                want = [p for p in pos if p > after
+                        and (t is None or kind[p] == t.strip("{}"))][:lim]
+                assert [r[2] for r in mine] == want, (dest, afters, types, limits)
+                for r in mine:
+                    assert r[-1] is judge[dest](r[2]), (dest, r[2])
+                    if r[-1]:
+                        assert r[6] == body[r[2]] and r[3] is not None
+                    else:
+                        assert r[3:9] == (None,) * 6
+            assert all(r[-2] in (1, 2, 3) for r in rows[1:])
 
 
 def test_without_a_filter_the_read_is_stream_reads(db):
@@ -75,8 +120,9 @@ def test_without_a_filter_the_read_is_stream_reads(db):
     args = (["a", "b"], [first - 1, first + 2], [None, '{order.updated}'], [7, 3])
     old = read(db, *args, fn="stream_read", cols=COLS)
     new = read(db, *args)
-    assert [r[:-1] for r in new] == old
+    assert [r[:-2] for r in new] == old
     assert new[0][-1] is None and all(r[-1] is True for r in new[1:])
+    assert [r[-2] for r in new[1:]] == [1] * 7 + [2] * 3
 
 
 def test_the_limit_counts_what_was_looked_at_so_a_filter_leaving_everything_out_moves_a_page(db):
