@@ -128,12 +128,18 @@ $$;
 -- (hence `ord`). No summary rows, no sort of the events. The filters are
 -- read from the table once per read (a reload that reset a stream reads
 -- with the new one). The first row (destination_id NULL) holds the horizon.
+-- Generic plans: the relay reads many small pages (what deliveries freed
+-- since the last read), where planning each query anew for its arrays cost
+-- a filtered read more than its events did (3 x 32 events: 5.5 ms of
+-- backend CPU, 3.7 ms with generic plans, median of 5); the laterals fix
+-- the join order whatever the estimates.
 CREATE FUNCTION stream_read_filtered(dests text[], afters bigint[], types text[],
                                      limits integer[], dead_blocks boolean[])
 RETURNS TABLE (destination_id text, horizon bigint, event_position bigint, event_id text,
                order_id bigint, created_at text, payload text, age_s double precision,
                held boolean, trace_id text, ord integer, matched boolean)
-LANGUAGE plpgsql SET jit = off SET enable_seqscan = off AS $$
+LANGUAGE plpgsql SET jit = off SET enable_seqscan = off SET plan_cache_mode = force_generic_plan
+AS $$
 DECLARE
     h bigint;
     filters jsonpath[];

@@ -1939,6 +1939,7 @@ CREATE FUNCTION public.stream_read_filtered(dests text[], afters bigint[], types
     LANGUAGE plpgsql
     SET jit TO 'off'
     SET enable_seqscan TO 'off'
+    SET plan_cache_mode TO 'force_generic_plan'
     AS $$
 DECLARE
     h bigint;
