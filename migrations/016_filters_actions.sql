@@ -7,12 +7,13 @@
 -- parser's message, when it is written; a CHECK refuses a path that is not a
 -- predicate (`$.data.currency` instead of `$.data.currency == "EUR"`). The
 -- relay reads through stream_read_filtered(), which evaluates the filter in
--- the read: events that do not match never leave the database, and the
--- stream's cursor moves past them as it does past events of types the
--- destination does not take. Nothing is written per filtered event: what the
--- views call "filtered" is worked out when asked, from the filter that was in
--- force where the event stands (destination_filters, one row per change of a
--- destination's filter) and the event's payload.
+-- the read: of an event that does not match only its position leaves the
+-- database (never its payload), and the stream's cursor moves past it as it
+-- does past events of types the destination does not take. Nothing is
+-- written per filtered event: what the views call "filtered" is worked out
+-- when asked, from the filter that was in force where the event stands
+-- (destination_filters, one row per change of a destination's filter) and
+-- the event's payload.
 --
 -- Operator actions. destinations.paused_at/paused_by: a destination an
 -- operator paused (not the breaker's paused_until): the relay sends nothing
@@ -111,82 +112,144 @@ END;
 $$;
 
 -- stream_read (007) with each destination's filter applied in the read.
--- The same columns, and three more on a row of its own per filtered
--- destination that scanned events (event_position NULL), before its events:
--- `scanned` events of its types were looked at (up to its limit: the limit
--- counts events looked at, so a filter that leaves everything out still
--- moves the stream a page a read), the last at `last_scanned`, and
--- `filtered` of them left out. The filter is read from the table, so a
--- reload that reset the stream reads with the new one. Destinations without
--- a filter are read exactly as stream_read reads them, with no extra work.
+-- The same columns and two more: `ord`, the destination's place in `dests`
+-- (1-based), and `matched`. Every event a destination's read looks at
+-- (events of its types, up to its limit: the limit counts events looked at,
+-- so a filter that leaves everything out still moves the stream a page a
+-- read) comes back, each destination's in position order; one its filter
+-- leaves out has matched = false and only its position, never its payload,
+-- so that the reader moves the stream's read position past it and counts
+-- it. A destination without a filter reads as stream_read reads (matched
+-- true, nothing parsed). With one filtered destination in the read, each
+-- of its events is parsed into jsonb in the same pass, and every
+-- destination's rows come together, in the order of `dests`. With several,
+-- their events are read once, in position order, over the union of their
+-- pages, and each is parsed once for all of them: their rows interleave
+-- (hence `ord`). No summary rows, no sort of the events. The filters are
+-- read from the table once per read (a reload that reset a stream reads
+-- with the new one). The first row (destination_id NULL) holds the horizon.
+-- Generic plans: the relay reads many small pages (what deliveries freed
+-- since the last read), where planning each query anew for its arrays cost
+-- a filtered read more than its events did (3 x 32 events: 5.5 ms of
+-- backend CPU, 3.7 ms with generic plans, median of 5); the laterals fix
+-- the join order whatever the estimates.
 CREATE FUNCTION stream_read_filtered(dests text[], afters bigint[], types text[],
                                      limits integer[], dead_blocks boolean[])
 RETURNS TABLE (destination_id text, horizon bigint, event_position bigint, event_id text,
                order_id bigint, created_at text, payload text, age_s double precision,
-               held boolean, trace_id text, scanned integer, last_scanned bigint,
-               filtered integer)
-LANGUAGE plpgsql SET jit = off SET enable_seqscan = off AS $$
+               held boolean, trace_id text, ord integer, matched boolean)
+LANGUAGE plpgsql SET jit = off SET enable_seqscan = off SET plan_cache_mode = force_generic_plan
+AS $$
 DECLARE
     h bigint;
+    filters jsonpath[];
+    n_filtered integer;
 BEGIN
     SELECT coalesce(max(e.position), 0) INTO h FROM events e;
     RETURN QUERY SELECT NULL::text, h, NULL::bigint, NULL::text, NULL::bigint, NULL::text,
                         NULL::text, NULL::double precision, NULL::boolean, NULL::text,
-                        NULL::integer, NULL::bigint, NULL::integer;
-    IF NOT EXISTS (SELECT 1 FROM destinations f WHERE f.id = ANY (dests) AND f.filter IS NOT NULL)
-    THEN
-        RETURN QUERY
-        SELECT d.id, h, e.position, replace(e.id::text, '-', ''), e.order_id, e.created_at::text,
-               e.payload, extract(epoch FROM now() - e.created_at)::double precision,
-               EXISTS (SELECT 1 FROM deliveries x
-                        WHERE x.destination_id = d.id AND x.order_id = e.order_id
-                          AND x.position < e.position AND (x.state <> 'dead' OR d.db)),
-               replace(e.trace_id::text, '-', ''), NULL::integer, NULL::bigint, NULL::integer
-          FROM unnest(dests, afters, types, limits, dead_blocks) AS d(id, after, types, lim, db)
-         CROSS JOIN LATERAL (
-               SELECT e.position, e.id, e.order_id, e.created_at, e.payload, e.trace_id
-                 FROM events e
-                WHERE e.position > d.after AND e.position <= h
-                  AND (d.types IS NULL OR e.type = ANY (d.types::text[]))
-                ORDER BY e.position LIMIT d.lim) e;
+                        NULL::integer, NULL::boolean;
+    -- each destination's filter, once (the queries below all read these)
+    SELECT array_agg(f.filter ORDER BY u.ord), count(f.filter) INTO filters, n_filtered
+      FROM unnest(dests) WITH ORDINALITY AS u(id, ord)
+      LEFT JOIN destinations f ON f.id = u.id;
+    -- At most one filtered destination: one pass, destination by destination
+    -- in the order asked (the nested loops keep the order of unnest). m: the
+    -- verdict, once per event and destination (OFFSET 0: a plan node of its
+    -- own, not an expression copied into each column that reads it).
+    -- With several, the destinations without a filter the same way.
+    RETURN QUERY
+    SELECT d.id, h, e.position,
+           CASE WHEN m.m THEN replace(e.id::text, '-', '') END,
+           CASE WHEN m.m THEN e.order_id END,
+           CASE WHEN m.m THEN e.created_at::text END,
+           CASE WHEN m.m THEN e.payload END,
+           CASE WHEN m.m THEN extract(epoch FROM now() - e.created_at)::double precision END,
+           CASE WHEN m.m THEN EXISTS (SELECT 1 FROM deliveries x
+                                       WHERE x.destination_id = d.id AND x.order_id = e.order_id
+                                         AND x.position < e.position
+                                         AND (x.state <> 'dead' OR d.db)) END,
+           CASE WHEN m.m THEN replace(e.trace_id::text, '-', '') END,
+           d.ord::integer, m.m
+      FROM unnest(dests, afters, types, limits, dead_blocks, filters) WITH ORDINALITY
+           AS d(id, after, types, lim, db, filter, ord)
+     CROSS JOIN LATERAL (
+           SELECT e.position, e.id, e.order_id, e.created_at, e.payload, e.trace_id
+             FROM events e
+            WHERE e.position > d.after AND e.position <= h
+              AND (d.types IS NULL OR e.type = ANY (d.types::text[]))
+            ORDER BY e.position LIMIT d.lim) e
+     CROSS JOIN LATERAL (
+           SELECT d.filter IS NULL
+                  OR coalesce(jsonb_path_match(e.payload::jsonb, d.filter, '{}', true), false)
+                  AS m
+           OFFSET 0) m
+     WHERE n_filtered < 2 OR d.filter IS NULL;
+    IF n_filtered < 2 THEN
         RETURN;
     END IF;
+    -- Several filtered destinations. f: each one's page, (after, page_end];
+    -- r: the pages' union as disjoint ranges (lo, hi], in order. Each event
+    -- in them that one of the pages takes is read and parsed once (e), then
+    -- judged for each destination whose page takes it (in the order asked).
+    -- OFFSET 0 keeps e and its destinations apart: the events are the outer
+    -- loop, so an event is parsed once whatever the number of destinations.
     RETURN QUERY
-    WITH d AS (
-        SELECT u.*, f.filter
-          FROM unnest(dests, afters, types, limits, dead_blocks) WITH ORDINALITY
-               AS u(id, after, types, lim, db, ord)
-          LEFT JOIN destinations f ON f.id = u.id
-    ), scan AS MATERIALIZED (
-        SELECT d.ord, d.id AS dest, d.db, d.filter IS NOT NULL AS has_filter, e.*,
-               d.filter IS NULL
-               OR coalesce(jsonb_path_match(e.payload::jsonb, d.filter, '{}', true), false) AS m
-          FROM d
+    WITH f AS MATERIALIZED (
+        SELECT u.ord::integer AS ord, u.id, u.after, u.types, u.db, u.filter, p.page_end
+          FROM unnest(dests, afters, types, limits, dead_blocks, filters) WITH ORDINALITY
+               AS u(id, after, types, lim, db, filter, ord)
          CROSS JOIN LATERAL (
-               SELECT e.position, e.id, e.order_id, e.created_at, e.payload, e.trace_id
-                 FROM events e
-                WHERE e.position > d.after AND e.position <= h
-                  AND (d.types IS NULL OR e.type = ANY (d.types::text[]))
-                ORDER BY e.position LIMIT d.lim) e
+               SELECT max(e.position) AS page_end
+                 FROM (SELECT e.position FROM events e
+                        WHERE e.position > u.after AND e.position <= h
+                          AND (u.types IS NULL OR e.type = ANY (u.types::text[]))
+                        ORDER BY e.position LIMIT u.lim) e) p
+         WHERE u.filter IS NOT NULL AND p.page_end IS NOT NULL
+    ), r AS (
+        SELECT min(g.after) AS lo, max(g.page_end) AS hi
+          FROM (SELECT c.after, c.page_end,
+                       sum(c.starts) OVER (ORDER BY c.after, c.page_end) AS grp
+                  FROM (SELECT x.after, x.page_end,
+                               CASE WHEN x.after < max(x.page_end) OVER (
+                                                       ORDER BY x.after, x.page_end ROWS
+                                                       BETWEEN UNBOUNDED PRECEDING
+                                                           AND 1 PRECEDING)
+                                    THEN 0 ELSE 1 END AS starts
+                          FROM f x) c) g
+         GROUP BY g.grp
+         ORDER BY 1
     )
-    SELECT r.dest, h, r.position, r.eid, r.order_id, r.created_at, r.payload, r.age_s, r.held,
-           r.trace_id, r.scanned, r.last_scanned, r.filtered
-      FROM (SELECT s.ord, s.dest, NULL::bigint AS position, NULL::text AS eid,
-                   NULL::bigint AS order_id, NULL::text AS created_at, NULL::text AS payload,
-                   NULL::double precision AS age_s, NULL::boolean AS held, NULL::text AS trace_id,
-                   count(*)::integer AS scanned, max(s.position) AS last_scanned,
-                   (count(*) FILTER (WHERE NOT s.m))::integer AS filtered
-              FROM scan s WHERE s.has_filter GROUP BY s.ord, s.dest
-            UNION ALL
-            SELECT s.ord, s.dest, s.position, replace(s.id::text, '-', ''), s.order_id,
-                   s.created_at::text, s.payload,
-                   extract(epoch FROM now() - s.created_at)::double precision,
-                   EXISTS (SELECT 1 FROM deliveries x
-                            WHERE x.destination_id = s.dest AND x.order_id = s.order_id
-                              AND x.position < s.position AND (x.state <> 'dead' OR s.db)),
-                   replace(s.trace_id::text, '-', ''), NULL::integer, NULL::bigint, NULL::integer
-              FROM scan s WHERE s.m) r
-     ORDER BY r.ord, r.position NULLS FIRST;
+    SELECT d.id, h, e.position,
+           CASE WHEN m.m THEN replace(e.id::text, '-', '') END,
+           CASE WHEN m.m THEN e.order_id END,
+           CASE WHEN m.m THEN e.created_at::text END,
+           CASE WHEN m.m THEN e.payload END,
+           CASE WHEN m.m THEN extract(epoch FROM now() - e.created_at)::double precision END,
+           CASE WHEN m.m THEN EXISTS (SELECT 1 FROM deliveries x
+                                       WHERE x.destination_id = d.id AND x.order_id = e.order_id
+                                         AND x.position < e.position
+                                         AND (x.state <> 'dead' OR d.db)) END,
+           CASE WHEN m.m THEN replace(e.trace_id::text, '-', '') END,
+           d.ord, m.m
+      FROM r
+     CROSS JOIN LATERAL (
+           SELECT e.position, e.id, e.order_id, e.type, e.created_at, e.payload, e.trace_id,
+                  e.payload::jsonb AS doc
+             FROM events e
+            WHERE e.position > r.lo AND e.position <= r.hi
+              AND EXISTS (SELECT 1 FROM f
+                           WHERE e.position > f.after AND e.position <= f.page_end
+                             AND (f.types IS NULL OR e.type = ANY (f.types::text[])))
+            ORDER BY e.position OFFSET 0) e
+     CROSS JOIN LATERAL (
+           SELECT f.* FROM f
+            WHERE e.position > f.after AND e.position <= f.page_end
+              AND (f.types IS NULL OR e.type = ANY (f.types::text[]))
+            ORDER BY f.ord OFFSET 0) d
+     CROSS JOIN LATERAL (
+           SELECT coalesce(jsonb_path_match(e.doc, d.filter, '{}', true), false) AS m
+           OFFSET 0) m;
 END;
 $$;
 

@@ -10,12 +10,14 @@
  * that completion's: the next one may be on its way meanwhile.
  *
  * A destination's content filter (destinations.filter) is applied in the
- * read (stream_read_filtered in 016_filters_actions.sql): the events it
- * leaves out never cross the wire. For such a destination a row of its own
- * comes first, saying how many events were looked at, up to where, and how
- * many were left out; the stream's read position moves past them as past
- * events of types it does not take, and the completion that follows moves
- * its cursor there.
+ * read (stream_read_filtered in 016_filters_actions.sql): every event a
+ * stream's read looked at comes back, and one its filter left out comes with
+ * matched = false and its position only, never its payload. It is counted
+ * (ordersync_events_filtered_total) and the stream's read position moves past
+ * it as past events of types it does not take; the completion that follows
+ * moves its cursor there. A row's `ord` says whose it is: each stream's rows
+ * come in position order, and those of several filtered streams interleave
+ * (the function reads and parses each of their events once).
  */
 #include "relay_internal.h"
 
@@ -29,7 +31,7 @@
 
 const char relay_sql_stream_read[] =
     "SELECT destination_id, horizon, event_position, event_id, order_id,"
-    " created_at, payload, age_s, held, trace_id, scanned, last_scanned, filtered"
+    " created_at, payload, age_s, held, trace_id, ord, matched"
     " FROM stream_read_filtered($1::text[], $2::bigint[], $3::text[], $4::integer[],"
     " $5::boolean[])";
 
@@ -44,21 +46,25 @@ enum {
     RC_AGE,
     RC_HELD,
     RC_TRACE,
-    RC_SCANNED,
-    RC_LAST_SCANNED,
-    RC_FILTERED,
+    RC_ORD,
+    RC_MATCHED,
     N_RC
 };
 static const char *const read_cols[N_RC] = {
-    "destination_id", "horizon",      "event_position", "event_id", "order_id",
-    "created_at",     "payload",      "age_s",          "held",     "trace_id",
-    "scanned",        "last_scanned", "filtered"};
+    "destination_id", "horizon", "event_position", "event_id", "order_id", "created_at",
+    "payload",        "age_s",   "held",           "trace_id", "ord",      "matched"};
 
-/* One stream's part of a read: the generation it was asked for, and how many events. */
+/* One stream's part of a read: the generation it was asked for, and how many events;
+ * then, while its rows are taken, where they stand. */
 struct read_part {
     struct relay_dest *rd;
     uint64_t gen;
     unsigned limit;
+    struct stream *s; /* NULL: reset or dropped meanwhile, its rows are not taken */
+    unsigned rows;    /* every event of its types the read looked at */
+    bool whole;       /* every event so far was kept or left out by the filter */
+    int64_t last;     /* the last of them */
+    uint64_t filtered;
 };
 
 struct read_ctx {
@@ -151,54 +157,60 @@ void relay_read(struct relay *r)
     metric_add(r->m_reads, 1);
 }
 
-/* The rows of one stream in a read's result: [from, to). Returns: may there be more? */
-static bool take_events(struct relay *r, struct stream *s, const struct read_part *part,
-                        PGresult *res, const int *c, int from, int to, int64_t horizon)
+/* One row of a stream's in a read's result, in position order among its own. */
+static void take_event(struct relay *r, struct read_part *part, PGresult *res, const int *c,
+                       int row)
 {
+    struct stream *s = part->s;
+    part->rows++;
+    if (strcmp(PQgetvalue(res, row, c[RC_DEST]), s->rd->d->id) != 0)
+        part->whole = false; /* not its row (never so): go no further than the last one kept */
+    if (!part->whole)
+        return; /* read again from the last one kept */
+    if (PQgetvalue(res, row, c[RC_MATCHED])[0] != 't') {
+        /* left out by the destination's filter: never sent, passed over */
+        part->filtered++;
+        part->last = strtoll(PQgetvalue(res, row, c[RC_POS]), NULL, 10);
+        return;
+    }
     const struct job_cols jc = {.pos = c[RC_POS],
                                 .id = c[RC_ID],
                                 .order = c[RC_ORDER],
                                 .payload = c[RC_PAYLOAD],
                                 .age = c[RC_AGE],
                                 .trace = c[RC_TRACE]};
-    int rows = to - from;
-    bool whole = true; /* every event returned went into the window */
-    int64_t last = s->read_pos;
-    /* a filtered destination's first row: what the read looked at */
-    int64_t scanned_to = 0;
-    if (from < to && PQgetisnull(res, from, c[RC_POS])) {
-        rows = atoi(PQgetvalue(res, from, c[RC_SCANNED]));
-        scanned_to = strtoll(PQgetvalue(res, from, c[RC_LAST_SCANNED]), NULL, 10);
-        metric_add(s->rd->m_filtered, strtoull(PQgetvalue(res, from, c[RC_FILTERED]), NULL, 10));
-        from++;
+    struct job *j = relay_job_new(r, s->rd, res, row, &jc);
+    if (j == NULL) {
+        part->whole = false; /* out of memory: read again from the last one kept */
+        return;
     }
-    for (int row = from; row < to; row++) {
-        struct job *j = relay_job_new(r, s->rd, res, row, &jc);
-        if (j == NULL) {
-            whole = false; /* out of memory: read again from the last one kept */
-            break;
-        }
-        j->kind = JOB_STREAM;
-        snprintf(j->created_at, sizeof(j->created_at), "%s", PQgetvalue(res, row, c[RC_CREATED]));
-        j->stream_gen = s->gen;
-        bool held = PQgetvalue(res, row, c[RC_HELD])[0] == 't';
-        if (relay_window_push(&s->win, j->position, j->order_id, held, j) == NULL) {
-            relay_job_free(j);
-            whole = false;
-            break;
-        }
-        j->in_window = true;
-        last = j->position;
+    j->kind = JOB_STREAM;
+    snprintf(j->created_at, sizeof(j->created_at), "%s", PQgetvalue(res, row, c[RC_CREATED]));
+    j->stream_gen = s->gen;
+    bool held = PQgetvalue(res, row, c[RC_HELD])[0] == 't';
+    if (relay_window_push(&s->win, j->position, j->order_id, held, j) == NULL) {
+        relay_job_free(j);
+        part->whole = false;
+        return;
     }
-    /* every event it looked at was kept or left out by the filter */
-    if (whole && scanned_to > last)
-        last = scanned_to;
+    j->in_window = true;
+    part->last = j->position;
+}
+
+/* Once a stream's rows are taken: moves its read position. Returns: may there be more? */
+static bool took_events(struct read_part *part, int64_t horizon)
+{
+    struct stream *s = part->s;
+    /* counted once passed over: any after a break are read again, and counted then */
+    if (part->filtered > 0)
+        metric_add(s->rd->m_filtered, part->filtered);
+    int64_t last = part->last;
     /* a short page: every event up to the horizon was read or is not for it */
-    if (whole && (unsigned)rows < part->limit && horizon > last)
+    if (part->whole && part->rows < part->limit && horizon > last)
         last = horizon;
     if (last > s->read_pos)
         s->read_pos = last;
-    return whole && (unsigned)rows == part->limit; /* a full page: there may be more */
+    return part->whole && part->rows == part->limit; /* a full page: there may be more */
 }
 
 static void on_read(PGresult *res, const char *err, void *data)
@@ -214,16 +226,27 @@ static void on_read(PGresult *res, const char *err, void *data)
         log_warn("stream read failed", json_pack("{s:s}", "detail", err));
     }
     int64_t horizon = ok ? strtoll(PQgetvalue(res, 0, c[RC_HORIZON]), NULL, 10) : 0;
-    int row = 1, n = ok ? PQntuples(res) : 0;
-    for (unsigned i = 0; ok && i < ctx->n; i++) {
-        /* each destination's rows come together, in position order */
-        int from = row;
-        while (row < n && strcmp(PQgetvalue(res, row, c[RC_DEST]), ctx->part[i].rd->d->id) == 0)
-            row++;
-        struct stream *s = ctx->part[i].rd->stream;
-        if (s == NULL || s->gen != ctx->part[i].gen)
-            continue; /* reset or dropped meanwhile: read again from the database's cursor */
-        if (take_events(r, s, &ctx->part[i], res, c, from, row, horizon))
+    for (unsigned i = 0; i < ctx->n; i++) {
+        struct read_part *part = &ctx->part[i];
+        struct stream *s = part->rd->stream;
+        /* reset or dropped meanwhile: read again from the database's cursor */
+        part->s = ok && s != NULL && s->gen == part->gen ? s : NULL;
+        part->rows = 0;
+        part->whole = true;
+        part->last = s != NULL ? s->read_pos : 0;
+        part->filtered = 0;
+    }
+    /* each stream's rows in position order; several filtered ones' interleave (by `ord`) */
+    for (int row = 1, n = ok ? PQntuples(res) : 0; row < n; row++) {
+        long ord = strtol(PQgetvalue(res, row, c[RC_ORD]), NULL, 10);
+        if (ord < 1 || (unsigned long)ord > ctx->n)
+            continue;
+        struct read_part *part = &ctx->part[ord - 1];
+        if (part->s != NULL)
+            take_event(r, part, res, c, row);
+    }
+    for (unsigned i = 0; i < ctx->n; i++) {
+        if (ctx->part[i].s != NULL && took_events(&ctx->part[i], horizon))
             again = true;
     }
     free(ctx);
