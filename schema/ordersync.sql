@@ -1944,16 +1944,24 @@ CREATE FUNCTION public.stream_read_filtered(dests text[], afters bigint[], types
 DECLARE
     h bigint;
     filters jsonpath[];
+    held boolean[];
     n_filtered integer;
 BEGIN
     SELECT coalesce(max(e.position), 0) INTO h FROM events e;
     RETURN QUERY SELECT NULL::text, h, NULL::bigint, NULL::text, NULL::bigint, NULL::text,
                         NULL::text, NULL::double precision, NULL::boolean, NULL::text,
                         NULL::integer, NULL::boolean;
-    -- each destination's filter, once (the queries below all read these)
-    SELECT array_agg(f.filter ORDER BY u.ord), count(f.filter) INTO filters, n_filtered
+    -- each destination's filter and pause, once (the queries below all read these)
+    SELECT array_agg(f.filter ORDER BY u.ord), array_agg(f.paused_at IS NOT NULL ORDER BY u.ord),
+           count(f.filter) FILTER (WHERE f.paused_at IS NULL)
+      INTO filters, held, n_filtered
       FROM unnest(dests) WITH ORDINALITY AS u(id, ord)
       LEFT JOIN destinations f ON f.id = u.id;
+    RETURN QUERY SELECT d.id, h, NULL::bigint, NULL::text, NULL::bigint, NULL::text,
+                        NULL::text, NULL::double precision, NULL::boolean, NULL::text,
+                        d.ord::integer, NULL::boolean
+                   FROM unnest(dests, held) WITH ORDINALITY AS d(id, held, ord)
+                  WHERE d.held;
     -- At most one filtered destination: one pass, destination by destination
     -- in the order asked (the nested loops keep the order of unnest). m: the
     -- verdict, once per event and destination (OFFSET 0: a plan node of its
@@ -1972,8 +1980,8 @@ BEGIN
                                          AND (x.state <> 'dead' OR d.db)) END,
            CASE WHEN m.m THEN replace(e.trace_id::text, '-', '') END,
            d.ord::integer, m.m
-      FROM unnest(dests, afters, types, limits, dead_blocks, filters) WITH ORDINALITY
-           AS d(id, after, types, lim, db, filter, ord)
+      FROM unnest(dests, afters, types, limits, dead_blocks, filters, held) WITH ORDINALITY
+           AS d(id, after, types, lim, db, filter, held, ord)
      CROSS JOIN LATERAL (
            SELECT e.position, e.id, e.order_id, e.created_at, e.payload, e.trace_id
              FROM events e
@@ -1985,7 +1993,7 @@ BEGIN
                   OR coalesce(jsonb_path_match(e.payload::jsonb, d.filter, '{}', true), false)
                   AS m
            OFFSET 0) m
-     WHERE n_filtered < 2 OR d.filter IS NULL;
+     WHERE NOT d.held AND (n_filtered < 2 OR d.filter IS NULL);
     IF n_filtered < 2 THEN
         RETURN;
     END IF;
@@ -1998,15 +2006,15 @@ BEGIN
     RETURN QUERY
     WITH f AS MATERIALIZED (
         SELECT u.ord::integer AS ord, u.id, u.after, u.types, u.db, u.filter, p.page_end
-          FROM unnest(dests, afters, types, limits, dead_blocks, filters) WITH ORDINALITY
-               AS u(id, after, types, lim, db, filter, ord)
+          FROM unnest(dests, afters, types, limits, dead_blocks, filters, held) WITH ORDINALITY
+               AS u(id, after, types, lim, db, filter, held, ord)
          CROSS JOIN LATERAL (
                SELECT max(e.position) AS page_end
                  FROM (SELECT e.position FROM events e
                         WHERE e.position > u.after AND e.position <= h
                           AND (u.types IS NULL OR e.type = ANY (u.types::text[]))
                         ORDER BY e.position LIMIT u.lim) e) p
-         WHERE u.filter IS NOT NULL AND p.page_end IS NOT NULL
+         WHERE u.filter IS NOT NULL AND NOT u.held AND p.page_end IS NOT NULL
     ), r AS (
         SELECT min(g.after) AS lo, max(g.page_end) AS hi
           FROM (SELECT c.after, c.page_end,

@@ -17,7 +17,9 @@
  * it as past events of types it does not take; the completion that follows
  * moves its cursor there. A row's `ord` says whose it is: each stream's rows
  * come in position order, and those of several filtered streams interleave
- * (the function reads and parses each of their events once).
+ * (the function reads and parses each of their events once). A destination
+ * its operator paused is not read (one row with no event): the pause is read
+ * in the read's snapshot, before the relay hears of it.
  */
 #include "relay_internal.h"
 
@@ -162,6 +164,11 @@ static void take_event(struct relay *r, struct read_part *part, PGresult *res, c
                        int row)
 {
     struct stream *s = part->s;
+    if (PQgetisnull(res, row, c[RC_POS])) {
+        /* paused by its operator when the read began: nothing read, its position stays */
+        part->whole = false;
+        return;
+    }
     part->rows++;
     if (strcmp(PQgetvalue(res, row, c[RC_DEST]), s->rd->d->id) != 0)
         part->whole = false; /* not its row (never so): go no further than the last one kept */

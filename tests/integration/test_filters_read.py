@@ -169,3 +169,27 @@ def test_the_read_agrees_with_destination_filtered(db):
                                  " FROM events"))
         assert len(rows) == len(events)
         assert all(r[-1] is not filtered[r[2]] for r in rows), f
+
+
+def test_a_paused_destination_is_not_read_in_the_snapshot_that_sees_its_pause(db):
+    """An operator's pause is read in the read's own snapshot: a read that sees an event
+    committed after the pause also sees the pause, so no such event is judged by the filter
+    in force before a change the operator makes while paused, even when the relay has not yet
+    heard of the pause. The paused destination gets one row with its ord and no event (its
+    reader keeps its position); the others are read as before, filtered or not."""
+    events = make_events(db)
+    db.query("""UPDATE destinations SET filter = '$.data.currency == "EUR"' WHERE id IN ('a', 'c')""")
+    first = events[0][0]
+    for paused in (["a"], ["b"], ["a", "b"], ["a", "c"]):
+        db.query("UPDATE destinations SET paused_at = CASE WHEN id = ANY (%s) THEN now() END",
+                 (paused,))
+        rows = read(db, ["a", "b", "c"], [first - 1] * 3, [None] * 3, [100] * 3)
+        assert rows[0][0] is None
+        for ord_, dest in ((1, "a"), (2, "b"), (3, "c")):
+            mine = [r for r in rows[1:] if r[-2] == ord_]
+            if dest in paused:
+                assert [(r[0], r[2], r[-1]) for r in mine] == [(dest, None, None)], (paused, dest)
+            else:
+                assert [r[2] for r in mine] == [p for p, _, _ in events], (paused, dest)
+                assert all(r[-1] is (dest == "b" or eur(pl))
+                           for r, (_, _, pl) in zip(mine, events)), (paused, dest)
