@@ -165,7 +165,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     size_t n_kinds = 0;
     const struct platform *pl;
-    struct inbound_source src = {"fuzz", NULL, {SECRET, NULL}, 0};
+    struct inbound_source src = {"fuzz", NULL, {SECRET, NULL}, 0, {NULL, NULL}};
     struct headers h = {0};
     struct inbound_event ev;
     struct inbound_error err;

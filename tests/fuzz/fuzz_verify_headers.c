@@ -81,7 +81,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     case 6:
         /* every kind, through the table */
         for (size_t i = 0; source_kinds[i] != NULL; i++) {
-            struct source_request req = {secrets, 0, get_header, &h, body, body_len, 1767323047};
+            struct source_request req = {.secrets = secrets,
+                                         .tolerance_s = 0,
+                                         .get_header = get_header,
+                                         .ctx = &h,
+                                         .body = body,
+                                         .len = body_len,
+                                         .now = 1767323047,
+                                         .keys = NULL}; /* keyed per request */
 
             source_kinds[i]->verify(&req, detail, sizeof(detail));
         }
