@@ -4,12 +4,15 @@
  * Webhooks and every source kind's verify hook. The first byte picks the parser; the
  * rest, up to a newline, is the header value, and what follows the newline
  * is the body that gets verified. Nothing here may crash, leak or read out
- * of bounds, whatever the header holds.
+ * of bounds, whatever the header holds, and every kind's verify gives the
+ * same verdict with its secrets keyed per request and keyed once (lib/hmac,
+ * as the store keys them).
  */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "hmac.h"
 #include "source_internal.h"
 #include "source_kind.h"
 #include "verify.h"
@@ -81,6 +84,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     case 6:
         /* every kind, through the table */
         for (size_t i = 0; source_kinds[i] != NULL; i++) {
+            static struct hmac_sha256 *keys[2]; /* made once, kept for the process */
             struct source_request req = {.secrets = secrets,
                                          .tolerance_s = 0,
                                          .get_header = get_header,
@@ -90,7 +94,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                                          .now = 1767323047,
                                          .keys = NULL}; /* keyed per request */
 
-            source_kinds[i]->verify(&req, detail, sizeof(detail));
+            for (int k = 0; k < 2; k++)
+                if (keys[k] == NULL &&
+                    hmac_sha256_new(secrets[k], strlen(secrets[k]), &keys[k]) < 0)
+                    abort();
+            enum verify_result per_request = source_kinds[i]->verify(&req, detail, sizeof(detail));
+            req.keys = keys;
+            if (source_kinds[i]->verify(&req, detail, sizeof(detail)) != per_request)
+                abort();
         }
         break;
     case 5:
