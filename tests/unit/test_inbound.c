@@ -20,6 +20,7 @@
 
 #include "inbound.h"
 #include "verify.h"
+#include "test_fixture.h"
 
 #define MAX_HEADERS 8
 
@@ -62,28 +63,6 @@ static void del_header(struct req *r, const char *name)
         if (strcmp(r->names[i], name) == 0)
             r->names[i] = "x-deleted";
     }
-}
-
-static char *read_fixture(const char *name, size_t *len)
-{
-    char path[512];
-    FILE *f;
-    char *buf;
-    long n;
-
-    snprintf(path, sizeof(path), "%s/%s", FIXTURES_DIR, name);
-    f = fopen(path, "rb");
-    assert_non_null(f);
-    fseek(f, 0, SEEK_END);
-    n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    buf = malloc((size_t)n + 1);
-    assert_non_null(buf);
-    assert_int_equal(fread(buf, 1, (size_t)n, f), (size_t)n);
-    buf[n] = '\0';
-    fclose(f);
-    *len = (size_t)n;
-    return buf;
 }
 
 static const time_t now = 1767323047;

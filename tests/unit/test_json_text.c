@@ -24,6 +24,7 @@
 #include "ingest.h"
 #include "json_text.h"
 #include "source_kind.h"
+#include "test_fixture.h"
 
 /* json_dumps(json) and json_text_append(json) agree: the same text, or both fail. */
 static void same_as_jansson(const json_t *json)
@@ -44,28 +45,6 @@ static void same_as_jansson(const json_t *json)
         fail_msg("json_dumps: %s\njson_text: %d", want, rc);
     free(want);
     buf_free(&b);
-}
-
-static char *read_fixture(const char *name, size_t *len)
-{
-    char path[512];
-    FILE *f;
-    char *buf;
-    long n;
-
-    snprintf(path, sizeof(path), "%s/%s", FIXTURES_DIR, name);
-    f = fopen(path, "rb");
-    assert_non_null(f);
-    fseek(f, 0, SEEK_END);
-    n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    buf = malloc((size_t)n + 1);
-    assert_non_null(buf);
-    assert_int_equal(fread(buf, 1, (size_t)n, f), (size_t)n);
-    buf[n] = '\0';
-    fclose(f);
-    *len = (size_t)n;
-    return buf;
 }
 
 static const struct {
