@@ -15,6 +15,7 @@
 #include "feed.h"
 #include "inbound.h"
 #include "ingest.h"
+#include "json_arena.h"
 #include "log.h"
 #include "metrics.h"
 #include "trace.h"
@@ -287,8 +288,12 @@ static void handle_webhook(struct app *app, struct http_request *req, const char
     struct inbound_error err;
     memset(&ev, 0, sizeof(ev));
     memset(&err, 0, sizeof(err));
+    /* the body's values and the canonical order come from the arena (json_arena.h); they are
+     * freed when ingest_submit() has written the batch element, at the end of this call */
+    json_arena_begin();
     int rc = inbound_parse(&isrc, get_header, req, http_request_header(req, "content-type"), body,
                            len, time(NULL), &ev, &err);
+    json_arena_end();
     if (rc == INBOUND_PING) {
         api_reply(req, 200, "{\"status\":\"ping\"}", "ping", src->id);
         return;
