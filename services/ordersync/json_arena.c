@@ -26,20 +26,20 @@
 
 #ifdef ARENA_ASAN
 #include <sanitizer/asan_interface.h>
-#define POISON(p, n) ASAN_POISON_MEMORY_REGION((p), (n))
+#define POISON(p, n)   ASAN_POISON_MEMORY_REGION((p), (n))
 #define UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION((p), (n))
-#define RED_ZONE 32
+#define RED_ZONE       32
 #else
-#define POISON(p, n) ((void)(p), (void)(n))
+#define POISON(p, n)   ((void)(p), (void)(n))
 #define UNPOISON(p, n) ((void)(p), (void)(n))
-#define RED_ZONE 0
+#define RED_ZONE       0
 #endif
 
 /* Room for a 5 KB body's values and its canonical order; most windows use a fraction. */
 #define BLOCK_DATA (64 * 1024)
-#define PIECE_MAX (BLOCK_DATA / 4)
-#define HEADER 16
-#define SPARE_MAX 2
+#define PIECE_MAX  (BLOCK_DATA / 4)
+#define HEADER     16
+#define SPARE_MAX  2
 
 struct block {
     struct block *next;
