@@ -17,6 +17,7 @@
 
 #include "poll_page.h"
 #include "source_kind.h"
+#include "test_fixture.h"
 
 #define POLL "https://shop.example/admin/api/2024-07/orders.json"
 
@@ -100,27 +101,6 @@ static void garbage_is_refused(void **state)
 /* ------------------------------------------------------------ one page */
 
 static const time_t now = 1767323047; /* Fri, 02 Jan 2026 03:04:07 GMT */
-
-static char *fixture(const char *name)
-{
-    char path[512];
-    FILE *f;
-    char *buf;
-    long n;
-
-    snprintf(path, sizeof(path), "%s/%s", FIXTURES_DIR, name);
-    f = fopen(path, "rb");
-    assert_non_null(f);
-    fseek(f, 0, SEEK_END);
-    n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    buf = malloc((size_t)n + 1);
-    assert_non_null(buf);
-    assert_int_equal(fread(buf, 1, (size_t)n, f), (size_t)n);
-    buf[n] = '\0';
-    fclose(f);
-    return buf;
-}
 
 static struct poll_run run_of(const char *kind, int page)
 {
@@ -272,7 +252,8 @@ static void errors_back_off_exponentially(void **state)
 static void orders_are_stored_and_the_next_page_followed(void **state)
 {
     (void)state;
-    char *order = fixture("shopify_order_create.json"), *body;
+    size_t order_len;
+    char *order = read_fixture("shopify_order_create.json", &order_len), *body;
     struct poll_run run = run_of("shopify", 1);
     struct poll_response res;
     struct poll_page page;
@@ -342,7 +323,8 @@ static void orders_are_stored_and_the_next_page_followed(void **state)
 static void a_bare_array_of_other_kinds(void **state)
 {
     (void)state;
-    char *order = fixture("woocommerce_order_created.json"), *body;
+    size_t order_len;
+    char *order = read_fixture("woocommerce_order_created.json", &order_len), *body;
     struct poll_run run = run_of("woocommerce", 1);
     struct poll_response res;
     struct poll_page page;
@@ -381,7 +363,8 @@ static void a_bare_array_of_other_kinds(void **state)
 static void a_foreign_link_keeps_the_page_and_stops(void **state)
 {
     (void)state;
-    char *order = fixture("shopify_order_create.json"), *body;
+    size_t order_len;
+    char *order = read_fixture("shopify_order_create.json", &order_len), *body;
     struct poll_run run = run_of("shopify", 1);
     struct poll_response res;
     struct poll_page page;
@@ -417,7 +400,8 @@ static void a_foreign_link_keeps_the_page_and_stops(void **state)
 static void a_page_too_large_to_store_moves_nothing(void **state)
 {
     (void)state;
-    char *order = fixture("shopify_order_create.json"), *body;
+    size_t order_len;
+    char *order = read_fixture("shopify_order_create.json", &order_len), *body;
     struct poll_run run = run_of("shopify", 2);
     struct poll_response res;
     struct poll_page page;

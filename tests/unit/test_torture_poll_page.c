@@ -21,29 +21,9 @@
 #include "alloc_fail.h"
 #include "poll_page.h"
 #include "source_kind.h"
+#include "test_fixture.h"
 
 #define POLL "https://shop.example/admin/api/2024-07/orders.json"
-
-static char *read_fixture(const char *name)
-{
-    char path[512];
-    FILE *f;
-    char *buf;
-    long n;
-
-    snprintf(path, sizeof(path), "%s/%s", FIXTURES_DIR, name);
-    f = fopen(path, "rb");
-    assert_non_null(f);
-    fseek(f, 0, SEEK_END);
-    n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    buf = malloc((size_t)n + 1);
-    assert_non_null(buf);
-    assert_int_equal(fread(buf, 1, (size_t)n, f), (size_t)n);
-    buf[n] = '\0';
-    fclose(f);
-    return buf;
-}
 
 struct page_case {
     const char *name;
@@ -102,9 +82,10 @@ static void torture(struct page_case *c, const char *kind)
 
 static void pages_of_every_pollable_kind(void **state)
 {
-    char *shopify = read_fixture("shopify_order_create.json");
-    char *small = read_fixture("shopify_order_small.json");
-    char *woo = read_fixture("woocommerce_order_created.json");
+    size_t shopify_len, small_len, woo_len;
+    char *shopify = read_fixture("shopify_order_create.json", &shopify_len);
+    char *small = read_fixture("shopify_order_small.json", &small_len);
+    char *woo = read_fixture("woocommerce_order_created.json", &woo_len);
     char *body;
 
     (void)state;
